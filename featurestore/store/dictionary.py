@@ -1,0 +1,90 @@
+"""String ids <-> dense int codes, kept in Parquet beside the zarr arrays."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+class Dictionary:
+    """An ordered vocabulary: code i <-> values[i]. Open vocabularies grow with ``add``."""
+
+    def __init__(self, values: list[str] | None = None):
+        self._values: list[str] = []
+        self._index: dict[str, int] = {}
+        for v in values or []:
+            self.add(v)
+
+    def add(self, value: str) -> int:
+        code = self._index.get(value)
+        if code is None:
+            code = len(self._values)
+            self._index[value] = code
+            self._values.append(value)
+        return code
+
+    def extend(self, values) -> None:
+        for v in values:
+            self.add(v)
+
+    def encode_series(self, series: pl.Series, dtype: pl.DataType = pl.UInt16) -> pl.Series:
+        """Encode a polars string column, growing the vocabulary with unseen values."""
+        self.extend(v for v in series.unique(maintain_order=True).to_list() if v is not None)
+        return series.replace_strict(self._index, return_dtype=dtype)
+
+    @property
+    def values(self) -> list[str]:
+        return list(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def decode(self, codes: np.ndarray) -> np.ndarray:
+        return np.asarray(self._values, dtype=object)[np.asarray(codes)]
+
+    def write(self, path: str | Path) -> None:
+        pq.write_table(pa.table({"code": np.arange(len(self), dtype=np.int64), "value": self._values}), path)
+
+    @classmethod
+    def read(cls, path: str | Path) -> Dictionary:
+        table = pq.read_table(path)
+        codes = table.column("code").to_numpy()
+        if not np.array_equal(codes, np.arange(len(codes))):
+            raise ValueError(f"{path}: dictionary codes are not 0..n-1 in order")
+        return cls(table.column("value").to_pylist())
+
+
+class IdListWriter:
+    """Append-only Parquet writer for very large id lists (e.g. 130M session ids), bounded in memory.
+
+    The row number of an id in the file is its code.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._writer: pq.ParquetWriter | None = None
+        self.rows = 0
+
+    def append(self, ids: pl.Series) -> None:
+        table = pa.table({"value": ids.cast(pl.Utf8).to_arrow()})
+        if self._writer is None:
+            self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
+        self._writer.write_table(table)
+        self.rows += len(ids)
+
+    def close(self) -> None:
+        if self._writer is None:
+            pq.write_table(pa.table({"value": pa.array([], pa.string())}), self.path)
+        else:
+            self._writer.close()
+
+
+def read_id_list(path: str | Path, start: int = 0, stop: int | None = None) -> list[str]:
+    """Ids with codes in [start, stop), read without loading the whole file into Python strings."""
+    table = pq.read_table(path, columns=["value"])
+    stop = table.num_rows if stop is None else stop
+    return table.column("value").slice(start, stop - start).to_pylist()

@@ -1,0 +1,126 @@
+"""Open a store and validate it. Layout (one directory):
+
+    manifest.json               schema version, tables, sources, sha256 of every file
+    zarr.json                   zarr v3 root group
+    <table>/...                 feature tables (codes) and ragged sets (offsets + events/*)
+    dicts/<name>.parquet        categorical vocabularies (code, value)
+    ids/<table>.parquet         row ids of a table (row number = code)
+    cache/                      loader caches, rebuilt on demand, not covered by checksums
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+from .arrays import EVENT_CHUNK
+from .dictionary import Dictionary, read_id_list
+from .errors import StoreError
+from .feature_table import FeatureTable
+from .manifest import MANIFEST, SCHEMA_VERSION, verify_checksums
+from .ragged import RaggedSet
+
+
+class Store:
+    """A read-only view of one store directory."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        mf = self.path / MANIFEST
+        if not mf.is_file():
+            raise StoreError(f"{self.path}: not an fstore store (no {MANIFEST})")
+        try:
+            self.manifest = json.loads(mf.read_text())
+        except json.JSONDecodeError as e:
+            raise StoreError(f"{mf}: unreadable manifest ({e})") from None
+        if self.manifest.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(
+                f"{mf}: schema version {self.manifest.get('schema_version')} (this fstore reads {SCHEMA_VERSION})"
+            )
+        self.root = zarr.open_group(self.path, mode="r", zarr_format=3)
+        self._dicts: dict[str, Dictionary] = {}
+
+    @property
+    def tables(self) -> dict[str, dict]:
+        return self.manifest["tables"]
+
+    def _table_meta(self, name: str, kind: str) -> dict:
+        meta = self.tables.get(name)
+        if meta is None or meta["kind"] != kind:
+            have = sorted(n for n, m in self.tables.items() if m["kind"] == kind)
+            raise StoreError(f"{self.path}: no {kind} table {name!r} (have {have})")
+        return meta
+
+    def feature_table(self, name: str) -> FeatureTable:
+        self._table_meta(name, "feature_table")
+        return FeatureTable(self.root[name])
+
+    def ragged(self, name: str) -> RaggedSet:
+        self._table_meta(name, "ragged")
+        return RaggedSet(self.root[name])
+
+    def dictionary(self, name: str) -> Dictionary:
+        if name not in self._dicts:
+            p = self.path / "dicts" / f"{name}.parquet"
+            if not p.is_file():
+                raise StoreError(f"{self.path}: no dictionary {name!r}")
+            self._dicts[name] = Dictionary.read(p)
+        return self._dicts[name]
+
+    def ids(self, table: str, start: int = 0, stop: int | None = None) -> list[str]:
+        return read_id_list(self.path / "ids" / f"{table}.parquet", start, stop)
+
+    def bytes_on_disk(self) -> int:
+        return sum(f["bytes"] for f in self.manifest["files"].values())
+
+    def validate(self, checksums: bool = True) -> list[str]:
+        """Every problem found; empty means valid. Reads event columns chunk by chunk."""
+        problems = verify_checksums(self.path, self.manifest) if checksums else []
+        if problems:
+            return problems
+        sizes = {n: m["rows"] for n, m in self.tables.items()}
+        for name, meta in self.tables.items():
+            if meta["kind"] == "feature_table":
+                t = self.feature_table(name)
+                if t.rows != meta["rows"]:
+                    problems.append(f"{name}: {t.rows} rows, manifest says {meta['rows']}")
+            elif meta["kind"] == "ragged":
+                problems += self._validate_ragged(name, meta, sizes)
+        return problems
+
+    def _validate_ragged(self, name: str, meta: dict, sizes: dict[str, int]) -> list[str]:
+        r = self.ragged(name)
+        problems = []
+        if r.rows != meta["rows"] or r.events != meta["events"]:
+            problems.append(f"{name}: {r.rows} rows / {r.events} events, manifest says {meta['rows']} / {meta['events']}")
+        if r.offsets[0] != 0 or np.any(np.diff(r.offsets) < 0):
+            problems.append(f"{name}/offsets: not monotone from 0")
+        for col, cm in r.columns.items():
+            arr = r.array(col)
+            if arr.shape[0] != r.events:
+                problems.append(f"{name}/events/{col}: {arr.shape[0]} values for {r.events} events")
+                continue
+            limit = None
+            if "ref" in cm:
+                limit = sizes.get(cm["ref"])
+                if limit is None:
+                    problems.append(f"{name}/events/{col}: references missing table {cm['ref']!r}")
+                    continue
+            elif "dictionary" in cm:
+                limit = len(self.dictionary(cm["dictionary"]))
+            elif cm.get("type") == "bool":
+                limit = 2
+            if limit is None:
+                continue
+            for start in range(0, r.events, 8 * EVENT_CHUNK):
+                block = r.read(col, start, min(r.events, start + 8 * EVENT_CHUNK))
+                bad = np.flatnonzero((block < 0) | (block >= limit))
+                if bad.size:
+                    problems.append(
+                        f"{name}/events/{col}: code {block[bad[0]]} at event {start + bad[0]} out of range 0..{limit - 1}"
+                    )
+                    break
+        return problems
