@@ -1,8 +1,8 @@
 """Quantile (lookup-table) 8-bit quantizer for skewed columns.
 
-Bin edges are the fitted sample's quantiles, so every code is used about equally often; each
-code decodes to the mean of its bin (stored as a 255-entry table). A long tail that would waste
-most affine levels costs nothing here.
+Levels start at the sample's quantiles and are refined by Lloyd-Max, so dense regions get many
+levels and a long tail only a few; code i decodes to centers[i] (a 255-entry table). A skewed
+column that would waste most affine levels on its tail keeps its resolution here.
 """
 
 from __future__ import annotations
@@ -17,31 +17,39 @@ class QuantileQuantizer(Quantizer):
 
     codec_id = "fstore.quantile_u8"
 
-    def __init__(self, edges: list[float], centers: list[float]):
+    def __init__(self, edges: list[float], centers: list[float], range: tuple[float, float] | None = None):
         self.edges = np.asarray(edges, dtype=np.float64)  # inner edges, ascending, len = len(centers) - 1
         self.centers = np.asarray(centers, dtype=np.float64)
         if self.centers.size < 1 or self.edges.size != self.centers.size - 1:
             raise ValueError("quantile quantizer needs len(edges) == len(centers) - 1 >= 0")
+        # the fitted value range: the error bound holds for values inside it
+        self.range = tuple(range) if range is not None else (float(self.centers[0]), float(self.centers[-1]))
 
     @classmethod
-    def fit(cls, sample: np.ndarray) -> QuantileQuantizer:
-        finite = np.sort(sample[np.isfinite(sample)].astype(np.float64))
-        if finite.size == 0:
+    def fit(cls, sample: np.ndarray, iterations: int = 60) -> QuantileQuantizer:
+        """Quantile bins refined by Lloyd-Max iterations (1-D k-means) on the sample.
+
+        Equal-count bins alone leave a long tail in one huge last bin; Lloyd moves levels until
+        each is the mean of its bin and each edge the midpoint of its levels (MSE-optimal).
+        The sample should include the column's exact min and max so the range is covered.
+        """
+        x = np.sort(sample[np.isfinite(sample)].astype(np.float64))
+        if x.size == 0:
             return cls([], [0.0])
-        qs = np.quantile(finite, np.linspace(0, 1, N_LEVELS + 1)[1:-1])
-        edges = np.unique(qs)
-        # centre of each bin = midpoint of its value range in the sample (minimises the max error)
-        idx = np.searchsorted(edges, finite, side="right")
-        lo = np.full(edges.size + 1, np.inf)
-        hi = np.full(edges.size + 1, -np.inf)
-        np.minimum.at(lo, idx, finite)
-        np.maximum.at(hi, idx, finite)
-        empty = ~np.isfinite(lo)
-        centers = np.where(empty, 0.0, (lo + hi) / 2)
-        # empty bins cannot occur for sample values; give them a neighbour's centre for monotonicity
-        for i in np.flatnonzero(empty):
-            centers[i] = edges[min(i, edges.size - 1)]
-        return cls(edges.tolist(), centers.tolist())
+        centers = np.unique(np.quantile(x, (np.arange(N_LEVELS) + 0.5) / N_LEVELS))
+        for _ in range(iterations):
+            edges = (centers[1:] + centers[:-1]) / 2
+            idx = np.searchsorted(edges, x, side="right")
+            counts = np.bincount(idx, minlength=centers.size)
+            sums = np.bincount(idx, weights=x, minlength=centers.size)
+            new = np.where(counts > 0, sums / np.maximum(counts, 1), centers)
+            new = np.unique(new)
+            if new.size == centers.size and np.allclose(new, centers, rtol=0, atol=0):
+                break
+            centers = new
+        edges = (centers[1:] + centers[:-1]) / 2
+        lo, hi = x[0], x[-1]
+        return cls(edges.tolist(), centers.tolist(), (float(lo), float(hi)))
 
     def _encode_finite(self, x: np.ndarray) -> np.ndarray:
         return np.searchsorted(self.edges, x, side="right").astype(np.uint8)
@@ -53,10 +61,12 @@ class QuantileQuantizer(Quantizer):
         return table
 
     def error_bound(self) -> float:
-        # within the fitted range the worst case is the widest bin's half-width
-        bounds = np.concatenate([[self.centers[0]], self.edges, [self.centers[-1]]])
+        # within the fitted range the worst case is the widest half-bin around a level
+        lo, hi = self.range
+        bounds = np.concatenate([[min(lo, self.centers[0])], self.edges, [max(hi, self.centers[-1])]])
         half = np.maximum(np.abs(self.centers - bounds[:-1]), np.abs(bounds[1:] - self.centers))
         return float(half.max()) if half.size else 0.0
 
     def get_config(self) -> dict:
-        return {"id": self.codec_id, "edges": self.edges.tolist(), "centers": self.centers.tolist()}
+        return {"id": self.codec_id, "edges": self.edges.tolist(), "centers": self.centers.tolist(),
+                "range": list(self.range)}

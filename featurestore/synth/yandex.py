@@ -13,12 +13,12 @@ with ``archive_features_path``). Track ids are unique over train and test togeth
 
 Planted structure (a track is a ``512 x T`` matrix ``x``; ``d`` a feature, ``t`` a time step)::
 
-    z[d, t] = G[genre(a), d] + 0.45 * A[a, d] + 0.9 * O[track, d] + 0.5 * W[track, d] * sin(w t + phi)
+    z[d, t] = G[genre(a), d] + 0.25 * A[a, d] + 0.9 * O[track, d] + 0.5 * W[track, d] * sin(w t + phi)
               + 1.0 * eps[d, t]
     x[d, t] = mu[d] + s[d] * z[d, t]
 
 - ``G``: one random 512-d centroid per genre (about one genre per 10 artists), ``A``: the artist's own
-  random direction, so an artist centroid is ``G + 0.45 A`` and artists of one genre are near each other.
+  random direction, so an artist centroid is ``G + 0.25 A`` and artists of one genre are near each other.
 - ``O`` a per-track offset (stronger than the artist signal, so single tracks are noisy), ``W`` a per-track
   slow drift along time, ``eps`` i.i.d. frame noise. All of ``G, A, O, W, eps`` are standard normal.
 - Skewed per-feature scales: ``s[d]`` is log-normal (spread of e^±2), and 5 % of the features are
@@ -47,7 +47,7 @@ FEATURE_DIM = 512
 MIN_STEPS = 61
 MAX_STEPS = 81
 
-_ARTIST_SIGNAL = 0.45
+_ARTIST_SIGNAL = 0.25
 _TRACK_OFFSET = 0.9
 _DRIFT = 0.5
 _FRAME_NOISE = 1.0
@@ -72,7 +72,7 @@ def _artist_counts(rng: np.random.Generator, n_tracks: int, n_artists: int) -> n
     else:
         base = np.concatenate([np.ones(n_single, np.int64), np.full(n_multi, 2, np.int64)])
     extra = n_tracks - int(base.sum())
-    weights = rng.pareto(1.1, size=n_multi) + 0.05
+    weights = rng.lognormal(0.0, 1.0, size=n_multi)
     counts = base.copy()
     counts[n_single:] += rng.multinomial(extra, weights / weights.sum())
     return rng.permutation(counts)

@@ -1,0 +1,117 @@
+"""``fstore``: the command line, thin over the library API that training scripts call directly."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import click
+
+from .store.errors import FstoreError
+
+
+def user_errors(fn):
+    """Bad input and user mistakes print one line and exit 1; bugs still show a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FstoreError as e:
+            raise click.ClickException(str(e)) from None
+        except (FileNotFoundError, PermissionError, IsADirectoryError) as e:
+            raise click.ClickException(f"{e.filename}: {e.strerror}") from None
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="fstore")
+def main() -> None:
+    """fstore: an 8-bit quantized feature store and GPU-ready loaders for music and audio ML."""
+
+
+# --- synth -----------------------------------------------------------------------------------
+
+@main.group()
+def synth() -> None:
+    """Write synthetic raw data in the exact public formats (with planted, learnable signal)."""
+
+
+@synth.command("spotify")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--sessions", default=20000, show_default=True, help="Sessions in all (train + test).")
+@click.option("--tracks", default=5000, show_default=True, help="Tracks in track_features.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--train-files", default=4, show_default=True, help="Number of training_set/log_* files.")
+@click.option("--gzip", "gz", is_flag=True, help="Write .csv.gz files.")
+@user_errors
+def synth_spotify_cmd(out: Path, sessions: int, tracks: int, seed: int, train_files: int, gz: bool) -> None:
+    """MSSD layout: training_set/, track_features/, test_set/ (with ground truth) under OUT."""
+    from .synth.spotify import synth_spotify
+
+    s = synth_spotify(out, sessions=sessions, tracks=tracks, seed=seed, train_files=train_files, gzip=gz)
+    click.echo(f"wrote {len(s.files)} files to {out}: {s.n_events} events, {s.n_tracks} tracks")
+
+
+# --- ingest ----------------------------------------------------------------------------------
+
+@main.group()
+def ingest() -> None:
+    """Stream raw public-format files into a store (write aside, commit by rename)."""
+
+
+@ingest.command("spotify")
+@click.argument("raw_dir", type=click.Path(path_type=Path))
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at STORE.")
+@click.option("--no-source-checksums", is_flag=True, help="Skip sha256 of the raw files in the manifest.")
+@user_errors
+def ingest_spotify_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool) -> None:
+    """MSSD training_set/, track_features/ and test_set/ under RAW_DIR (plain or .csv.gz) into STORE."""
+    from .ingest.spotify import ingest_spotify
+
+    summary = ingest_spotify(raw_dir, store, overwrite=overwrite, source_checksums=not no_source_checksums)
+    click.echo(f"ingested {raw_dir} -> {store}")
+    for line in summary.lines():
+        click.echo("  " + line)
+
+
+# --- inspect ---------------------------------------------------------------------------------
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="Print the manifest's tables as JSON.")
+@user_errors
+def info(store: Path, as_json: bool) -> None:
+    """Schema, sizes and per-column quantization errors of STORE."""
+    from .store import Store
+    from .store.info import describe
+
+    s = Store(store)
+    if as_json:
+        click.echo(json.dumps(s.tables, indent=1))
+        return
+    for line in describe(s):
+        click.echo(line)
+
+
+@main.command()
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--no-checksums", is_flag=True, help="Check structure only (faster).")
+@user_errors
+def validate(store: Path, no_checksums: bool) -> None:
+    """Verify checksums and structural invariants of STORE (exit 1 on any problem)."""
+    from .store import Store
+
+    problems = Store(store).validate(checksums=not no_checksums)
+    if problems:
+        for p in problems[:50]:
+            click.echo(f"{store}: {p}", err=True)
+        raise click.ClickException(f"{store}: {len(problems)} problem(s)")
+    click.echo(f"{store}: valid")
+
+
+if __name__ == "__main__":
+    main()

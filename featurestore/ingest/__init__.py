@@ -1,0 +1,1 @@
+"""Streaming ingest of the public raw formats into stores."""

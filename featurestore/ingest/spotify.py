@@ -1,0 +1,293 @@
+"""``fstore ingest spotify``: MSSD raw files -> a store, file by file, bounded in memory.
+
+Tables written:
+- ``tracks``: feature table, one 8-bit code per feature (quantizers fitted on a sample plus the
+  exact min/max of every column), ids in ``ids/tracks.parquet``.
+- ``train``: ragged sessions from ``training_set/log_*``; event columns per ``spotify_schema``.
+- ``test``: ragged sessions from ``test_set``: the first half from ``log_prehistory_*`` and the
+  second half from ``ground_truth_*`` when present, else from ``log_input_*`` with the log columns
+  zero (attribute ``second_half_labels`` says which). Loaders never expose second-half log columns.
+
+Bad-input policy (every case raises InputError naming the file and line/column; nothing is
+committed; an existing store at the target is untouched):
+- missing column, empty value, unparsable value, empty file, header-only file, truncated gzip;
+- a session whose rows are not contiguous or not ordered 1..L, or whose row count disagrees with
+  session_length; a session split across two files (or two runs of one file);
+- a track id absent from the track features; a duplicate track id; a `mode` other than major/minor;
+- flags outside 0/1, hour_of_day outside 0..23.
+Open vocabularies: unseen context_type / reason values are added to the dictionary, never rejected.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import zarr
+from tqdm import tqdm
+
+from ..quantize import ExactQuantizer, choose_quantizer
+from ..store import Dictionary, FeatureTableWriter, IdListWriter, InputError, RaggedWriter, staged_directory
+from ..store.manifest import sha256_file, write_manifest
+from . import spotify_schema as S
+from .csv_reading import read_typed_csv
+from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
+
+SAMPLE_ROWS_PER_FILE = 200_000
+
+
+@dataclass
+class IngestSummary:
+    files: int = 0
+    raw_bytes: int = 0
+    tracks: int = 0
+    sessions: dict = field(default_factory=dict)
+    events: dict = field(default_factory=dict)
+    bytes_on_disk: int = 0
+    seconds: float = 0.0
+    notes: list = field(default_factory=list)
+
+    @property
+    def total_events(self) -> int:
+        return sum(self.events.values())
+
+    def lines(self) -> list[str]:
+        ev = self.total_events
+        out = [
+            f"files          {self.files} ({self.raw_bytes / 1e6:.1f} MB raw)",
+            f"tracks         {self.tracks}",
+            *[f"{k:<14} {self.sessions[k]} sessions, {self.events[k]} events" for k in self.sessions],
+            f"bytes on disk  {self.bytes_on_disk / 1e6:.2f} MB ({self.bytes_on_disk / max(ev, 1):.2f} bytes/event, "
+            f"raw CSV {self.raw_bytes / max(ev, 1):.1f} bytes/event)",
+            f"seconds        {self.seconds:.2f} ({ev / max(self.seconds, 1e-9):,.0f} events/s)",
+        ]
+        return out + [f"note           {n}" for n in self.notes]
+
+
+def _glob(folder: Path, pattern: str) -> list[Path]:
+    return sorted(p for p in folder.glob(pattern) if p.name.endswith((".csv", ".csv.gz")))
+
+
+def discover(raw_dir: Path) -> dict[str, list]:
+    if not raw_dir.is_dir():
+        raise InputError(raw_dir, "raw directory not found")
+    train = _glob(raw_dir / "training_set", "log_*")
+    tracks = _glob(raw_dir / "track_features", "tf_*")
+    if not train:
+        raise InputError(raw_dir / "training_set", "no log_*.csv[.gz] files")
+    if not tracks:
+        raise InputError(raw_dir / "track_features", "no tf_*.csv[.gz] files")
+    test = []
+    for pre in _glob(raw_dir / "test_set", "log_prehistory_*"):
+        key = pre.name.removeprefix("log_prehistory_")
+        inp = pre.with_name("log_input_" + key)
+        if not inp.is_file():
+            raise InputError(pre, f"no matching {inp.name}")
+        gt = pre.with_name("ground_truth_" + key)
+        test.append((pre, inp, gt if gt.is_file() else None))
+    return {"train": train, "tracks": tracks, "test": test}
+
+
+# --- tracks ----------------------------------------------------------------------------------
+
+def _track_block(df: pl.DataFrame, path: Path) -> np.ndarray:
+    mode = df["mode"]
+    bad = ~mode.is_in(S.MODE_LABELS)
+    if bad.any():
+        r = int(bad.arg_max())
+        raise InputError(path, f"mode {mode[r]!r} is not one of {S.MODE_LABELS}", line=r + 2, column="mode")
+    df = df.with_columns((pl.col("mode") == "minor").cast(pl.Float64))
+    return df.select(S.TRACK_FEATURES).to_numpy().astype(np.float64)
+
+
+def _ingest_tracks(paths: list[Path], group: zarr.Group, bar: tqdm) -> pl.DataFrame:
+    """Two passes: fit quantizers on a sample (+ exact extremes), then encode. Returns id -> code."""
+    rng = np.random.default_rng(0)
+    samples, lo, hi, ids = [], None, None, []
+    for p in paths:
+        df = read_typed_csv(p, S.TRACK_CSV)
+        block = _track_block(df, p)
+        ids.append(df[S.TRACK_ID])
+        take = rng.choice(len(block), size=min(len(block), SAMPLE_ROWS_PER_FILE), replace=False)
+        samples.append(block[take])
+        with np.errstate(invalid="ignore"):
+            lo = np.nanmin(block, 0) if lo is None else np.fmin(lo, np.nanmin(block, 0))
+            hi = np.nanmax(block, 0) if hi is None else np.fmax(hi, np.nanmax(block, 0))
+        bar.update(p.stat().st_size // 2)
+    sample = np.vstack([*samples, lo[None], hi[None]])
+    quantizers = [
+        ExactQuantizer(0, labels=S.MODE_LABELS) if c == "mode" else choose_quantizer(sample[:, j])
+        for j, c in enumerate(S.TRACK_FEATURES)
+    ]
+    all_ids = pl.concat(ids)
+    dup = all_ids.is_duplicated()
+    if dup.any():
+        raise InputError(paths[0].parent, f"track id {all_ids[int(dup.arg_max())]!r} appears twice in track features")
+    writer = FeatureTableWriter(group, "tracks", S.TRACK_FEATURES, quantizers)
+    for p in paths:
+        writer.append(_track_block(read_typed_csv(p, S.TRACK_CSV), p))
+        bar.update(p.stat().st_size - p.stat().st_size // 2)
+    writer.close()
+    return pl.DataFrame({S.TRACK_ID: all_ids, "code": np.arange(len(all_ids), dtype=np.int32)})
+
+
+# --- sessions ---------------------------------------------------------------------------------
+
+class _SessionEncoder:
+    """Turns validated log frames into stored event columns; owns the categorical vocabularies."""
+
+    def __init__(self, track_codes: pl.DataFrame):
+        self.track_codes = track_codes
+        self.dicts = {c: Dictionary() for c in S.CATEGORICAL_COLUMNS}
+
+    def columns(self, df: pl.DataFrame, path: Path, line_of_row: np.ndarray) -> dict[str, np.ndarray]:
+        codes = df.select("track_id_clean").join(
+            self.track_codes, left_on="track_id_clean", right_on=S.TRACK_ID, how="left", maintain_order="left"
+        )["code"]
+        if codes.null_count():
+            r = int(codes.is_null().arg_max())
+            raise InputError(path, f"track {df['track_id_clean'][r]!r} is not in track_features",
+                             line=int(line_of_row[r]), column="track_id_clean")
+        out = {"track": codes.to_numpy().astype(np.int32)}
+        for c in S.BOOL_COLUMNS:
+            out[c] = df[c].to_numpy().astype(np.uint8)
+        for c, limit in [*((f, 1) for f in S.FLAG_COLUMNS), ("hour_of_day", 23)]:
+            v = df[c].to_numpy()
+            bad = np.flatnonzero(v > limit)
+            if bad.size:
+                raise InputError(path, f"value {v[bad[0]]} outside 0..{limit}", line=int(line_of_row[bad[0]]), column=c)
+            out[c] = v.astype(np.uint8)
+        for c in S.COUNT_COLUMNS:
+            out[c] = df[c].to_numpy().astype(np.uint16)
+        out["date"] = df["date"].cast(pl.Int32).to_numpy()
+        for c in S.CATEGORICAL_COLUMNS:
+            out[c] = self.dicts[c].encode_series(df[c], pl.UInt16).to_numpy()
+            if len(self.dicts[c]) > 256:
+                raise InputError(path, f"more than 256 distinct values in {c} (stored as uint8 codes)", column=c)
+            out[c] = out[c].astype(np.uint8)
+        return out
+
+
+def _ingest_train(paths, group, ids_dir, enc, registry, bar) -> RaggedWriter:
+    writer = RaggedWriter(group, "train", S.EVENT_COLUMNS)
+    ids = IdListWriter(ids_dir / "train.parquet")
+    for p in paths:
+        df = read_typed_csv(p, S.LOG_CSV)
+        runs = session_runs(df, p, FULL)
+        registry.add(p, runs.session_ids)
+        writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
+        ids.append(runs.session_ids)
+        bar.update(p.stat().st_size)
+    ids.close()
+    return writer
+
+
+def _second_half(inp: Path, gt: Path | None) -> tuple[pl.DataFrame, Path]:
+    if gt is not None:
+        return read_typed_csv(gt, S.LOG_CSV), gt
+    df = read_typed_csv(inp, S.INPUT_CSV)
+    zeros = {c: pl.lit(0, dtype=t) for c, t in S.LOG_CSV.items() if c not in S.INPUT_CSV}
+    for c in (*S.BOOL_COLUMNS,):
+        zeros[c] = pl.lit(False)
+    for c in S.CATEGORICAL_COLUMNS:
+        zeros[c] = pl.lit("", dtype=pl.Utf8)  # unknown: the empty string is its own vocabulary entry
+    zeros["date"] = pl.lit(0).cast(pl.Date)
+    return df.with_columns(**zeros).select(list(S.LOG_CSV)), inp
+
+
+def _merge_halves(pre: pl.DataFrame, pre_runs: Runs, post: pl.DataFrame, post_runs: Runs,
+                  pre_path: Path, post_path: Path) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
+    """Interleave first and second halves session by session, in prehistory order."""
+    post_index = pl.DataFrame({"sid": post_runs.session_ids, "run": np.arange(len(post_runs.lengths))})
+    joined = pl.DataFrame({"sid": pre_runs.session_ids}).join(post_index, on="sid", how="left", maintain_order="left")
+    if joined["run"].null_count():
+        r = int(joined["run"].is_null().arg_max())
+        raise InputError(post_path, f"session {pre_runs.session_ids[r]!r} of {pre_path.name} has no second half here")
+    if len(post_runs.lengths) != len(pre_runs.lengths):
+        raise InputError(post_path, f"{len(post_runs.lengths)} sessions, but {pre_path.name} has {len(pre_runs.lengths)}")
+    match = joined["run"].to_numpy()
+    lengths = pre_runs.lengths + post_runs.lengths[match]
+    # row index into concat([pre, post]) for every event of the merged sessions
+    src_start = np.stack([pre_runs.starts, pre.height + post_runs.starts[match]], 1).ravel()
+    src_len = np.stack([pre_runs.lengths, post_runs.lengths[match]], 1).ravel()
+    rows = np.repeat(src_start - np.concatenate([[0], np.cumsum(src_len)[:-1]]), src_len) + np.arange(src_len.sum())
+    merged = pl.concat([pre, post]).select(list(S.LOG_CSV))[rows]
+    lines = np.where(rows < pre.height, rows + 2, rows - pre.height + 2)
+    return merged, lengths, lines
+
+
+def _ingest_test(triples, group, ids_dir, enc, registry, bar) -> tuple[RaggedWriter, bool]:
+    writer = RaggedWriter(group, "test", S.EVENT_COLUMNS)
+    ids = IdListWriter(ids_dir / "test.parquet")
+    labelled = [gt is not None for _, _, gt in triples]
+    if any(labelled) and not all(labelled):
+        raise InputError(triples[0][0].parent, "ground_truth_* files exist for some test dates but not all")
+    for pre_path, inp, gt in triples:
+        pre = read_typed_csv(pre_path, S.LOG_CSV)
+        pre_runs = session_runs(pre, pre_path, FIRST_HALF)
+        post, post_path = _second_half(inp, gt)
+        post_runs = session_runs(post, post_path, SECOND_HALF)
+        merged, lengths, lines = _merge_halves(pre, pre_runs, post, post_runs, pre_path, post_path)
+        registry.add(pre_path, pre_runs.session_ids)
+        writer.append(lengths, enc.columns(merged, pre_path, lines))
+        ids.append(pre_runs.session_ids)
+        bar.update(sum(p.stat().st_size for p in (pre_path, inp, gt) if p is not None))
+    ids.close()
+    return writer, bool(labelled and all(labelled))
+
+
+def _run_ids(path: Path) -> pl.Series:
+    df = read_typed_csv(path, {"session_id": pl.Utf8})
+    sid = df["session_id"]
+    return sid.filter((sid != sid.shift(1)).fill_null(True))
+
+
+def ingest_spotify(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False,
+                   progress: bool = True, source_checksums: bool = True) -> IngestSummary:
+    """Ingest an MSSD release (or a synthetic one) into a new store at ``store_path``."""
+    t0 = time.perf_counter()
+    raw_dir = Path(raw_dir)
+    files = discover(raw_dir)
+    test_files = [p for t in files["test"] for p in t if p is not None]
+    all_files = files["tracks"] + files["train"] + test_files
+    summary = IngestSummary(files=len(all_files), raw_bytes=sum(p.stat().st_size for p in all_files))
+    with staged_directory(store_path, overwrite) as stage, tqdm(
+        total=summary.raw_bytes, unit="B", unit_scale=True, desc="ingest spotify", disable=not progress
+    ) as bar:
+        root = zarr.open_group(stage, mode="w", zarr_format=3)
+        (stage / "dicts").mkdir()
+        (stage / "ids").mkdir()
+        track_codes = _ingest_tracks(files["tracks"], root, bar)
+        track_ids = IdListWriter(stage / "ids" / "tracks.parquet")
+        track_ids.append(track_codes[S.TRACK_ID])
+        track_ids.close()
+        enc = _SessionEncoder(track_codes)
+        registry = SessionIdRegistry()
+        tables = {"tracks": dict(root["tracks"].attrs)}
+        train = _ingest_train(files["train"], root, stage / "ids", enc, registry, bar)
+        tables["train"] = train.close(split="train")
+        if files["test"]:
+            test, labelled = _ingest_test(files["test"], root, stage / "ids", enc, registry, bar)
+            tables["test"] = test.close(split="test", second_half_labels=labelled)
+        else:
+            summary.notes.append("no test_set/log_prehistory_* files: store has no test split")
+        registry.check(_run_ids)
+        for name, d in enc.dicts.items():
+            d.write(stage / "dicts" / f"{name}.parquet")
+        sources = [
+            {"path": str(p.relative_to(raw_dir)), "bytes": p.stat().st_size,
+             **({"sha256": sha256_file(p)} if source_checksums else {})}
+            for p in all_files
+        ]
+        manifest = write_manifest(stage, "spotify-mssd", tables, sources)
+    summary.tracks = tables["tracks"]["rows"]
+    for name in ("train", "test"):
+        if name in tables:
+            summary.sessions[name] = tables[name]["rows"]
+            summary.events[name] = tables[name]["events"]
+    summary.bytes_on_disk = sum(f["bytes"] for f in manifest["files"].values())
+    summary.seconds = time.perf_counter() - t0
+    return summary

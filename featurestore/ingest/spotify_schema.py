@@ -1,0 +1,65 @@
+"""MSSD columns: how each is parsed from CSV and how it is stored. The one place for these dtypes."""
+
+from __future__ import annotations
+
+import polars as pl
+
+# --- session logs (training_set/log_*.csv, test_set/log_prehistory_*.csv) -----------------------
+LOG_CSV: dict[str, pl.DataType] = {
+    "session_id": pl.Utf8,
+    "session_position": pl.Int32,
+    "session_length": pl.Int32,
+    "track_id_clean": pl.Utf8,
+    "skip_1": pl.Boolean,
+    "skip_2": pl.Boolean,
+    "skip_3": pl.Boolean,
+    "not_skipped": pl.Boolean,
+    "context_switch": pl.UInt8,
+    "no_pause_before_play": pl.UInt8,
+    "short_pause_before_play": pl.UInt8,
+    "long_pause_before_play": pl.UInt8,
+    "hist_user_behavior_n_seekfwd": pl.UInt16,
+    "hist_user_behavior_n_seekback": pl.UInt16,
+    "hist_user_behavior_is_shuffle": pl.Boolean,
+    "hour_of_day": pl.UInt8,
+    "date": pl.Date,
+    "premium": pl.Boolean,
+    "context_type": pl.Utf8,
+    "hist_user_behavior_reason_start": pl.Utf8,
+    "hist_user_behavior_reason_end": pl.Utf8,
+}
+INPUT_CSV = {c: LOG_CSV[c] for c in ("session_id", "session_position", "session_length", "track_id_clean")}
+
+# 0/1 integer flags (the booleans above are True/False text)
+FLAG_COLUMNS = ["context_switch", "no_pause_before_play", "short_pause_before_play", "long_pause_before_play"]
+BOOL_COLUMNS = ["skip_1", "skip_2", "skip_3", "not_skipped", "hist_user_behavior_is_shuffle", "premium"]
+CATEGORICAL_COLUMNS = ["context_type", "hist_user_behavior_reason_start", "hist_user_behavior_reason_end"]
+COUNT_COLUMNS = ["hist_user_behavior_n_seekfwd", "hist_user_behavior_n_seekback"]
+
+# Stored event columns: name -> metadata. "track" references the tracks table by row code;
+# dictionary columns reference dicts/<name>.parquet; dates are days since 1970-01-01.
+EVENT_COLUMNS: dict[str, dict] = {
+    "track": {"dtype": "int32", "ref": "tracks", "source": "track_id_clean"},
+    **{c: {"dtype": "uint8", "type": "bool"} for c in BOOL_COLUMNS},
+    **{c: {"dtype": "uint8", "type": "bool"} for c in FLAG_COLUMNS},
+    **{c: {"dtype": "uint16", "type": "count"} for c in COUNT_COLUMNS},
+    "hour_of_day": {"dtype": "uint8", "type": "int"},
+    "date": {"dtype": "int32", "type": "days_since_epoch"},
+    **{c: {"dtype": "uint8", "dictionary": c} for c in CATEGORICAL_COLUMNS},
+}
+
+MIN_SESSION_LENGTH, MAX_SESSION_LENGTH = 1, 255  # real data: 10..20; we accept any length a uint8 holds
+
+# --- track features (track_features/tf_*.csv) ----------------------------------------------------
+TRACK_ID = "track_id"
+TRACK_FEATURES: list[str] = [
+    "duration", "release_year", "us_popularity_estimate", "acousticness", "beat_strength", "bounciness",
+    "danceability", "dyn_range_mean", "energy", "flatness", "instrumentalness", "key", "liveness", "loudness",
+    "mechanism", "mode", "organism", "speechiness", "tempo", "time_signature", "valence",
+    *[f"acoustic_vector_{i}" for i in range(8)],
+]
+MODE_LABELS = ["major", "minor"]  # the one text feature: stored exactly as code 0/1
+TRACK_CSV: dict[str, pl.DataType] = {
+    TRACK_ID: pl.Utf8,
+    **{c: (pl.Utf8 if c == "mode" else pl.Float64) for c in TRACK_FEATURES},
+}

@@ -1,0 +1,40 @@
+"""Human-readable description of a store for ``fstore info``."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+
+from .store import Store
+
+
+def describe(store: Store) -> list[str]:
+    m = store.manifest
+    total = store.bytes_on_disk()
+    by_table: dict[str, int] = defaultdict(int)
+    for name, f in m["files"].items():
+        by_table[name.split("/", 1)[0]] += f["bytes"]
+    lines = [f"{store.path}: fstore schema v{m['schema_version']}, dataset {m['dataset']}, "
+             f"{total / 1e6:.2f} MB on disk, {len(m['sources'])} source files"]
+    for name, t in store.tables.items():
+        size = by_table.get(name, 0)
+        if t["kind"] == "feature_table":
+            lines.append(f"table {name}: feature table, {t['rows']} rows x {len(t['columns'])} columns, "
+                         f"{size / 1e6:.2f} MB ({size / max(t['rows'], 1):.1f} bytes/row)")
+            lines.append(f"  {'column':<28}{'quantizer':<20}{'max|err|':>12}{'rmse':>12}{'bound':>12}{'nan':>6}")
+            for c in t["columns"]:
+                lines.append(f"  {c['name']:<28}{c['codec']['id']:<20}{c['max_abs_error']:>12.4g}"
+                             f"{c['rmse']:>12.4g}{c['bound']:>12.4g}{c['nan']:>6}")
+        elif t["kind"] == "ragged":
+            lines.append(f"table {name}: ragged, {t['rows']} rows, {t['events']} events, {size / 1e6:.2f} MB "
+                         f"({size / max(t['events'], 1):.2f} bytes/event)"
+                         + "".join(f", {k}={v}" for k, v in t.items() if k in ("split", "second_half_labels")))
+            for c, cm in t["columns"].items():
+                extra = ", ".join(f"{k}={v}" for k, v in cm.items() if k != "dtype")
+                lines.append(f"  {c:<34}{cm['dtype']:<8}{extra}")
+        else:
+            lines.append(f"table {name}: {t['kind']}, {t.get('rows')} rows")
+    dicts = sorted(p.stem for p in (store.path / "dicts").glob("*.parquet"))
+    for d in dicts:
+        v = store.dictionary(d).values
+        lines.append(f"dictionary {d}: {len(v)} values ({', '.join(v[:8])}{', ...' if len(v) > 8 else ''})")
+    return lines

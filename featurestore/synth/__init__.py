@@ -1,0 +1,1 @@
+"""Synthetic data generators that write the raw public-dataset formats (see DATASETS.md)."""
