@@ -41,12 +41,12 @@ def session_runs(df: pl.DataFrame, path: Path, part: str = FULL) -> Runs:
 
     bad = np.flatnonzero(slen != slen[starts][run_of_row])
     if bad.size:
-        r = bad[0]
+        r = int(bad[0])
         raise InputError(path, f"session {sid[r]!r}: session_length changes within the session", line=r + 2,
                          column="session_length")
     bad = np.flatnonzero((slen < 1) | (slen > 255))
     if bad.size:
-        r = bad[0]
+        r = int(bad[0])
         raise InputError(path, f"session_length {slen[r]} outside 1..255", line=r + 2, column="session_length")
 
     first = {FULL: 1, FIRST_HALF: 1, SECOND_HALF: 0}[part]
@@ -60,7 +60,7 @@ def session_runs(df: pl.DataFrame, path: Path, part: str = FULL) -> Runs:
     expected_pos = np.arange(n) - starts[run_of_row] + first_pos[run_of_row]
     bad = np.flatnonzero(pos != expected_pos)
     if bad.size:
-        r = bad[0]
+        r = int(bad[0])
         raise InputError(
             path, f"session {sid[r]!r}: rows out of order (position {pos[r]} where {expected_pos[r]} expected)",
             line=r + 2, column="session_position",
@@ -68,7 +68,7 @@ def session_runs(df: pl.DataFrame, path: Path, part: str = FULL) -> Runs:
     bad = np.flatnonzero(lengths != expected_len)
     if bad.size:
         i = bad[0]
-        r = starts[i]
+        r = int(starts[i])
         raise InputError(
             path, f"session {sid[r]!r} has {lengths[i]} rows but session_length {run_slen[i]} implies "
             f"{expected_len[i]} in this file", line=r + 2, column="session_length",

@@ -44,6 +44,7 @@ from featurestore.synth.audio_common import SynthSummary, hex_ids, tree_size
 
 __all__ = ["synth_fsd", "fsd_class_bands", "fsd_class_names", "FSD_CLASSES"]
 
+# fmt: off
 FSD_CLASSES: tuple[str, ...] = (
     "Accelerating_and_revving_and_vroom", "Accordion", "Acoustic_guitar", "Applause", "Bark", "Bass_drum",
     "Bass_guitar", "Bathtub_(filling_or_washing)", "Bicycle_bell", "Burping_and_eructation", "Bus", "Buzz",
@@ -67,6 +68,7 @@ _EXTRA_NOUNS = (
     "Sizzle", "Wind", "Thunder", "Bell", "Buzzer", "Tambourine", "Banjo", "Harp",
 )
 _EXTRA_SUFFIX = ("", "_(indoor)", "_(outdoor)", "_(mechanical)", "_(distant)", "_(close)")
+# fmt: on
 
 _LABEL_COUNT_P = np.array([0.80, 0.13, 0.05, 0.02])
 _FADE_S = 0.005

@@ -17,16 +17,16 @@ generator (no uuid4), so a fixed seed reproduces the same files. Test utterances
 
 Planted structure, per utterance of speaker ``s`` (``t`` a frame, ``b`` a mel band)::
 
-    x[t, b] = tilt[b] + S[s, b] + 0.3 * U[utt, b] + e[t] + 0.8 * n[t, b]
+    x[t, b] = tilt[b] + 0.5 * S[s, b] + 0.6 * U[utt, b] + e[t] + 0.8 * n[t, b]
 
 - ``tilt``: a shared log-mel spectral tilt (about +2 at low bands down to about -4 at high bands),
-- ``S``: the speaker's mean-spectrum deviation, standard normal smoothed across bands (scale about 0.5),
+- ``S``: the speaker's mean-spectrum deviation, standard normal smoothed across bands (RMS kept at 1),
 - ``U``: an utterance (channel) offset, standard normal,
 - ``e``: a frame-energy envelope shared by all bands (syllable-rate modulation plus silences),
 - ``n``: i.i.d. standard normal frame noise.
 
 Utterance lengths ``mel_len`` are uniform in 150..900 frames. The mean over time of an utterance is
-``tilt + S + 0.3 U + mean(e)``, so a nearest-centroid rule on time-averaged (per-utterance centred)
+``tilt + 0.5 S + 0.6 U + mean(e)``, so a nearest-centroid rule on time-averaged
 features identifies the speaker far above chance.
 """
 
@@ -47,7 +47,7 @@ MIN_MEL_LEN = 150
 MAX_MEL_LEN = 900
 
 _SPEAKER_SCALE = 0.5
-_UTT_OFFSET = 0.5
+_UTT_OFFSET = 0.6
 _FRAME_NOISE = 0.8
 _BATCH = 64
 
@@ -84,7 +84,10 @@ def synth_speakers(
     n_all = n_train + test_utterances
     utt_ids = [f"uttr-{h}.pt" for h in hex_ids(rng, n_all, 32)]
     speaker_of = np.concatenate(
-        [np.repeat(np.arange(speakers), utterances_per_speaker), rng.permutation(np.arange(test_utterances) % speakers)]
+        [
+            np.repeat(np.arange(speakers), utterances_per_speaker),
+            rng.permutation(np.arange(test_utterances) % speakers),
+        ]
     )
     mel_len = rng.integers(MIN_MEL_LEN, MAX_MEL_LEN + 1, size=n_all)
 

@@ -107,7 +107,10 @@ def synth_yandex(
     artist_ids = rng.choice(max(10 * n_all_artists, 1000), size=n_all_artists, replace=False).astype(np.int64)
     track_ids = rng.permutation(n_all).astype(np.int64)
     track_artist = np.concatenate(
-        [np.repeat(np.arange(artists), train_counts), artists + np.repeat(np.arange(n_test_artists), test_counts)]
+        [
+            np.repeat(np.arange(artists), train_counts),
+            artists + np.repeat(np.arange(n_test_artists), test_counts),
+        ]
     )
     # shuffle which track id belongs to which artist inside each split
     train_order = rng.permutation(tracks)

@@ -21,7 +21,9 @@ def _check(truth: np.ndarray, scores: np.ndarray) -> tuple[np.ndarray, np.ndarra
     truth = np.asarray(truth)
     scores = np.asarray(scores)  # keep the caller's dtype: argsort (and so tie order) runs on it as-is
     if truth.ndim != 2 or scores.ndim != 2:
-        raise ValueError(f"truth and scores must be 2-D (n_samples, n_classes); got {truth.shape}, {scores.shape}")
+        raise ValueError(
+            f"truth and scores must be 2-D (n_samples, n_classes); got {truth.shape}, {scores.shape}"
+        )
     if truth.shape != scores.shape:
         raise ValueError(f"truth shape {truth.shape} != scores shape {scores.shape}")
     if not np.issubdtype(scores.dtype, np.number) or np.issubdtype(scores.dtype, np.complexfloating):

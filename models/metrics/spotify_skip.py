@@ -50,7 +50,9 @@ def _as_binary_session(values: Sequence[int] | np.ndarray, what: str, index: int
     bad = (arr != 0) & (arr != 1)
     if bad.any():
         pos = int(np.flatnonzero(bad)[0])
-        raise ValueError(f"{what} session {index}: values must be 0 or 1, got {arr[pos]!r} at position {pos}")
+        raise ValueError(
+            f"{what} session {index}: values must be 0 or 1, got {arr[pos].item()!r} at position {pos}"
+        )
     return arr.astype(np.int8)
 
 
@@ -131,7 +133,9 @@ def read_submission(path: str | os.PathLike[str], expected_lengths: Sequence[int
     while lines and not lines[-1].strip():
         lines.pop()
     if len(lines) != len(expected_lengths):
-        raise ValueError(f"{path}: expected {len(expected_lengths)} lines (one per session), found {len(lines)}")
+        raise ValueError(
+            f"{path}: expected {len(expected_lengths)} lines (one per session), found {len(lines)}"
+        )
     out: list[np.ndarray] = []
     for i, (raw, expected) in enumerate(zip(lines, expected_lengths, strict=True)):
         line_no = i + 1
@@ -163,9 +167,7 @@ def _atomic_write_text(path: Path, text: str) -> None:
         raise
 
 
-def write_submission(
-    path: str | os.PathLike[str], predictions: Sequence[Sequence[int] | np.ndarray]
-) -> None:
+def write_submission(path: str | os.PathLike[str], predictions: Sequence[Sequence[int] | np.ndarray]) -> None:
     """Write a skip-prediction submission (one ``0``/``1`` digit string per session) atomically.
 
     The text goes to a temporary file in the destination directory which then replaces ``path``.
