@@ -12,6 +12,8 @@ Layout written under ``out_dir`` (DATASETS.md section 1; ``.csv.gz`` instead of 
 The test date is the day after the last training date. ``ground_truth_*`` is **not** part of the real
 release (the organisers withheld the second-half labels); it is written here so that local scoring works.
 "First half" means the rows with ``2 * session_position <= session_length``, exactly as in the challenge.
+Gzip output uses compression level 1 and a zero header timestamp, so it is fast and byte-reproducible;
+decompressed, it equals the plain output.
 
 Format details, as in the real files: session rows are contiguous and ordered by ``session_position``
 1..``session_length`` with ``10 <= session_length <= 20`` (about 40 % of the sessions have length 20, the
@@ -41,19 +43,21 @@ PLANTED SIGNAL (the prediction target ``skip_2``). For session ``s`` with user p
     logit P(skip_2 = True) = 0.0 + u_s + f(t) + [i > 1] * 0.8 * (+1 if skip_2 at i-1 else -1)
     f(t) = 1.2 * z(energy) + 1.0 * z(acoustic_vector_0) - 0.9 * z(danceability)
 
-where ``z(x) = (x - mean) / std`` is the standardisation over the whole written track table (population
-std; the three features are drawn independently, so ``std(f) = 1.8``). Nothing else (premium, shuffle,
-context, hour, position) enters ``skip_2``. The overall skip rate is about 0.5. Consequently a model that
-uses the second-half track features plus the first-half history (estimate of ``u_s``, last skip) beats
-"copy the last first-half skip_2": on the 20,000 test sessions of ``synth_spotify(sessions=200_000)``
-copy-last scores 0.533 mean average accuracy (0.637 per-row accuracy) and the Bayes-optimal predictor
-(:func:`planted_skip_probability`: exact posterior over ``u_s`` on a grid given the first half, then
-forward propagation of the skip chain) 0.682 (0.785 per-row accuracy): a gap of about 0.15 AA. (For
-comparison, the real data: copy-last 0.537, 1st place 0.651.) The constants are module-level (``USER_PROPENSITY_SD``, ``PREVIOUS_SKIP_WEIGHT``,
-``TRACK_LOGIT_WEIGHTS``, ``SKIP_INTERCEPT``).
+where ``z(x) = (x - mean) / std`` is the standardisation over the whole written track table (population std,
+of the values as written with 6 decimals; the three features are drawn independently of each other, so
+``std(f) = 1.8``; other features are correlated with them, e.g. loudness and acousticness with energy).
+Nothing else (premium, shuffle, context, hour, position) enters ``skip_2``. The overall skip rate is about
+0.5. Consequently a model that uses the second-half track features plus the first-half history (estimate of
+``u_s``, last skip) beats "copy the last first-half skip_2": on the 20,000 test sessions of
+``synth_spotify(sessions=200_000)`` copy-last scores 0.533 mean average accuracy (0.637 per-row accuracy)
+and the Bayes-optimal predictor (:func:`planted_skip_probability`: exact posterior over ``u_s`` on a grid
+given the first half, then forward propagation of the skip chain) 0.682 (0.785 per-row accuracy): a gap of
+about 0.15 AA. (For comparison, the real data: copy-last 0.537, 1st place 0.651.) The constants are
+module-level (``USER_PROPENSITY_SD``, ``PREVIOUS_SKIP_WEIGHT``, ``TRACK_LOGIT_WEIGHTS``,
+``SKIP_INTERCEPT``).
 
 Generation is vectorised with numpy (the only Python loops run over the 20 session positions, over
-files and over chunks of 50,000 sessions) and written chunk by chunk with polars, so memory stays bounded
+files and over chunks of 25,000 sessions) and written chunk by chunk with polars, so memory stays bounded
 for millions of sessions.
 """
 
@@ -126,7 +130,7 @@ PREVIOUS_SKIP_WEIGHT = 0.8
 TRACK_LOGIT_WEIGHTS: dict[str, float] = {"energy": 1.2, "acoustic_vector_0": 1.0, "danceability": -0.9}
 
 # --- behaviour distributions ----------------------------------------------------------------------------
-_CHUNK_SESSIONS = 50_000
+_CHUNK_SESSIONS = 25_000
 _P_LENGTH_20 = 0.4
 _P_PREMIUM, _P_SHUFFLE = 0.8, 0.3
 _P_HOUR_SHIFT, _P_CONTEXT_SWITCH = 0.05, 0.12
@@ -134,7 +138,9 @@ _P_LONG_PAUSE, _P_SHORT_PAUSE = 0.08, 0.10
 _P_SKIP1_GIVEN_SKIP2, _P_SKIP3_GIVEN_NO_SKIP2, _P_NEITHER = 0.8, 0.27, 0.03
 _P_START_COPIES_END = 0.92
 _ZIPF_OFFSET, _ZIPF_EXPONENT = 10.0, 1.0
-_HOUR_WEIGHTS = np.array([3, 2, 1.5, 1, 1, 1.2, 2, 3, 4, 4.5, 5, 5, 5.5, 5.5, 5.5, 6, 6.5, 7, 7, 7, 6.5, 6, 5, 4])
+_HOUR_WEIGHTS = np.array(
+    [3, 2, 1.5, 1, 1, 1.2, 2, 3, 4, 4.5, 5, 5, 5.5, 5.5, 5.5, 6, 6.5, 7, 7, 7, 6.5, 6, 5, 4], dtype=np.float64
+)
 _CONTEXT_P = np.array([0.30, 0.35, 0.12, 0.08, 0.05, 0.10])  # in CONTEXT_TYPES order
 
 
@@ -317,9 +323,8 @@ def _session_rows(
 ) -> pl.DataFrame:
     """All log rows (``LOG_COLUMNS``) of the sessions named ``session_ids``, in file order."""
     n = session_ids.len()
-    length = np.where(
-        rng.random(n) < _P_LENGTH_20, MAX_SESSION_LENGTH, rng.integers(MIN_SESSION_LENGTH, MAX_SESSION_LENGTH, n)
-    ).astype(np.int64)
+    short_length = rng.integers(MIN_SESSION_LENGTH, MAX_SESSION_LENGTH, n)
+    length = np.where(rng.random(n) < _P_LENGTH_20, MAX_SESSION_LENGTH, short_length).astype(np.int64)
     ends = np.cumsum(length)
     starts = ends - length
     n_rows = int(ends[-1]) if n else 0
@@ -416,12 +421,10 @@ class _CsvSink:
 
     def __init__(self, path: Path, gzip: bool) -> None:
         self.path = path
-        self._raw: BinaryIO = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self._fh: BinaryIO = (
-            _gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, compresslevel=6, mtime=0)  # type: ignore[assignment]
-            if gzip
-            else self._raw
-        )
+        self._raw: BinaryIO = open(path, "wb")  # closed in close()
+        self._fh: BinaryIO = self._raw
+        if gzip:  # level 1 for speed, mtime 0 for byte-reproducible output
+            self._fh = _gzip.GzipFile(filename="", mode="wb", fileobj=self._raw, compresslevel=1, mtime=0)
         self._header = True
 
     def write(self, df: pl.DataFrame, **kwargs: object) -> None:
@@ -434,7 +437,7 @@ class _CsvSink:
         self._raw.close()
 
 
-def _chunks(n: int, size: int = _CHUNK_SESSIONS) -> Iterator[tuple[int, int]]:
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
     """``(start, stop)`` ranges covering ``0..n`` in pieces of at most ``size``; one empty range for 0."""
     if n == 0:
         yield 0, 0
@@ -454,11 +457,13 @@ def _write_sessions(
 
     One sink: the whole log. Three sinks: (prehistory, input, ground truth) of a test set.
     """
-    id_seq, *chunk_seqs = seq.spawn(1 + max(1, -(-n // _CHUNK_SESSIONS)))
+    chunks = list(_chunks(n, _CHUNK_SESSIONS))
+    id_seq, *chunk_seqs = seq.spawn(1 + len(chunks))
     ids = _format_ids(_sorted_uuid_bytes(np.random.default_rng(id_seq), n), prefix)
     rows = 0
-    for (a, b), cseq in zip(_chunks(n), chunk_seqs, strict=True):
-        df = _session_rows(np.random.default_rng(cseq), ids.slice(a, b - a), tracks, date) if b > a else _empty_log()
+    for (a, b), cseq in zip(chunks, chunk_seqs, strict=True):
+        rng = np.random.default_rng(cseq)
+        df = _session_rows(rng, ids.slice(a, b - a), tracks, date) if b > a else _empty_log()
         rows += df.height
         if len(sinks) == 1:
             sinks[0].write(df)

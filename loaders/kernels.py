@@ -1,0 +1,70 @@
+"""numba kernels that build whole batches from the packed session cache (no per-session Python).
+
+Every kernel is ``nogil`` so prefetch threads run them in parallel with the training loop.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+
+@numba.njit(nogil=True, cache=True)
+def fill_session_batch(sessions, offsets, track, log, half, track_out, ctx_log_out, tgt_track_out,
+                       tgt_skip_out, length_out, skip_col):
+    """Split each session at the MSSD rule (position p is second half iff 2p > length).
+
+    track_out (B, 2*half) int32: every position's track; ctx_log_out (B, half, F) uint8: first
+    half log bytes; tgt_track_out / tgt_skip_out (B, half): second half tracks and skip_2.
+    Padding is zero everywhere; lengths tell what is real (masks are built on the device).
+    """
+    nlog = log.shape[1]
+    for b in range(sessions.shape[0]):
+        s = sessions[b]
+        lo = offsets[s]
+        n = offsets[s + 1] - lo
+        h = n // 2
+        length_out[b] = n
+        for p in range(2 * half):
+            track_out[b, p] = track[lo + p] if p < n else 0
+        for p in range(half):
+            if p < h:
+                for f in range(nlog):
+                    ctx_log_out[b, p, f] = log[lo + p, f]
+            else:
+                for f in range(nlog):
+                    ctx_log_out[b, p, f] = 0
+            q = h + p
+            if q < n:
+                tgt_track_out[b, p] = track[lo + q]
+                tgt_skip_out[b, p] = log[lo + q, skip_col]
+            else:
+                tgt_track_out[b, p] = 0
+                tgt_skip_out[b, p] = 0
+
+
+@numba.njit(nogil=True, cache=True)
+def gather_session_bytes(sessions, offsets, track, log, out_track, out_log):
+    """The bare-gather limit: copy the same events' bytes for the same sessions, no batching logic."""
+    pos = 0
+    for b in range(sessions.shape[0]):
+        s = sessions[b]
+        lo = offsets[s]
+        hi = offsets[s + 1]
+        for e in range(lo, hi):
+            out_track[pos] = track[e]
+            for f in range(log.shape[1]):
+                out_log[pos, f] = log[e, f]
+            pos += 1
+    return pos
+
+
+@numba.njit(nogil=True, cache=True)
+def gather_rows(index, table, out):
+    """out[i, ...] = table[index[i]] for a flat index (the CPU path of the feature join)."""
+    flat = index.ravel()
+    o = out.reshape(flat.size, table.shape[1])
+    for i in range(flat.size):
+        row = flat[i]
+        for j in range(table.shape[1]):
+            o[i, j] = table[row, j]

@@ -1,0 +1,106 @@
+"""A memory-mapped, uncompressed copy of one split's event columns, packed for batch assembly.
+
+The store keeps events compressed (about 4-7 bytes an event). Random-order batches need random
+access, so on first use the loader unpacks a split once, chunk by chunk (bounded memory), into
+``STORE/cache/`` (or ``cache_dir``): ``offsets`` (int64), ``track`` (int32) and ``log`` (uint8
+rows of LOG_COLUMNS, counts saturated at 255). Files are written aside and renamed; a key built
+from the manifest's checksums invalidates the cache when the store changes. Readers share the
+OS page cache, so several loaders or ranks cost no extra RAM (FFCV's os_cache idea).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from featurestore.store import Store, StoreError
+from featurestore.store.arrays import EVENT_CHUNK
+
+# The per-event log features a batch carries, in this order (one byte each).
+LOG_COLUMNS = [
+    "skip_1", "skip_2", "skip_3", "not_skipped", "context_switch", "no_pause_before_play",
+    "short_pause_before_play", "long_pause_before_play", "hist_user_behavior_n_seekfwd",
+    "hist_user_behavior_n_seekback", "hist_user_behavior_is_shuffle", "hour_of_day", "premium",
+    "context_type", "hist_user_behavior_reason_start", "hist_user_behavior_reason_end",
+]
+SKIP_2 = LOG_COLUMNS.index("skip_2")
+CACHE_VERSION = 1
+
+
+@dataclass
+class SessionCache:
+    offsets: np.ndarray  # (sessions + 1,) int64 memmap
+    track: np.ndarray  # (events,) int32 memmap
+    log: np.ndarray  # (events, len(LOG_COLUMNS)) uint8 memmap
+    max_length: int
+
+    @property
+    def sessions(self) -> int:
+        return self.offsets.shape[0] - 1
+
+
+def _key(store: Store, split: str) -> str:
+    files = {k: v["sha256"] for k, v in store.manifest["files"].items() if k.startswith(f"{split}/")}
+    blob = json.dumps([CACHE_VERSION, split, LOG_COLUMNS, files], sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _memmaps(folder: Path, meta: dict) -> SessionCache:
+    n, e = meta["sessions"], meta["events"]
+
+    def mm(name, dtype, shape):
+        if 0 in shape:
+            return np.zeros(shape, dtype=dtype)
+        # a plain ndarray view of the map: numba dispatch on the np.memmap subclass costs ~10 ms a call
+        return np.asarray(np.memmap(folder / name, dtype=dtype, mode="r", shape=shape))
+
+    return SessionCache(
+        offsets=mm("offsets.i64", np.int64, (n + 1,)),
+        track=mm("track.i32", np.int32, (e,)),
+        log=mm("log.u8", np.uint8, (e, len(LOG_COLUMNS))),
+        max_length=meta["max_length"],
+    )
+
+
+def open_session_cache(store: Store, split: str, cache_dir: str | Path | None = None) -> SessionCache:
+    """Open (building first if needed) the packed cache of ``split``."""
+    ragged = store.ragged(split)
+    key = _key(store, split)
+    folder = Path(cache_dir or store.path / "cache") / f"{split}-{key}"
+    meta_path = folder / "meta.json"
+    if meta_path.is_file():
+        return _memmaps(folder, json.loads(meta_path.read_text()))
+    problems = store.validate(checksums=False)
+    if problems:
+        raise StoreError(f"{store.path}: fails validation ({problems[0]}); run `fstore validate`")
+    missing = [c for c in ["track", *LOG_COLUMNS] if c not in ragged.columns]
+    if missing:
+        raise StoreError(f"{store.path}: split {split!r} lacks session columns {missing}")
+    tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
+    tmp.mkdir(parents=True, exist_ok=True)
+    n, e = ragged.rows, ragged.events
+    offsets = ragged.offsets
+    offsets.astype(np.int64).tofile(tmp / "offsets.i64")
+    with open(tmp / "track.i32", "wb") as ft, open(tmp / "log.u8", "wb") as fl:
+        step = 8 * EVENT_CHUNK
+        for start in range(0, e, step):
+            stop = min(e, start + step)
+            ragged.read("track", start, stop).astype(np.int32).tofile(ft)
+            block = np.empty((stop - start, len(LOG_COLUMNS)), dtype=np.uint8)
+            for j, c in enumerate(LOG_COLUMNS):
+                block[:, j] = np.minimum(ragged.read(c, start, stop), 255)
+            block.tofile(fl)
+    meta = {"sessions": n, "events": e, "max_length": int(np.diff(offsets).max(initial=0)), "key": key}
+    (tmp / "meta.json").write_text(json.dumps(meta))
+    try:
+        os.replace(tmp, folder)
+    except OSError:  # another process built it first: use theirs
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+    return _memmaps(folder, meta)
