@@ -75,7 +75,8 @@ def open_session_cache(store: Store, split: str, cache_dir: str | Path | None = 
     meta_path = folder / "meta.json"
     if meta_path.is_file():
         return _memmaps(folder, json.loads(meta_path.read_text()))
-    problems = store.validate(checksums=False)
+    # built once per store version, and it reads every event anyway: verify checksums too
+    problems = store.validate(checksums=True)
     if problems:
         raise StoreError(f"{store.path}: fails validation ({problems[0]}); run `fstore validate`")
     missing = [c for c in ["track", *LOG_COLUMNS] if c not in ragged.columns]

@@ -177,15 +177,20 @@ class SessionBatches(torch.utils.data.IterableDataset):
         return torch.index_select(self.track_table, 0, track.reshape(-1)).reshape(*track.shape, -1)
 
     def __iter__(self) -> Iterator[dict]:
+        # not a generator function: the resume point is taken when iteration starts, not at first next()
         batches = self.epoch_batches()
         start = self._start_batch
+        self.batches_done = start
         info = torch.utils.data.get_worker_info()
         if info is not None:  # DataLoader workers: split batches round-robin, DataLoader re-interleaves
             batches = batches[info.id :: info.num_workers]
             start = -(-(start - info.id) // info.num_workers) if start > info.id else 0
-        self.batches_done = self._start_batch
+        return self._run(batches, start)
+
+    def _run(self, batches: list[np.ndarray], start: int) -> Iterator[dict]:
         for raw in prefetch(len(batches), start, lambda i, slot: self._fill(batches[i], slot), self._shapes(),
                             self.device, self.ring, self.threads):
             self.batches_done += 1
             yield self._finish(raw)
-        self._start_batch = 0
+        # a finished epoch leaves a fresh state: iterating again replays it from the start
+        self._start_batch = self.batches_done = 0

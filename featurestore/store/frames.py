@@ -40,6 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import google_crc32c
+import numba
 import numpy as np
 import zarr
 from zarr.storage import LocalStore
@@ -96,6 +97,30 @@ def _local_dir(group: zarr.Group) -> Path:
     return Path(store.root) / group.path
 
 
+@numba.njit(nogil=True, cache=True)
+def _affine_encode(x, lo, step, lut, bound, codes, max_abs, sum_sq, count, nan, clipped):
+    """Affine codes of x (n, bins), as ``AffineQuantizer.encode`` computes them, plus error statistics."""
+    n, bins = x.shape
+    for i in range(n):
+        for j in range(bins):
+            v = np.float64(x[i, j])
+            if np.isfinite(v):
+                c = np.rint((v - lo[j]) / step[j])
+                c = min(max(c, 0.0), np.float64(N_LEVELS - 1))
+                k = np.uint8(c)
+                codes[i, j] = k
+                e = abs(v - np.float64(lut[k, j]))
+                if e > max_abs[j]:
+                    max_abs[j] = e
+                sum_sq[j] += e * e
+                count[j] += 1
+                if e > bound[j]:
+                    clipped[j] += 1
+            else:
+                codes[i, j] = NAN_CODE
+                nan[j] += 1
+
+
 class _BinCodec:
     """Vectorized per-bin encode and decode plus running per-bin error statistics."""
 
@@ -117,16 +142,18 @@ class _BinCodec:
 
     def encode(self, x: np.ndarray) -> np.ndarray:
         """uint8 codes of float frames (n, bins), identical to each bin's ``Quantizer.encode``."""
-        x = np.asarray(x, dtype=np.float64)
-        finite = np.isfinite(x)
+        x = np.asarray(x)
+        if x.dtype not in (np.float32, np.float64):
+            x = x.astype(np.float64)
+        codes = np.empty(x.shape, dtype=np.uint8)
         if self.affine:
-            with np.errstate(invalid="ignore"):
-                codes = np.clip(np.rint((x - self.lo) / self.step), 0, N_LEVELS - 1)
-            codes = np.where(finite, codes, NAN_CODE).astype(np.uint8)
-        else:
-            codes = np.empty(x.shape, dtype=np.uint8)
-            for j, q in enumerate(self.quantizers):
-                codes[:, j] = q.encode(x[:, j])
+            _affine_encode(x, self.lo, self.step, self.lut, self.bound, codes, self.max_abs, self.sum_sq,
+                           self.count, self.nan, self.clipped)
+            return codes
+        x = x.astype(np.float64, copy=False)
+        finite = np.isfinite(x)
+        for j, q in enumerate(self.quantizers):
+            codes[:, j] = q.encode(x[:, j])
         decoded = self.lut[codes, self._cols].astype(np.float64)
         with np.errstate(invalid="ignore"):
             err = np.where(finite, np.abs(x - decoded), 0.0)
@@ -149,8 +176,17 @@ class _BinCodec:
 
 def fit_quantizers(sample: np.ndarray, kind: str = "affine") -> list[Quantizer]:
     """One quantizer per column of ``sample`` (frames, bins)."""
-    sample = np.asarray(sample, dtype=np.float64)
-    if kind != "affine" and len(sample) > FIT_ROWS:
+    sample = np.asarray(sample)
+    if sample.dtype.kind != "f":
+        sample = sample.astype(np.float64)
+    if kind == "affine":  # the affine fit is the finite min / max: vectorized over bins, exact in any float
+        with np.errstate(invalid="ignore"):
+            lo = np.fmin.reduce(np.where(np.isfinite(sample), sample, np.nan), axis=0, initial=np.inf)
+            hi = np.fmax.reduce(np.where(np.isfinite(sample), sample, np.nan), axis=0, initial=-np.inf)
+        return [AffineQuantizer(float(a), float(b)) if a <= b else AffineQuantizer(0.0, 0.0)
+                for a, b in zip(lo, hi, strict=True)]
+    sample = sample.astype(np.float64, copy=False)
+    if len(sample) > FIT_ROWS:
         sample = sample[np.random.default_rng(0).choice(len(sample), FIT_ROWS, replace=False)]
     return [choose_quantizer(sample[:, j], kind) for j in range(sample.shape[1])]
 
