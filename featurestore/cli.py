@@ -113,5 +113,42 @@ def validate(store: Path, no_checksums: bool) -> None:
     click.echo(f"{store}: valid")
 
 
+# --- bench -----------------------------------------------------------------------------------
+
+@main.group()
+def bench() -> None:
+    """Benchmarks that print ratios against baselines run side by side in the same process."""
+
+
+@bench.command("ingest")
+@click.option("--raw", "raw_dir", type=click.Path(path_type=Path), default=None,
+              help="MSSD directory without test_set/ (default: synthesize one).")
+@click.option("--sessions", default=200_000, show_default=True, help="Synthetic sessions when --raw is not given.")
+@click.option("--tracks", default=50_000, show_default=True)
+@click.option("--repeats", default=1, show_default=True, help="Best of N runs of each.")
+@user_errors
+def bench_ingest_cmd(raw_dir: Path | None, sessions: int, tracks: int, repeats: int) -> None:
+    """fstore ingest vs per-file pandas + dict mapping vs a bare polars parse of the same files."""
+    from bench.ingest import run
+
+    for line in run(raw_dir, sessions=sessions, tracks=tracks, repeats=repeats):
+        click.echo(line)
+
+
+@bench.command("loader")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--batch-size", default=1024, show_default=True)
+@click.option("--order", default="random", show_default=True, type=click.Choice(["sequential", "random", "quasi_random"]))
+@click.option("--epochs", default=3, show_default=True, help="Epochs timed for fstore and the limit.")
+@click.option("--baseline-sessions", default=50_000, show_default=True, help="Sessions timed for the baseline.")
+@user_errors
+def bench_loader_cmd(store: Path, batch_size: int, order: str, epochs: int, baseline_sessions: int) -> None:
+    """Session batches: fstore vs per-item Dataset+DataLoader vs a bare numba gather (same store, same order)."""
+    from bench.loader import run
+
+    for line in run(store, batch_size=batch_size, order=order, epochs=epochs, baseline_sessions=baseline_sessions):
+        click.echo(line)
+
+
 if __name__ == "__main__":
     main()

@@ -6,7 +6,6 @@ Every kernel is ``nogil`` so prefetch threads run them in parallel with the trai
 from __future__ import annotations
 
 import numba
-import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)

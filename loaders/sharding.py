@@ -21,7 +21,8 @@ def check_rank(rank: int, world_size: int) -> None:
 def batches_per_rank(n: int, batch_size: int, world_size: int, drop_last: bool = False) -> int:
     if drop_last:
         return (n // world_size) // batch_size
-    return -(-(-(-n // world_size)) // batch_size)
+    largest_part = -(-n // world_size)
+    return -(-largest_part // batch_size)
 
 
 def rank_batches(order: np.ndarray, batch_size: int, rank: int, world_size: int,

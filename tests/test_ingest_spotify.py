@@ -133,7 +133,7 @@ def _set_field(line: str, col: str, value: str) -> str:
 
 
 CASES = {
-    "missing column": (lambda r: _edit(_first_log(r), lambda ls: [",".join(l.split(",")[:-1]) + "\n" for l in ls]),
+    "missing column": (lambda r: _edit(_first_log(r), lambda ls: [",".join(line.split(",")[:-1]) + "\n" for line in ls]),
                        r"line 1: missing column\(s\) \['hist_user_behavior_reason_end'\]"),
     "unparsable bool": (lambda r: _edit(_first_log(r), lambda ls: [ls[0], _set_field(ls[1], "skip_2", "Maybe"), *ls[2:]]),
                         r"line 2, column 'skip_2': cannot parse 'Maybe'"),
@@ -169,7 +169,7 @@ def test_session_split_across_files(raw, tmp_path):
     logs = sorted((bad / "training_set").glob("log_*.csv"))
     a = logs[0].read_text().splitlines(keepends=True)
     sid = a[1].split(",")[0]
-    n = sum(1 for l in a[1:] if l.startswith(sid + ","))
+    n = sum(1 for line in a[1:] if line.startswith(sid + ","))
     # move the tail of the first session into the second file, keeping positions intact
     moved = a[1 + n - 2 : 1 + n]
     logs[0].write_text("".join(a[: 1 + n - 2] + a[1 + n :]))

@@ -25,7 +25,10 @@ Tables written:
 - ``ids/train.parquet``, ``ids/test.parquet``: the fnames.
 The class list is the header of ``sample_submission.csv`` when present (then a label outside it is an
 error), else the union of the labels in file order (curated first). Quantizers: one affine 8-bit
-quantizer per mel bin, fitted on the first ``sample_frames`` frames (64 MB of float32 by default).
+quantizer per mel bin, fitted on the first ``sample_frames`` frames (64 MB of float32 by default);
+values outside that range are clipped and counted (``clipped`` in the table's per-bin errors). With
+``two_pass`` the exact per-bin min / max over every clip is added from a first pass, so nothing is
+clipped, at the price of computing every log-mel twice (off by default: the mel is the costly part).
 
 Bad input (InputError naming the file, and the line for CSV problems; nothing is committed): missing
 CSV, wrong header, malformed CSV line (unterminated quote, wrong number of fields, empty fname or
@@ -49,7 +52,7 @@ import zarr
 from tqdm import tqdm
 
 from ..store import Dictionary, IdListWriter, InputError, staged_directory, write_manifest
-from ..store.frames import FrameIngestSummary, FrameWriter, source_entries
+from ..store.frames import FrameIngestSummary, FrameWriter, RangeScan, source_entries
 
 SPLITS = (("train_curated", True), ("train_noisy", False))
 TOP_DB = 80.0
@@ -167,7 +170,7 @@ class LogMel:
 
 def ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False, progress: bool = True,
                sample_rate: int = 44100, n_fft: int = 1764, hop: int = 220, n_mels: int = 64,
-               sample_frames: int | None = None, kind: str = "affine") -> FrameIngestSummary:
+               sample_frames: int | None = None, kind: str = "affine", two_pass: bool = False) -> FrameIngestSummary:
     """Ingest an FSDKaggle2019 release (or a synthetic one) into a new store at ``store_path``."""
     t0 = time.perf_counter()
     raw_dir = Path(raw_dir)
@@ -216,6 +219,11 @@ def ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool = Fa
     summary = FrameIngestSummary("fsdkaggle2019", files=len(metas) + len(wavs),
                                  raw_bytes=wav_bytes + sum(m.stat().st_size for m in metas), notes=notes)
     logmel = LogMel(sample_rate, n_fft, hop, n_mels)
+    extremes = None
+    if two_pass:
+        extremes = RangeScan(n_mels)
+        for p in tqdm(wavs, unit="clip", desc="scan fsd", disable=not progress):
+            extremes.update(logmel(load_wav(p, sample_rate)))
     with staged_directory(store_path, overwrite) as stage, contextlib.ExitStack() as cleanup, tqdm(
         total=len(wavs), unit="clip", desc="ingest fsd", disable=not progress
     ) as bar:
@@ -223,7 +231,7 @@ def ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool = Fa
         (stage / "dicts").mkdir()
         (stage / "ids").mkdir()
         tables = {}
-        writer = FrameWriter(root, "train", n_mels, kind=kind, sample_frames=sample_frames,
+        writer = FrameWriter(root, "train", n_mels, kind=kind, sample_frames=sample_frames, extremes=extremes,
                              columns={"curated": {"dtype": "uint8", "type": "bool"}},
                              labels={"dictionary": "class", "dtype": "int16"})
         cleanup.callback(writer.abort)
@@ -239,7 +247,8 @@ def ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool = Fa
             for path, _ in test:
                 tw.append(logmel(load_wav(path, sample_rate)))
                 bar.update(1)
-            tables["test"] = tw.close(split="test", logmel=logmel.config)
+            tables["test"] = tw.close(split="test", logmel=logmel.config, quantizers_from="train",
+                                      exact_range=two_pass)
             _write_ids(stage, "test", [f for _, f in test])
         classes.write(stage / "dicts" / "class.parquet")
         sources = source_entries(raw_dir, metas, len(wavs), wav_bytes, "{train_curated,train_noisy,test}/*.wav")

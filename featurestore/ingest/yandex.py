@@ -14,7 +14,10 @@ Tables written:
   with the quantizers fitted on ``train``.
 - ``ids/train.parquet``, ``ids/test.parquet``: track ids (row = clip index).
 Quantizers: one affine (by default) 8-bit quantizer per feature, fitted on the frames of the first
-tracks of ``train`` (``sample_frames``, 64 MB of float32 by default), then every track is streamed.
+tracks of ``train`` (``sample_frames``, 64 MB of float32 by default) plus, with ``two_pass`` (default),
+the exact per-feature min / max over every train and test track from a first read-only pass (which
+also validates every file before anything is written), so no value is clipped. Then every track is
+streamed. Memory: the sample, never all frames.
 
 Bad input (InputError naming the file and, for TSV problems, the line; nothing is committed):
 missing meta file, header without the expected columns, a line with the wrong number of fields or an
@@ -35,7 +38,7 @@ import zarr
 from tqdm import tqdm
 
 from ..store import Dictionary, IdListWriter, InputError, staged_directory, write_manifest
-from ..store.frames import FrameIngestSummary, FrameWriter, source_entries
+from ..store.frames import FrameIngestSummary, FrameWriter, RangeScan, source_entries
 
 FEATURES = 512
 MIN_STEPS = 1
@@ -130,7 +133,7 @@ def _check_unique(splits: dict[str, tuple[Path, list]]) -> None:
 
 
 def ingest_yandex(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False, progress: bool = True,
-                  sample_frames: int | None = None, kind: str = "affine") -> FrameIngestSummary:
+                  sample_frames: int | None = None, kind: str = "affine", two_pass: bool = True) -> FrameIngestSummary:
     """Ingest a Yandex Cup 2022 release (or a synthetic one) into a new store at ``store_path``."""
     t0 = time.perf_counter()
     raw_dir = Path(raw_dir)
@@ -149,6 +152,12 @@ def ingest_yandex(raw_dir: str | Path, store_path: str | Path, overwrite: bool =
                                  raw_bytes=feature_bytes + sum(m.stat().st_size for m in metas))
     if "test" not in splits:
         summary.notes.append("no test_meta.tsv: store has no test split")
+    extremes = None
+    if two_pass:
+        extremes = RangeScan(FEATURES)
+        for p in tqdm([p for ps in paths.values() for p in ps], unit="track", desc="scan yandex",
+                      disable=not progress):
+            extremes.update(load_track(p))
     with staged_directory(store_path, overwrite) as stage, contextlib.ExitStack() as cleanup, tqdm(
         total=n_files, unit="track", desc="ingest yandex", disable=not progress
     ) as bar:
@@ -162,7 +171,7 @@ def ingest_yandex(raw_dir: str | Path, store_path: str | Path, overwrite: bool =
             if split == "train":
                 columns["artist"] = {"dtype": "int32", "dictionary": "artist"}
             writer = FrameWriter(root, split, FEATURES, quantizers=quantizers, kind=kind,
-                                 sample_frames=sample_frames, columns=columns)
+                                 sample_frames=sample_frames, extremes=extremes, columns=columns)
             cleanup.callback(writer.abort)
             for (_, row), path in zip(rows, paths[split], strict=True):
                 values = {"fold": _fold(row["archive_features_path"])}
@@ -170,7 +179,8 @@ def ingest_yandex(raw_dir: str | Path, store_path: str | Path, overwrite: bool =
                     values["artist"] = artists.add(row["artistid"])
                 writer.append(load_track(path), values)
                 bar.update(1)
-            tables[split] = writer.close(split=split, source=meta.name)
+            shared = {"quantizers_from": "train", "exact_range": two_pass} if quantizers else {}
+            tables[split] = writer.close(split=split, source=meta.name, **shared)
             quantizers = writer.quantizers
             ids = IdListWriter(stage / "ids" / f"{split}.parquet")
             ids.append(pl.Series([row["trackid"] for _, row in rows], dtype=pl.Utf8))

@@ -28,8 +28,11 @@ the array, and zarr reads a crop with two ranged reads (index + the inner chunks
 
 Quantizers are fitted sample-first: the writer buffers the first ``sample_frames`` frames (or takes
 quantizers given to it), fits one quantizer per bin (``choose_quantizer(kind=...)``, affine by
-default), then encodes the buffer and streams every later clip straight to disk. Memory is bounded
-by the sample; values outside the sample's range are clipped and counted in ``clipped``.
+default) on them plus, when given, the exact per-bin ``extremes`` of all the data (a ``RangeScan``
+from a first, read-only pass), then encodes the buffer and streams every later clip straight to disk.
+Memory is bounded by the sample. With extremes every value lies inside the fitted range, so the
+error bound holds everywhere; without them values outside the sample's range are clipped and
+counted in ``clipped``.
 """
 
 from __future__ import annotations
@@ -59,7 +62,7 @@ FIT_ROWS = 1 << 16
 INDEX_ENTRY = 16  # (offset, nbytes) uint64 per inner chunk
 CRC_BYTES = 4
 
-__all__ = ["FRAME_CHUNK", "FrameIngestSummary", "FrameSet", "FrameWriter", "default_sample_frames"]
+__all__ = ["FRAME_CHUNK", "FrameIngestSummary", "FrameSet", "FrameWriter", "RangeScan", "default_sample_frames"]
 
 
 def default_sample_frames(bins: int) -> int:
@@ -174,6 +177,29 @@ class _BinCodec:
         ]
 
 
+class RangeScan:
+    """Running per-bin finite min / max over frames (a first pass before fitting quantizers)."""
+
+    def __init__(self, bins: int):
+        self.lo = np.full(bins, np.inf)
+        self.hi = np.full(bins, -np.inf)
+
+    def update(self, frames: np.ndarray) -> None:
+        frames = np.asarray(frames)
+        if not len(frames):
+            return
+        with np.errstate(invalid="ignore"):
+            finite = np.isfinite(frames)
+            self.lo = np.fmin(self.lo, np.where(finite, frames, np.inf).min(axis=0))
+            self.hi = np.fmax(self.hi, np.where(finite, frames, -np.inf).max(axis=0))
+
+    def rows(self) -> np.ndarray:
+        """The extremes as sample rows (0 to 2 of them: bins with no finite value are NaN)."""
+        if not np.any(self.lo <= self.hi):
+            return np.zeros((0, self.lo.size))
+        return np.stack([np.where(self.lo <= self.hi, self.lo, np.nan), np.where(self.lo <= self.hi, self.hi, np.nan)])
+
+
 def fit_quantizers(sample: np.ndarray, kind: str = "affine") -> list[Quantizer]:
     """One quantizer per column of ``sample`` (frames, bins)."""
     sample = np.asarray(sample)
@@ -201,7 +227,7 @@ class FrameWriter:
     """
 
     def __init__(self, group: zarr.Group, name: str, bins: int, *, quantizers: list[Quantizer] | None = None,
-                 kind: str = "affine", sample_frames: int | None = None,
+                 kind: str = "affine", sample_frames: int | None = None, extremes: RangeScan | None = None,
                  columns: dict[str, dict] | None = None, labels: dict | None = None):
         if bins < 1:
             raise ValueError("a frame set needs at least one bin")
@@ -212,6 +238,7 @@ class FrameWriter:
         self.sample_frames = default_sample_frames(bins) if sample_frames is None else sample_frames
         self.columns = dict(columns or {})
         self.label_meta = dict(labels) if labels is not None else None
+        self.extremes = extremes
         self._codec = _BinCodec(quantizers) if quantizers is not None else None
         self._fitted_on: int | None = None  # frames the quantizers were fitted on (None: given)
         self._pending: list[np.ndarray] = []
@@ -264,10 +291,12 @@ class FrameWriter:
         return self.clips - 1
 
     def _fit(self) -> None:
-        sample = (np.concatenate(self._pending, axis=0) if self._pending
-                  else np.zeros((0, self.bins), dtype=np.float64))
+        parts = [p.astype(np.float64, copy=False) for p in self._pending if len(p)]
+        if self.extremes is not None:
+            parts.append(self.extremes.rows())
+        sample = np.concatenate(parts, axis=0) if parts else np.zeros((0, self.bins))
         self._codec = _BinCodec(fit_quantizers(sample, self.kind))
-        self._fitted_on = len(sample)
+        self._fitted_on = self._pending_frames
         pending, self._pending, self._pending_frames = self._pending, [], 0
         for f in pending:
             self._write(f)
@@ -311,6 +340,7 @@ class FrameWriter:
         meta = {
             "kind": "frames", "rows": self.clips, "clips": self.clips, "frames": self.frames, "bins": self.bins,
             "frame_chunk": FRAME_CHUNK, "quantizer_kind": self.kind, "sample_frames": self._fitted_on,
+            "exact_range": self.extremes is not None,
             "clip_columns": clip_columns, "quantizers": self._codec.report(),
         }
         if self.label_meta is not None:

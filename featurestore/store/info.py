@@ -31,6 +31,8 @@ def describe(store: Store) -> list[str]:
             for c, cm in t["columns"].items():
                 extra = ", ".join(f"{k}={v}" for k, v in cm.items() if k != "dtype")
                 lines.append(f"  {c:<34}{cm['dtype']:<8}{extra}")
+        elif t["kind"] == "frames":
+            lines += _describe_frames(name, t, size)
         else:
             lines.append(f"table {name}: {t['kind']}, {t.get('rows')} rows")
     dicts = sorted(p.stem for p in (store.path / "dicts").glob("*.parquet"))
@@ -38,3 +40,30 @@ def describe(store: Store) -> list[str]:
         v = store.dictionary(d).values
         lines.append(f"dictionary {d}: {len(v)} values ({', '.join(v[:8])}{', ...' if len(v) > 8 else ''})")
     return lines
+
+
+def _describe_frames(name: str, t: dict, size: int) -> list[str]:
+    """A frame set: clips, frames, bins, bytes/frame vs float32, per-bin error min/median/max."""
+    frames, bins = t["frames"], t["bins"]
+    per = size / max(frames, 1)
+    out = [f"table {name}: frames, {t['clips']} clips, {frames} frames x {bins} bins, {size / 1e6:.2f} MB "
+           f"({per:.1f} bytes/frame, float32 {4 * bins}: {4 * bins / max(per, 1e-9):.2f}x smaller)"]
+    extra = [f"{c} ({cm['dtype']}{', ' + cm['dictionary'] if 'dictionary' in cm else ''})"
+             for c, cm in t.get("clip_columns", {}).items()]
+    if "labels" in t:
+        extra.append(f"labels (multi-label CSR, {t['labels'].get('dictionary')})")
+    if extra:
+        out.append(f"  per clip: {', '.join(extra)}")
+    qs = t.get("quantizers", [])
+    kinds = sorted({q["codec"]["id"] for q in qs})
+    out.append(f"  {'per-bin':<28}{'min':>12}{'median':>12}{'max':>12}   quantizers: {', '.join(kinds)}")
+    for key, label in (("max_abs_error", "max|err|"), ("rmse", "rmse"), ("bound", "bound")):
+        v = sorted(q[key] for q in qs) or [0.0]
+        out.append(f"  {label:<28}{v[0]:>12.4g}{v[len(v) // 2]:>12.4g}{v[-1]:>12.4g}")
+    clipped = sum(q.get("clipped", 0) for q in qs)
+    nan = sum(q.get("nan", 0) for q in qs)
+    fit = (f"quantizers of {t['quantizers_from']}" if t.get("quantizers_from")
+           else f"quantizers fitted on {t.get('sample_frames')} frames")
+    fit += " + exact range" if t.get("exact_range") else ""
+    out.append(f"  {fit}; {clipped} values clipped, {nan} NaN")
+    return out

@@ -2,7 +2,8 @@
 
     manifest.json               schema version, tables, sources, sha256 of every file
     zarr.json                   zarr v3 root group
-    <table>/...                 feature tables (codes) and ragged sets (offsets + events/*)
+    <table>/...                 feature tables (codes), ragged sets (offsets + events/*) and frame sets
+                                (offsets + frames + clips/* [+ labels/], see frames.py)
     dicts/<name>.parquet        categorical vocabularies (code, value)
     ids/<table>.parquet         row ids of a table (row number = code)
     cache/                      loader caches, rebuilt on demand, not covered by checksums
@@ -20,6 +21,7 @@ from .arrays import EVENT_CHUNK
 from .dictionary import Dictionary, read_id_list
 from .errors import StoreError
 from .feature_table import FeatureTable
+from .frames import FrameSet, shard_file_size
 from .manifest import MANIFEST, SCHEMA_VERSION, verify_checksums
 from .ragged import RaggedSet
 
@@ -62,6 +64,10 @@ class Store:
         self._table_meta(name, "ragged")
         return RaggedSet(self.root[name])
 
+    def frames(self, name: str) -> FrameSet:
+        self._table_meta(name, "frames")
+        return FrameSet(self.root[name])
+
     def dictionary(self, name: str) -> Dictionary:
         if name not in self._dicts:
             p = self.path / "dicts" / f"{name}.parquet"
@@ -89,6 +95,50 @@ class Store:
                     problems.append(f"{name}: {t.rows} rows, manifest says {meta['rows']}")
             elif meta["kind"] == "ragged":
                 problems += self._validate_ragged(name, meta, sizes)
+            elif meta["kind"] == "frames":
+                problems += self._validate_frames(name, meta)
+        return problems
+
+    def _code_limit(self, cm: dict) -> int | None:
+        if "dictionary" in cm:
+            return len(self.dictionary(cm["dictionary"]))
+        return 2 if cm.get("type") == "bool" else None
+
+    def _validate_frames(self, name: str, meta: dict) -> list[str]:
+        """Offsets monotone from 0 to n_frames, the shard file's size, per-clip codes in range."""
+        f = self.frames(name)
+        problems = []
+        if f.clips != meta["clips"] or f.frames != meta["frames"] or f.bins != meta["bins"]:
+            problems.append(f"{name}: {f.clips} clips / {f.frames} x {f.bins} frames, manifest says "
+                            f"{meta['clips']} / {meta['frames']} x {meta['bins']}")
+        if f.offsets.size == 0 or f.offsets[0] != 0 or np.any(np.diff(f.offsets) < 0):
+            problems.append(f"{name}/offsets: not monotone from 0")
+        elif f.offsets[-1] != f.frames:
+            problems.append(f"{name}/offsets: last offset {f.offsets[-1]} != {f.frames} frames")
+        shard = f.shard_path
+        size = shard.stat().st_size if shard.is_file() else 0
+        if size != shard_file_size(f.frames, f.bins):
+            problems.append(f"{name}/frames: shard file has {size} bytes, expected "
+                            f"{shard_file_size(f.frames, f.bins)}")
+        for col, cm in f.clip_columns.items():
+            values = f.column(col)
+            if values.shape[0] != f.clips:
+                problems.append(f"{name}/clips/{col}: {values.shape[0]} values for {f.clips} clips")
+                continue
+            limit = self._code_limit(cm)
+            bad = np.flatnonzero((values < 0) | (values >= limit)) if limit is not None else []
+            if len(bad):
+                problems.append(f"{name}/clips/{col}: code {values[bad[0]]} at clip {bad[0]} out of range 0..{limit - 1}")
+        labels = f.labels()
+        if labels is not None:
+            if labels.rows != f.clips or labels.offsets[0] != 0 or np.any(np.diff(labels.offsets) < 0):
+                problems.append(f"{name}/labels: {labels.rows} rows for {f.clips} clips, or offsets not monotone")
+            limit = self._code_limit(meta["labels"])
+            codes = labels.read("class")
+            bad = np.flatnonzero((codes < 0) | (codes >= limit)) if limit is not None else []
+            if len(bad):
+                problems.append(f"{name}/labels/events/class: code {codes[bad[0]]} at event {bad[0]} "
+                                f"out of range 0..{limit - 1}")
         return problems
 
     def _validate_ragged(self, name: str, meta: dict, sizes: dict[str, int]) -> list[str]:

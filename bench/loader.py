@@ -1,0 +1,132 @@
+"""``fstore bench loader``: session batches from fstore vs a per-item Dataset vs a bare gather.
+
+Same store, same batch size, same batch contents, in one process:
+1. fstore ``SessionBatches`` (CPU output; and CUDA output when a GPU is present);
+2. the common baseline: a map-style ``Dataset`` whose ``__getitem__`` builds one padded session
+   with numpy from a uint8 memmap plus a float32 track-feature array, behind
+   ``DataLoader(num_workers=2, pin_memory=True)``;
+3. the limit: a bare numba gather of the same events' bytes in the same session order.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featurestore.store import Store
+from loaders import SessionBatches
+from loaders.kernels import gather_session_bytes
+from loaders.orders import epoch_order
+from loaders.session_cache import SKIP_2, open_session_cache
+
+from .memory import peak_mb, reset_peak
+
+
+class PerItemSessions(torch.utils.data.Dataset):
+    """The seed's loader: one session per ``__getitem__``, padded with numpy, collated by DataLoader."""
+
+    def __init__(self, store_path: Path, half: int = 10):
+        store = Store(store_path)
+        c = open_session_cache(store, "train")
+        self.offsets, self.track, self.log = c.offsets, c.track, c.log
+        self.table = store.feature_table("tracks").dequantize().astype(np.float32)
+        self.half = half
+
+    def __len__(self) -> int:
+        return self.offsets.size - 1
+
+    def __getitem__(self, s: int) -> dict:
+        lo, hi = self.offsets[s], self.offsets[s + 1]
+        n, h, H = hi - lo, (hi - lo) // 2, self.half
+        track = np.zeros(2 * H, np.int64)
+        track[:n] = self.track[lo:hi]
+        ctx_log = np.zeros((H, self.log.shape[1]), np.uint8)
+        ctx_log[:h] = self.log[lo : lo + h]
+        tgt = np.zeros(H, np.int64)
+        tgt[: n - h] = self.track[lo + h : hi]
+        skip = np.zeros(H, np.float32)
+        skip[: n - h] = self.log[lo + h : hi, SKIP_2]
+        ctx_track = np.where(np.arange(H) < h, track[:H], 0)
+        return {"session": s, "length": n, "track": track, "ctx_log": ctx_log, "ctx_track": ctx_track,
+                "ctx_mask": np.arange(H) < h, "tgt_mask": np.arange(H) < n - h, "tgt_track": tgt,
+                "tgt_skip": skip, "ctx_features": self.table[ctx_track], "tgt_features": self.table[tgt]}
+
+
+def batch_bytes(batch: dict) -> int:
+    return sum(v.numel() * v.element_size() for v in batch.values() if isinstance(v, torch.Tensor))
+
+
+def _time_loader(make_iter, limit: int) -> tuple[float, int, int]:
+    reset_peak()
+    n = nbytes = 0
+    t = time.perf_counter()
+    for b in make_iter():
+        n += b["session"].shape[0]
+        nbytes += batch_bytes(b)
+        if n >= limit:
+            break
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t, n, nbytes
+
+
+def run(store_path: Path, batch_size: int = 1024, order: str = "random", baseline_sessions: int = 50_000,
+        epochs: int = 3) -> list[str]:
+    store = Store(store_path)
+    lines = [f"loader benchmark: {store_path}, split train, batch {batch_size}, order {order}"]
+    results = {}
+
+    fs = SessionBatches(store, batch_size=batch_size, order=order, device="cpu")
+    n_sessions = fs.cache.sessions
+    for _ in fs:  # warm: compile kernels, fill the page cache
+        pass
+
+    def fs_iter(loader):
+        def it():
+            for e in range(epochs):
+                loader.set_epoch(e + 1)
+                yield from loader
+        return it
+
+    results["fstore (cpu)"] = _time_loader(fs_iter(fs), epochs * n_sessions) + (peak_mb(),)
+    if torch.cuda.is_available():
+        gpu = SessionBatches(store, batch_size=batch_size, order=order, device="cuda")
+        for _ in gpu:
+            pass
+        results["fstore (cuda)"] = _time_loader(fs_iter(gpu), epochs * n_sessions) + (peak_mb(),)
+
+    ds = PerItemSessions(store_path)
+    sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(0))
+    dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=2,
+                                     pin_memory=torch.cuda.is_available(), persistent_workers=False)
+    results["baseline Dataset+DataLoader(2)"] = _time_loader(lambda: iter(dl), min(baseline_sessions, n_sessions)) \
+        + (peak_mb(),)
+
+    order_ids = epoch_order(np.arange(n_sessions), order, 0, 1)
+    c = fs.cache
+    out_track = np.empty(c.track.shape[0], np.int32)
+    out_log = np.empty(c.log.shape, np.uint8)
+    gather_session_bytes(order_ids[:10], c.offsets, c.track, c.log, out_track, out_log)
+    reset_peak()
+    t = time.perf_counter()
+    for _ in range(epochs):
+        gather_session_bytes(order_ids, c.offsets, c.track, c.log, out_track, out_log)
+    dt = time.perf_counter() - t
+    gathered = epochs * (c.track.nbytes + c.log.nbytes)
+    results["limit: bare numba gather"] = (dt, epochs * n_sessions, gathered, peak_mb())
+
+    for name, (dt, n, nbytes, peak) in results.items():
+        lines.append(f"  {name:<32}{n / dt:>14,.0f} sessions/s {nbytes / dt / 1e6:>9,.0f} MB/s   peak RSS {peak:,.0f} MB")
+    ours = results["fstore (cpu)"]
+    base = results["baseline Dataset+DataLoader(2)"]
+    lim = results["limit: bare numba gather"]
+    rate = {k: v[1] / v[0] for k, v in results.items()}
+    lines.append(f"  fstore / baseline   {rate['fstore (cpu)'] / rate['baseline Dataset+DataLoader(2)']:8.1f}x")
+    lines.append(f"  fstore / limit      {rate['fstore (cpu)'] / rate['limit: bare numba gather']:8.2f}")
+    if "fstore (cuda)" in rate:
+        lines.append(f"  fstore cuda / baseline {rate['fstore (cuda)'] / rate['baseline Dataset+DataLoader(2)']:8.1f}x")
+    del ours, base, lim
+    return lines

@@ -1,0 +1,14 @@
+"""Spotify sequential skip prediction: a small GLU/dilated-convolution encoder-decoder trained from a store.
+
+* :mod:`.model` - :class:`SkipModel` (first-half encoder, second-half decoder, one skip_2 logit a position);
+* :mod:`.train` - :func:`train_skip`: SessionBatches -> AdamW + warmup/cosine, checkpoints, resume,
+  validation mean average accuracy, early stopping, throughput and data-wait measurement;
+* :mod:`.evaluate` - :func:`predict_test`, :func:`score_submission`, :func:`baselines`;
+* :mod:`.demo` - :func:`run_demo`: synth -> ingest -> train -> evaluate in a few CPU minutes.
+"""
+
+from .evaluate import baselines, load_model, predict_test, score_submission
+from .model import SkipModel
+from .train import TrainResult, train_skip
+
+__all__ = ["SkipModel", "TrainResult", "baselines", "load_model", "predict_test", "score_submission", "train_skip"]

@@ -1,0 +1,156 @@
+"""Test-split predictions, submission scoring and reference baselines for skip prediction.
+
+* :func:`predict_test` writes a submission in the challenge's shape: one line of ``0``/``1`` per
+  test session (second-half length), in store order.
+* :func:`score_submission` scores a submission against the test split's ground truth with the
+  official metric (:func:`models.metrics.evaluate_skip`).
+* :func:`baselines` scores random (seeded), all-skip and copy-the-last-first-half-skip_2 with the
+  same metric code.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featurestore.store import Store
+from featurestore.store.errors import FstoreError
+from loaders import SessionBatches
+from models.metrics import SkipScore, evaluate_skip, read_skip_submission, write_skip_submission
+
+from .model import SkipModel
+
+__all__ = ["baselines", "load_model", "predict_loader", "predict_test", "score_submission", "test_truth"]
+
+
+def _open(store: str | os.PathLike[str] | Store) -> Store:
+    return store if isinstance(store, Store) else Store(store)
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` on CUDA with ``dtype``; a no-op elsewhere or when ``dtype`` is None."""
+    if device.type != "cuda" or dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=dtype)
+
+
+@torch.no_grad()
+def predict_loader(model: torch.nn.Module, loader: SessionBatches,
+                   amp_dtype: torch.dtype | None = None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+    """0/1 predictions (logit > 0) of every session of ``loader``, indexed by position in the split.
+
+    Returns ``(predictions, truth)``: lists over the loader's sessions in storage order (sessions the
+    loader does not visit are absent), ``truth`` None for an unlabelled split.
+    """
+    was_training = model.training
+    model.eval()
+    order = np.sort(loader.items)
+    where = {int(s): i for i, s in enumerate(order)}
+    preds: list[np.ndarray | None] = [None] * order.size
+    truth: list[np.ndarray | None] | None = [None] * order.size if loader.labelled else None
+    try:
+        for batch in loader:
+            with autocast(loader.device, amp_dtype):
+                logits = model.batch_logits(batch)
+            p = (logits > 0).to(torch.int8).cpu().numpy()
+            n = batch["tgt_mask"].sum(1).cpu().numpy()
+            sessions = batch["session"].cpu().numpy()
+            t = batch["tgt_skip"].to(torch.int8).cpu().numpy() if truth is not None else None
+            for j, s in enumerate(sessions):
+                i = where[int(s)]
+                preds[i] = p[j, : n[j]]
+                if truth is not None:
+                    truth[i] = t[j, : n[j]]
+    finally:
+        model.train(was_training)
+    return preds, truth  # type: ignore[return-value]
+
+
+def load_model(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> SkipModel:
+    """A :class:`SkipModel` built from a checkpoint's ``config`` with its weights loaded."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FstoreError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise FstoreError(f"{path}: not a readable skip-model checkpoint ({type(e).__name__}: {e})") from None
+    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+        raise FstoreError(f"{path}: not a skip-model checkpoint (no 'config' / 'model')")
+    model = SkipModel(**ckpt["config"])
+    model.load_state_dict(ckpt["model"])
+    return model.to(device)
+
+
+def _test_meta(store: Store) -> dict:
+    meta = store.tables.get("test")
+    if meta is None or meta.get("kind") != "ragged":
+        raise FstoreError(f"{store.path}: no test split")
+    return meta
+
+
+def predict_test(store: str | os.PathLike[str] | Store, checkpoint: str | os.PathLike[str],
+                 out_path: str | os.PathLike[str], device: str | torch.device = "cpu",
+                 batch_size: int = 1024) -> Path:
+    """Write the submission of ``checkpoint``'s model for the test split to ``out_path`` (atomically)."""
+    store = _open(store)
+    _test_meta(store)
+    device = torch.device(device)
+    model = load_model(checkpoint, device)
+    loader = SessionBatches(store, "test", batch_size=batch_size, order="sequential", device=device,
+                            half=model.config["half"])
+    if len(loader.feature_columns) != model.config["n_features"]:
+        raise FstoreError(f"{checkpoint}: model expects {model.config['n_features']} track features, "
+                          f"store {store.path} has {len(loader.feature_columns)}")
+    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
+    preds, _ = predict_loader(model, loader, amp)
+    out_path = Path(out_path)
+    write_skip_submission(out_path, preds)
+    return out_path
+
+
+def test_truth(store: str | os.PathLike[str] | Store) -> list[np.ndarray]:
+    """Second-half skip_2 of every test session, in store order (needs ``second_half_labels``)."""
+    store = _open(store)
+    if not _test_meta(store).get("second_half_labels"):
+        raise FstoreError(f"{store.path}: store has no test ground truth (the test split was ingested "
+                          "without ground_truth_* files)")
+    r = store.ragged("test")
+    offsets = np.asarray(r.offsets, dtype=np.int64)
+    skip = r.read("skip_2").astype(np.int8)
+    lengths = np.diff(offsets)
+    starts = offsets[:-1] + lengths // 2
+    return [skip[a:b] for a, b in zip(starts, offsets[1:], strict=True)]
+
+
+def score_submission(store: str | os.PathLike[str] | Store, submission_path: str | os.PathLike[str]) -> SkipScore:
+    """Mean average accuracy and first-prediction accuracy of a submission file on the test split."""
+    truth = test_truth(store)
+    try:
+        preds = read_skip_submission(submission_path, [t.size for t in truth])
+    except ValueError as e:
+        raise FstoreError(f"invalid submission: {e}") from None
+    return evaluate_skip(truth, preds)
+
+
+def baselines(store: str | os.PathLike[str] | Store, seed: int = 0) -> dict[str, SkipScore]:
+    """Scores of ``random`` (seeded coin flips), ``all_skip`` and ``copy_last`` (the last first-half
+    skip_2, repeated) on the test split."""
+    store = _open(store)
+    truth = test_truth(store)
+    r = store.ragged("test")
+    offsets = np.asarray(r.offsets, dtype=np.int64)
+    skip = r.read("skip_2").astype(np.int8)
+    lengths = np.diff(offsets)
+    first = lengths // 2
+    last = np.where(first > 0, skip[offsets[:-1] + np.maximum(first - 1, 0)], 1)  # no first half: guess skip
+    rng = np.random.default_rng([seed, 2019])
+    return {
+        "random": evaluate_skip(truth, [rng.integers(0, 2, t.size, dtype=np.int8) for t in truth]),
+        "all_skip": evaluate_skip(truth, [np.ones(t.size, dtype=np.int8) for t in truth]),
+        "copy_last": evaluate_skip(truth, [np.full(t.size, v, dtype=np.int8) for t, v in zip(truth, last, strict=True)]),
+    }
