@@ -78,6 +78,127 @@ def ingest_spotify_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_ch
         click.echo("  " + line)
 
 
+# --- audio frame sets: synth + ingest for yandex, fsd, speakers ------------------------------
+
+_QUANTIZER = click.option("--quantizer", "kind", default="affine", show_default=True,
+                          type=click.Choice(["affine", "quantile", "auto"]), help="Per-bin 8-bit quantizer.")
+_SAMPLE = click.option("--sample-frames", type=int, default=None,
+                       help="Frames the quantizers are fitted on (default: 64 MB of float32).")
+
+
+@synth.command("yandex")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--tracks", default=2000, show_default=True, help="Train tracks.")
+@click.option("--artists", default=200, show_default=True, help="Train artists.")
+@click.option("--test-tracks", default=300, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@user_errors
+def synth_yandex_cmd(out: Path, tracks: int, artists: int, test_tracks: int, seed: int) -> None:
+    """Yandex Cup 2022 layout: train_meta.tsv, test_meta.tsv, {fold}/{trackid}.npy (512 x T) under OUT."""
+    from .synth.yandex import synth_yandex
+
+    s = synth_yandex(out, tracks=tracks, artists=artists, test_tracks=test_tracks, seed=seed)
+    click.echo(f"wrote {s.files} files to {out}: {s.clips} tracks, {s.classes} train artists, {s.bytes / 1e6:.1f} MB")
+
+
+@synth.command("fsd")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--curated", default=200, show_default=True)
+@click.option("--noisy", default=300, show_default=True)
+@click.option("--classes", default=80, show_default=True)
+@click.option("--test-clips", default=20, show_default=True)
+@click.option("--max-seconds", default=4.0, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@user_errors
+def synth_fsd_cmd(out: Path, curated: int, noisy: int, classes: int, test_clips: int, max_seconds: float,
+                  seed: int) -> None:
+    """FSDKaggle2019 layout: train_curated/noisy CSVs and wavs, test/, sample_submission.csv under OUT."""
+    from .synth.fsd import synth_fsd
+
+    s = synth_fsd(out, curated=curated, noisy=noisy, classes=classes, test_clips=test_clips,
+                  max_seconds=max_seconds, seed=seed)
+    click.echo(f"wrote {s.files} files to {out}: {s.clips} clips, {s.classes} classes, {s.bytes / 1e6:.1f} MB")
+
+
+@synth.command("speakers")
+@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--speakers", default=40, show_default=True)
+@click.option("--utterances", default=20, show_default=True, help="Labelled utterances per speaker.")
+@click.option("--test-utterances", default=100, show_default=True)
+@click.option("--seed", default=0, show_default=True)
+@user_errors
+def synth_speakers_cmd(out: Path, speakers: int, utterances: int, test_utterances: int, seed: int) -> None:
+    """Speaker homework layout: Dataset/{mapping,metadata,testdata,test_labels}.json + uttr-*.pt under OUT."""
+    from .synth.speakers import synth_speakers
+
+    s = synth_speakers(out, speakers=speakers, utterances_per_speaker=utterances,
+                       test_utterances=test_utterances, seed=seed)
+    click.echo(f"wrote {s.files} files to {out}: {s.clips} utterances, {s.classes} speakers, {s.bytes / 1e6:.1f} MB")
+
+
+def _print_summary(raw_dir: Path, store: Path, summary) -> None:
+    click.echo(f"ingested {raw_dir} -> {store}")
+    for line in summary.lines():
+        click.echo("  " + line)
+
+
+@ingest.command("yandex")
+@click.argument("raw_dir", type=click.Path(path_type=Path))
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at STORE.")
+@click.option("--one-pass", is_flag=True, help="Fit on the sample only (no exact-range pre-pass; may clip).")
+@_QUANTIZER
+@_SAMPLE
+@user_errors
+def ingest_yandex_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
+                      sample_frames: int | None) -> None:
+    """train_meta.tsv / test_meta.tsv + per-track .npy (512 x T) under RAW_DIR into frame sets in STORE."""
+    from .ingest.yandex import ingest_yandex
+
+    _print_summary(raw_dir, store, ingest_yandex(raw_dir, store, overwrite=overwrite, two_pass=not one_pass,
+                                                 kind=kind, sample_frames=sample_frames))
+
+
+@ingest.command("fsd")
+@click.argument("raw_dir", type=click.Path(path_type=Path))
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at STORE.")
+@click.option("--sample-rate", default=44100, show_default=True, help="Required wav sample rate.")
+@click.option("--n-fft", default=1764, show_default=True)
+@click.option("--hop", default=220, show_default=True)
+@click.option("--n-mels", default=64, show_default=True)
+@click.option("--two-pass", is_flag=True, help="Exact per-bin range from a first pass (computes the mel twice).")
+@click.option("--workers", type=int, default=None, help="Decode/mel threads (default: CPU count, max 16).")
+@_QUANTIZER
+@_SAMPLE
+@user_errors
+def ingest_fsd_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_fft: int, hop: int,
+                   n_mels: int, two_pass: bool, workers: int | None, kind: str, sample_frames: int | None) -> None:
+    """train_curated/noisy CSVs + wavs (and test/ via sample_submission.csv) under RAW_DIR -> log-mel frames."""
+    from .ingest.fsd import ingest_fsd
+
+    _print_summary(raw_dir, store, ingest_fsd(
+        raw_dir, store, overwrite=overwrite, sample_rate=sample_rate, n_fft=n_fft, hop=hop, n_mels=n_mels,
+        two_pass=two_pass, workers=workers, kind=kind, sample_frames=sample_frames))
+
+
+@ingest.command("speakers")
+@click.argument("raw_dir", type=click.Path(path_type=Path))
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--overwrite", is_flag=True, help="Replace an existing store at STORE.")
+@click.option("--one-pass", is_flag=True, help="Fit on the sample only (no exact-range pre-pass; may clip).")
+@_QUANTIZER
+@_SAMPLE
+@user_errors
+def ingest_speakers_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
+                        sample_frames: int | None) -> None:
+    """Dataset/ mapping, metadata, testdata JSON + uttr-*.pt mel tensors under RAW_DIR into STORE."""
+    from .ingest.speakers import ingest_speakers
+
+    _print_summary(raw_dir, store, ingest_speakers(raw_dir, store, overwrite=overwrite, two_pass=not one_pass,
+                                                   kind=kind, sample_frames=sample_frames))
+
+
 # --- inspect ---------------------------------------------------------------------------------
 
 @main.command()

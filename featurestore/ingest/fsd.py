@@ -40,7 +40,11 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import os
 import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -168,10 +172,56 @@ class LogMel:
         return out[: 1 + n // self.hop]
 
 
+def ordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
+    """``map(fn, items)`` on a thread pool, in order, at most ``2 * workers`` results ahead (bounded memory).
+
+    The first exception in item order is raised; queued work is cancelled.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    pool = ThreadPoolExecutor(workers)
+    window: deque[Future] = deque()
+    try:
+        for item in items:
+            window.append(pool.submit(fn, item))
+            if len(window) >= 2 * workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+@contextlib.contextmanager
+def _torch_threads(n: int) -> Iterator[None]:
+    """One intra-op thread per clip transform (clips run in parallel instead), restored afterwards."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
 def ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False, progress: bool = True,
                sample_rate: int = 44100, n_fft: int = 1764, hop: int = 220, n_mels: int = 64,
-               sample_frames: int | None = None, kind: str = "affine", two_pass: bool = False) -> FrameIngestSummary:
-    """Ingest an FSDKaggle2019 release (or a synthetic one) into a new store at ``store_path``."""
+               sample_frames: int | None = None, kind: str = "affine", two_pass: bool = False,
+               workers: int | None = None) -> FrameIngestSummary:
+    """Ingest an FSDKaggle2019 release (or a synthetic one) into a new store at ``store_path``.
+
+    Clips are decoded and transformed by ``workers`` threads (default: CPU count, at most 16), each
+    torch transform single-threaded, and written in order.
+    """
+    workers = workers or min(16, os.cpu_count() or 1)
+    with _torch_threads(1):
+        return _ingest_fsd(raw_dir, store_path, overwrite, progress, sample_rate, n_fft, hop, n_mels,
+                           sample_frames, kind, two_pass, workers)
+
+
+def _ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool, progress: bool, sample_rate: int,
+                n_fft: int, hop: int, n_mels: int, sample_frames: int | None, kind: str, two_pass: bool,
+                workers: int) -> FrameIngestSummary:
     t0 = time.perf_counter()
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
@@ -219,11 +269,16 @@ def ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool = Fa
     summary = FrameIngestSummary("fsdkaggle2019", files=len(metas) + len(wavs),
                                  raw_bytes=wav_bytes + sum(m.stat().st_size for m in metas), notes=notes)
     logmel = LogMel(sample_rate, n_fft, hop, n_mels)
+
+    def features(path: Path) -> np.ndarray:
+        return logmel(load_wav(path, sample_rate))
+
     extremes = None
     if two_pass:
         extremes = RangeScan(n_mels)
-        for p in tqdm(wavs, unit="clip", desc="scan fsd", disable=not progress):
-            extremes.update(logmel(load_wav(p, sample_rate)))
+        for frames in tqdm(ordered_map(features, wavs, workers), total=len(wavs), unit="clip", desc="scan fsd",
+                           disable=not progress):
+            extremes.update(frames)
     with staged_directory(store_path, overwrite) as stage, contextlib.ExitStack() as cleanup, tqdm(
         total=len(wavs), unit="clip", desc="ingest fsd", disable=not progress
     ) as bar:
@@ -235,17 +290,18 @@ def ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool = Fa
                              columns={"curated": {"dtype": "uint8", "type": "bool"}},
                              labels={"dictionary": "class", "dtype": "int16"})
         cleanup.callback(writer.abort)
-        for path, _, labels, curated, _, _ in train:
+        for frames, (_, _, labels, curated, _, _) in zip(ordered_map(features, [t[0] for t in train], workers),
+                                                          train, strict=True):
             codes = [classes.add(lab) for lab in labels]
-            writer.append(logmel(load_wav(path, sample_rate)), {"curated": int(curated)}, labels=codes)
+            writer.append(frames, {"curated": int(curated)}, labels=codes)
             bar.update(1)
         tables["train"] = writer.close(split="train", logmel=logmel.config)
         _write_ids(stage, "train", [t[1] for t in train])
         if test:
             tw = FrameWriter(root, "test", n_mels, quantizers=writer.quantizers)
             cleanup.callback(tw.abort)
-            for path, _ in test:
-                tw.append(logmel(load_wav(path, sample_rate)))
+            for frames in ordered_map(features, [p for p, _ in test], workers):
+                tw.append(frames)
                 bar.update(1)
             tables["test"] = tw.close(split="test", logmel=logmel.config, quantizers_from="train",
                                       exact_range=two_pass)

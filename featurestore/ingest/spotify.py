@@ -21,6 +21,7 @@ Open vocabularies: unseen context_type / reason values are added to the dictiona
 from __future__ import annotations
 
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from . import spotify_schema as S
 from .csv_reading import read_typed_csv
 from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
 
-SAMPLE_ROWS_PER_FILE = 200_000
+SAMPLE_ROWS_PER_FILE = 100_000  # quantizer fitting sample (plus exact min/max of every column)
 
 
 @dataclass
@@ -171,18 +172,47 @@ class _SessionEncoder:
         return out
 
 
+class _OverlappedWriter:
+    """Compress and write file i's columns on a thread while file i+1 is parsed (both release the
+    GIL). At most one file waits to be written, so memory stays bounded to two files."""
+
+    def __init__(self, writer: RaggedWriter):
+        self.writer = writer
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fstore-write")
+        self._pending: Future | None = None
+
+    def append(self, lengths: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+        self.wait()
+        self._pending = self._pool.submit(self.writer.append, lengths, columns)
+
+    def wait(self) -> None:
+        if self._pending is not None:
+            self._pending.result()
+            self._pending = None
+
+    def close(self) -> RaggedWriter:
+        try:
+            self.wait()
+        finally:
+            self._pool.shutdown()
+        return self.writer
+
+
 def _ingest_train(paths, group, ids_dir, enc, registry, bar) -> RaggedWriter:
-    writer = RaggedWriter(group, "train", S.EVENT_COLUMNS)
+    writer = _OverlappedWriter(RaggedWriter(group, "train", S.EVENT_COLUMNS))
     ids = IdListWriter(ids_dir / "train.parquet")
-    for p in paths:
-        df = read_typed_csv(p, S.LOG_CSV)
-        runs = session_runs(df, p, FULL)
-        registry.add(p, runs.session_ids)
-        writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
-        ids.append(runs.session_ids)
-        bar.update(p.stat().st_size)
-    ids.close()
-    return writer
+    try:
+        for p in paths:
+            df = read_typed_csv(p, S.LOG_CSV)
+            runs = session_runs(df, p, FULL)
+            registry.add(p, runs.session_ids)
+            writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
+            ids.append(runs.session_ids)
+            bar.update(p.stat().st_size)
+    finally:
+        ids.close()
+        writer.close()
+    return writer.writer
 
 
 def _second_half(inp: Path, gt: Path | None) -> tuple[pl.DataFrame, Path]:
