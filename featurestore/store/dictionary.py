@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import polars as pl
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+if TYPE_CHECKING:  # polars is needed to write stores, not to read them (GPU readers stay light)
+    import polars as pl
 
 
 class Dictionary:
@@ -31,8 +34,11 @@ class Dictionary:
         for v in values:
             self.add(v)
 
-    def encode_series(self, series: pl.Series, dtype: pl.DataType = pl.UInt16) -> pl.Series:
-        """Encode a polars string column, growing the vocabulary with unseen values."""
+    def encode_series(self, series: pl.Series, dtype: pl.DataType | None = None) -> pl.Series:
+        """Encode a polars string column (to UInt16 codes), growing the vocabulary with unseen values."""
+        import polars as pl
+
+        dtype = pl.UInt16 if dtype is None else dtype
         self.extend(v for v in series.unique(maintain_order=True).to_list() if v is not None)
         return series.replace_strict(self._index, return_dtype=dtype)
 
@@ -70,7 +76,7 @@ class IdListWriter:
         self.rows = 0
 
     def append(self, ids: pl.Series) -> None:
-        table = pa.table({"value": ids.cast(pl.Utf8).to_arrow()})
+        table = pa.table({"value": ids.to_arrow().cast(pa.string())})
         if self._writer is None:
             self._writer = pq.ParquetWriter(self.path, table.schema, compression="zstd")
         self._writer.write_table(table)
