@@ -94,7 +94,8 @@ def run(store_path: Path, batch_size: int = 1024, order: str = "random", baselin
     results["fstore (cpu)"] = _time_loader(fs_iter(fs), epochs * n_sessions) + (peak_mb(),)
     if torch.cuda.is_available():
         gpu = SessionBatches(store, batch_size=batch_size, order=order, device="cuda")
-        # the device path must give the very batches the CPU path gives
+        # the device path must give the very batches the CPU path gives (same seed, same epoch)
+        fs.set_epoch(0)
         same = all(
             all(torch.equal(a[k].cpu(), b[k]) for k in b)
             for a, b, _ in zip(gpu, fs, range(3), strict=False)
