@@ -5,7 +5,9 @@ Same store, same batch size, same batch contents, in one process:
 2. the common baseline: a map-style ``Dataset`` whose ``__getitem__`` builds one padded session
    with numpy from a uint8 memmap plus a float32 track-feature array, behind
    ``DataLoader(num_workers=2, pin_memory=True)``;
-3. the limit: a bare numba gather of the same events' bytes in the same session order.
+3. the limits: bare numba gathers in the same session order, with no batching logic: of the
+   events' bytes alone (what the CUDA path reads on the CPU: it ships ids and joins on the device),
+   and of the events' bytes plus each event's feature row (what CPU output must read).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import torch
 
 from featurestore.store import Store
 from loaders import SessionBatches
-from loaders.kernels import gather_session_bytes
+from loaders.kernels import gather_session_bytes, gather_session_bytes_joined
 from loaders.orders import epoch_order
 from loaders.session_cache import SKIP_2, open_session_cache
 
@@ -112,26 +114,36 @@ def run(store_path: Path, batch_size: int = 1024, order: str = "random", baselin
 
     order_ids = epoch_order(np.arange(n_sessions), order, 0, 1)
     c = fs.cache
-    out_track = np.empty(c.track.shape[0], np.int32)
-    out_log = np.empty(c.log.shape, np.uint8)
-    gather_session_bytes(order_ids[:10], c.offsets, c.track, c.log, out_track, out_log)
-    reset_peak()
-    t = time.perf_counter()
-    for _ in range(epochs):
-        gather_session_bytes(order_ids, c.offsets, c.track, c.log, out_track, out_log)
-    dt = time.perf_counter() - t
-    gathered = epochs * (c.track.nbytes + c.log.nbytes)
-    results["limit: bare numba gather"] = (dt, epochs * n_sessions, gathered, peak_mb())
+    table = fs.track_table.numpy()
+    rows = batch_size * c.max_length  # one batch worth of events, reused like the loader's buffers
+    out_track = np.empty(rows, np.int32)
+    out_log = np.empty((rows, c.log.shape[1]), np.uint8)
+    out_feat = np.empty((rows, table.shape[1]), np.float32)
+    B = batch_size
+    limits = {
+        "limit: gather events": (
+            lambda ids: gather_session_bytes(ids, c.offsets, c.track, c.log, B, out_track, out_log),
+            c.track.nbytes + c.log.nbytes),
+        "limit: gather events+features": (
+            lambda ids: gather_session_bytes_joined(ids, c.offsets, c.track, c.log, table, B, out_track, out_log,
+                                                    out_feat),
+            c.track.nbytes + c.log.nbytes + c.track.shape[0] * table.shape[1] * 4),
+    }
+    for name, (fn, nbytes) in limits.items():
+        fn(order_ids[:10])
+        reset_peak()
+        t = time.perf_counter()
+        for _ in range(epochs):
+            fn(order_ids)
+        results[name] = (time.perf_counter() - t, epochs * n_sessions, epochs * nbytes, peak_mb())
 
     for name, (dt, n, nbytes, peak) in results.items():
         lines.append(f"  {name:<32}{n / dt:>14,.0f} sessions/s {nbytes / dt / 1e6:>9,.0f} MB/s   peak RSS {peak:,.0f} MB")
-    ours = results["fstore (cpu)"]
-    base = results["baseline Dataset+DataLoader(2)"]
-    lim = results["limit: bare numba gather"]
     rate = {k: v[1] / v[0] for k, v in results.items()}
-    lines.append(f"  fstore / baseline   {rate['fstore (cpu)'] / rate['baseline Dataset+DataLoader(2)']:8.1f}x")
-    lines.append(f"  fstore / limit      {rate['fstore (cpu)'] / rate['limit: bare numba gather']:8.2f}")
+    base = rate["baseline Dataset+DataLoader(2)"]
+    lines.append(f"  fstore cpu / baseline                  {rate['fstore (cpu)'] / base:8.1f}x")
+    lines.append(f"  fstore cpu / limit (events+features)   {rate['fstore (cpu)'] / rate['limit: gather events+features']:8.2f}")
     if "fstore (cuda)" in rate:
-        lines.append(f"  fstore cuda / baseline {rate['fstore (cuda)'] / rate['baseline Dataset+DataLoader(2)']:8.1f}x")
-    del ours, base, lim
+        lines.append(f"  fstore cuda / baseline                 {rate['fstore (cuda)'] / base:8.1f}x")
+        lines.append(f"  fstore cuda / limit (events)           {rate['fstore (cuda)'] / rate['limit: gather events']:8.2f}")
     return lines

@@ -43,14 +43,15 @@ def fill_session_batch(sessions, offsets, track, log, half, track_out, ctx_log_o
 
 
 @numba.njit(nogil=True, cache=True)
-def gather_session_bytes(sessions, offsets, track, log, out_track, out_log):
-    """The bare-gather limit: copy the same events' bytes for the same sessions, no batching logic."""
+def gather_session_bytes(sessions, offsets, track, log, batch, out_track, out_log):
+    """The bare-gather limit: copy the same events' bytes for the same sessions into a reused
+    batch-sized buffer (restarting every ``batch`` sessions), with no padding or splitting."""
     pos = 0
     for b in range(sessions.shape[0]):
+        if b % batch == 0:
+            pos = 0
         s = sessions[b]
-        lo = offsets[s]
-        hi = offsets[s + 1]
-        for e in range(lo, hi):
+        for e in range(offsets[s], offsets[s + 1]):
             out_track[pos] = track[e]
             for f in range(log.shape[1]):
                 out_log[pos, f] = log[e, f]
@@ -59,11 +60,43 @@ def gather_session_bytes(sessions, offsets, track, log, out_track, out_log):
 
 
 @numba.njit(nogil=True, cache=True)
-def gather_rows(index, table, out):
-    """out[i, ...] = table[index[i]] for a flat index (the CPU path of the feature join)."""
-    flat = index.ravel()
-    o = out.reshape(flat.size, table.shape[1])
-    for i in range(flat.size):
-        row = flat[i]
-        for j in range(table.shape[1]):
-            o[i, j] = table[row, j]
+def join_features(length, half, table, ctx_track, tgt_track, ctx_out, tgt_out):
+    """The CPU path of the track-feature join: rows of ``table`` for real positions, zeros for padding."""
+    ncol = table.shape[1]
+    for b in range(length.shape[0]):
+        n = length[b]
+        h = n // 2
+        for p in range(half):
+            if p < h:
+                row = ctx_track[b, p]
+                for j in range(ncol):
+                    ctx_out[b, p, j] = table[row, j]
+            else:
+                for j in range(ncol):
+                    ctx_out[b, p, j] = 0
+            if p < n - h:
+                row = tgt_track[b, p]
+                for j in range(ncol):
+                    tgt_out[b, p, j] = table[row, j]
+            else:
+                for j in range(ncol):
+                    tgt_out[b, p, j] = 0
+
+
+@numba.njit(nogil=True, cache=True)
+def gather_session_bytes_joined(sessions, offsets, track, log, table, batch, out_track, out_log, out_features):
+    """The limit for CPU output: the same event bytes plus each event's feature row, no batching logic."""
+    pos = 0
+    for b in range(sessions.shape[0]):
+        if b % batch == 0:
+            pos = 0
+        s = sessions[b]
+        for e in range(offsets[s], offsets[s + 1]):
+            t = track[e]
+            out_track[pos] = t
+            for f in range(log.shape[1]):
+                out_log[pos, f] = log[e, f]
+            for j in range(table.shape[1]):
+                out_features[pos, j] = table[t, j]
+            pos += 1
+    return pos

@@ -9,7 +9,7 @@ A batch of B sessions (each at most ``2 * half`` long, MSSD: 20) is a dict of te
     ctx_mask      (B, h)          bool   first-half positions (p < length // 2)
     ctx_track     (B, h)          int64
     ctx_log       (B, h, F)       uint8  first-half log features, LOG_COLUMNS order (skips included)
-    ctx_features  (B, h, C)       float  track features of the first half, dequantized on device
+    ctx_features  (B, h, C)       float  track features of the first half (zero on padding)
     tgt_mask      (B, h)          bool   second-half positions
     tgt_track     (B, h)          int64
     tgt_features  (B, h, C)       float
@@ -31,7 +31,7 @@ import torch
 
 from featurestore.store import Store, StoreError
 
-from .kernels import fill_session_batch, gather_rows
+from .kernels import fill_session_batch, join_features
 from .orders import ORDERS, epoch_order
 from .prefetch import numpy_views, prefetch
 from .session_cache import LOG_COLUMNS, SKIP_2, open_session_cache
@@ -42,13 +42,16 @@ MSSD_HALF = 10
 
 def dequantize_on_device(codes: np.ndarray, lut: np.ndarray, device: torch.device, dtype: torch.dtype,
                          block: int = 1 << 20) -> torch.Tensor:
-    """Ship uint8 codes (rows, C) to the device and decode them there, a block of rows at a time."""
+    """Ship uint8 codes (rows, C) to the device and decode them there, a block of rows at a time.
+
+    The result has one extra all-zero row (index ``rows``) that padded positions gather."""
     lut_d = torch.from_numpy(lut).to(device)
     col = torch.arange(lut.shape[1], device=device)
-    out = torch.empty(codes.shape, dtype=dtype, device=device)
+    out = torch.zeros((codes.shape[0] + 1, codes.shape[1]), dtype=dtype, device=device)
     for start in range(0, codes.shape[0], block):
-        c = torch.from_numpy(codes[start : start + block]).to(device).long()
-        out[start : start + block] = lut_d[c, col].to(dtype)
+        stop = min(start + block, codes.shape[0])
+        c = torch.from_numpy(codes[start:stop]).to(device).long()
+        out[start:stop] = lut_d[c, col].to(dtype)
     return out
 
 
@@ -144,10 +147,8 @@ class SessionBatches(torch.utils.data.IterableDataset):
         fill_session_batch(sessions, self.cache.offsets, self.cache.track, self.cache.log, self.half,
                            v["track"], v["ctx_log"], v["tgt_track"], v["tgt_skip"], v["length"], SKIP_2)
         if "ctx_features" in v:
-            first = v["length"] // 2
-            ctx_track = v["track"][:, : self.half] * (np.arange(self.half)[None] < first[:, None])
-            gather_rows(ctx_track, self._table_np, v["ctx_features"])
-            gather_rows(v["tgt_track"], self._table_np, v["tgt_features"])
+            join_features(v["length"], self.half, self._table_np, v["track"], v["tgt_track"],
+                          v["ctx_features"], v["tgt_features"])
         return {k: t[:b] for k, t in slot.items()}
 
     def _finish(self, raw: dict) -> dict:
@@ -166,8 +167,10 @@ class SessionBatches(torch.utils.data.IterableDataset):
                "tgt_mask": tgt_mask, "tgt_track": tgt_track}
         if "ctx_features" in raw:  # CPU: joined in the fill
             out["ctx_features"], out["tgt_features"] = raw["ctx_features"], raw["tgt_features"]
-        else:
-            out["ctx_features"], out["tgt_features"] = self.features(ctx_track), self.features(tgt_track)
+        else:  # padding gathers the table's extra zero row
+            pad = self.track_table.shape[0] - 1
+            out["ctx_features"] = self.features(torch.where(ctx_mask, ctx_track, pad))
+            out["tgt_features"] = self.features(torch.where(tgt_mask, tgt_track, pad))
         if self.labelled:
             out["tgt_skip"] = raw["tgt_skip"].to(self.feature_dtype)
         return out

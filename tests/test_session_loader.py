@@ -90,6 +90,7 @@ def test_batches_decode_to_the_store_rows(store):
             assert np.array_equal(b["tgt_skip"][i, : n - h].numpy(), cols["skip_2"][lo + h : hi].astype(np.float32))
             assert np.array_equal(b["ctx_features"][i, :h].numpy(), table[track[lo : lo + h]])
             assert np.array_equal(b["tgt_features"][i, : n - h].numpy(), table[track[lo + h : hi]])
+            assert not b["ctx_features"][i, h:].any() and not b["tgt_features"][i, n - h :].any()
             seen += 1
     assert seen == store.tables["train"]["rows"]
 
