@@ -100,3 +100,47 @@ def gather_session_bytes_joined(sessions, offsets, track, log, table, batch, out
                 out_features[pos, j] = table[t, j]
             pos += 1
     return pos
+
+
+@numba.njit(nogil=True, cache=True)
+def fill_crops(clips, starts, offsets, frames, crop, out, length_out):
+    """Copy ``crop`` frames from ``starts[b]`` of each clip; shorter clips are zero-padded.
+
+    Reads only the frames it copies, straight from the memory-mapped frame array.
+    """
+    nbins = frames.shape[1]
+    for b in range(clips.shape[0]):
+        c = clips[b]
+        lo = offsets[c] + starts[b]
+        take = min(crop, offsets[c + 1] - lo)
+        length_out[b] = take
+        for t in range(crop):
+            if t < take:
+                for j in range(nbins):
+                    out[b, t, j] = frames[lo + t, j]
+            else:
+                for j in range(nbins):
+                    out[b, t, j] = 0
+
+
+@numba.njit(nogil=True, cache=True)
+def dequantize_frames(codes, length, lut, out):
+    """CPU dequantization of (B, T, bins) codes through a (256, bins) table; padding stays 0."""
+    for b in range(codes.shape[0]):
+        for t in range(codes.shape[1]):
+            if t < length[b]:
+                for j in range(codes.shape[2]):
+                    out[b, t, j] = lut[codes[b, t, j], j]
+            else:
+                for j in range(codes.shape[2]):
+                    out[b, t, j] = 0
+
+
+@numba.njit(nogil=True, cache=True)
+def fill_multi_hot(clips, label_offsets, label_values, out):
+    """(B, classes) 0/1 rows from a clip -> classes CSR."""
+    out[:] = 0
+    for b in range(clips.shape[0]):
+        c = clips[b]
+        for k in range(label_offsets[c], label_offsets[c + 1]):
+            out[b, label_values[k]] = 1
