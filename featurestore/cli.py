@@ -234,6 +234,64 @@ def validate(store: Path, no_checksums: bool) -> None:
     click.echo(f"{store}: valid")
 
 
+# --- train / evaluate: skip prediction --------------------------------------------------------
+
+@main.group()
+def train() -> None:
+    """Train models straight from a store."""
+
+
+@train.command("skip")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
+@click.option("--epochs", default=10, show_default=True)
+@click.option("--batch-size", default=256, show_default=True)
+@click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate (warmup, then cosine).")
+@click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda: bf16 autocast + compile).")
+@click.option("--max-minutes", type=float, default=None, help="Stop (with a resumable checkpoint) after this.")
+@click.option("--seed", default=0, show_default=True)
+@click.option("--no-resume", is_flag=True, help="Ignore OUT_DIR/checkpoint.pt and start afresh.")
+@user_errors
+def train_skip_cmd(store: Path, out_dir: Path, epochs: int, batch_size: int, lr: float, device: str,
+                   max_minutes: float | None, seed: int, no_resume: bool) -> None:
+    """Skip-prediction model on STORE's train split; checkpoints (resumable) under OUT_DIR."""
+    from models.skip.train import train_skip
+
+    result = train_skip(store, out_dir, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                        max_minutes=max_minutes, seed=seed, resume=not no_resume)
+    for line in result.lines():
+        click.echo(line)
+
+
+@main.group()
+def evaluate() -> None:
+    """Score trained models on a store's test split."""
+
+
+@evaluate.command("skip")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("submission.txt"),
+              show_default=True, help="Submission file to write.")
+@click.option("--device", default="cpu", show_default=True)
+@user_errors
+def evaluate_skip_cmd(store: Path, checkpoint: Path, out: Path, device: str) -> None:
+    """Write CHECKPOINT's test submission, then score it beside the random / all-skip / copy-last baselines."""
+    from models.skip.evaluate import baselines, predict_test, score_submission
+
+    from .store import Store
+
+    predict_test(store, checkpoint, out, device=device)
+    click.echo(f"wrote {out}")
+    if not Store(store).tables["test"].get("second_half_labels"):
+        click.echo(f"{store}: store has no test ground truth; submission not scored")
+        return
+    scores = {"model": score_submission(store, out), **baselines(store)}
+    click.echo(f"{'':<10} {'mean AA':>8} {'first acc':>9}")
+    for name, s in scores.items():
+        click.echo(f"{name:<10} {s.mean_average_accuracy:>8.4f} {s.first_prediction_accuracy:>9.4f}")
+
+
 # --- bench -----------------------------------------------------------------------------------
 
 @main.group()

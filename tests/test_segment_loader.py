@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from hypothesis import given
+from hypothesis import assume, given
 from hypothesis import strategies as st
 
 from featurestore.ingest.yandex import ingest_yandex
@@ -34,6 +34,7 @@ def collect(loader) -> list[dict]:
        world=st.integers(1, 3), seed=st.integers(0, 3))
 def test_crops_inside_clip_masks_right_every_clip_once(store, crop, batch, order, world, seed):
     fs = store.frames("train")
+    assume(not (batch == 1 and fs.clips % world))  # no equal batch counts exist: tested in test_bad_arguments
     seen = []
     counts = set()
     for rank in range(world):

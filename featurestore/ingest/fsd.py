@@ -56,7 +56,7 @@ import zarr
 from tqdm import tqdm
 
 from ..store import Dictionary, IdListWriter, InputError, staged_directory, write_manifest
-from ..store.frames import FrameIngestSummary, FrameWriter, RangeScan, source_entries
+from ..store.frames import FrameIngestSummary, FrameWriter, RangeScan, refuse_existing, source_entries
 
 SPLITS = (("train_curated", True), ("train_noisy", False))
 TOP_DB = 80.0
@@ -70,16 +70,19 @@ def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
     rows = []
     with open(path, newline="", encoding="utf-8", errors="replace") as fh:
         reader = csv.reader(fh, strict=True)
+        start = 1
         try:
             header = [h.strip() for h in next(reader, [])]
             if not header:
                 raise InputError(path, "file is empty")
             start = reader.line_num + 1
             for row in reader:
-                rows.append((start, row))
+                if row:  # blank lines are skipped
+                    rows.append((start, row))
                 start = reader.line_num + 1
-        except csv.Error as e:
-            raise InputError(path, f"malformed CSV ({e})", line=reader.line_num) from None
+        except csv.Error as e:  # report the line where the broken record starts (e.g. an unclosed quote)
+            raise InputError(path, f"malformed CSV record ({e}, at line {reader.line_num})",
+                             line=start) from None
     return header, rows
 
 
@@ -224,6 +227,7 @@ def _ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool, pr
                 workers: int) -> FrameIngestSummary:
     t0 = time.perf_counter()
     raw_dir = Path(raw_dir)
+    refuse_existing(store_path, overwrite)
     if not raw_dir.is_dir():
         raise InputError(raw_dir, "raw directory not found")
     metas = [raw_dir / f"{s}.csv" for s, _ in SPLITS]

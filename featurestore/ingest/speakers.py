@@ -39,7 +39,7 @@ import zarr
 from tqdm import tqdm
 
 from ..store import Dictionary, IdListWriter, InputError, staged_directory, write_manifest
-from ..store.frames import FrameIngestSummary, FrameWriter, RangeScan, source_entries
+from ..store.frames import FrameIngestSummary, FrameWriter, RangeScan, refuse_existing, source_entries
 
 
 def _json(path: Path) -> dict:
@@ -117,6 +117,7 @@ def ingest_speakers(raw_dir: str | Path, store_path: str | Path, overwrite: bool
     """Ingest the speaker-classification homework data (or a synthetic one) into ``store_path``."""
     t0 = time.perf_counter()
     raw_dir = Path(raw_dir)
+    refuse_existing(store_path, overwrite)
     if not raw_dir.is_dir():
         raise InputError(raw_dir, "raw directory not found")
     root_dir = raw_dir / "Dataset" if (raw_dir / "Dataset").is_dir() else raw_dir

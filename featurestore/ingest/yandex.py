@@ -38,11 +38,12 @@ import zarr
 from tqdm import tqdm
 
 from ..store import Dictionary, IdListWriter, InputError, staged_directory, write_manifest
-from ..store.frames import FrameIngestSummary, FrameWriter, RangeScan, source_entries
+from ..store.frames import FrameIngestSummary, FrameWriter, RangeScan, refuse_existing, source_entries
 
 FEATURES = 512
 MIN_STEPS = 1
 MAX_STEPS = 81
+NPY_MAGIC = b"\x93NUMPY"
 TRAIN_COLUMNS = ["trackid", "artistid", "archive_features_path"]
 TEST_COLUMNS = ["trackid", "archive_features_path"]
 
@@ -79,6 +80,9 @@ def load_track(path: Path) -> np.ndarray:
     """The (T, 512) frames of one feature file, validated."""
     if not path.is_file():
         raise InputError(path, "feature file not found")
+    with open(path, "rb") as fh:
+        if fh.read(len(NPY_MAGIC)) != NPY_MAGIC:
+            raise InputError(path, "not a .npy file (no NUMPY magic header)")
     try:
         a = np.load(path, allow_pickle=False)
     except (ValueError, OSError, EOFError) as e:
@@ -137,6 +141,7 @@ def ingest_yandex(raw_dir: str | Path, store_path: str | Path, overwrite: bool =
     """Ingest a Yandex Cup 2022 release (or a synthetic one) into a new store at ``store_path``."""
     t0 = time.perf_counter()
     raw_dir = Path(raw_dir)
+    refuse_existing(store_path, overwrite)
     if not raw_dir.is_dir():
         raise InputError(raw_dir, "raw directory not found")
     train_meta, test_meta = raw_dir / "train_meta.tsv", raw_dir / "test_meta.tsv"

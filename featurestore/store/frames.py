@@ -193,6 +193,15 @@ class RangeScan:
             self.lo = np.fmin(self.lo, np.where(finite, frames, np.inf).min(axis=0))
             self.hi = np.fmax(self.hi, np.where(finite, frames, -np.inf).max(axis=0))
 
+    def merge(self, other: RangeScan) -> None:
+        self.lo = np.fmin(self.lo, other.lo)
+        self.hi = np.fmax(self.hi, other.hi)
+
+    def affine(self) -> list[Quantizer]:
+        """Affine quantizers over [lo, hi] per bin (what ``AffineQuantizer.fit`` gives on the same data)."""
+        return [AffineQuantizer(float(a), float(b)) if a <= b else AffineQuantizer(0.0, 0.0)
+                for a, b in zip(self.lo, self.hi, strict=True)]
+
     def rows(self) -> np.ndarray:
         """The extremes as sample rows (0 to 2 of them: bins with no finite value are NaN)."""
         if not np.any(self.lo <= self.hi):
@@ -206,11 +215,9 @@ def fit_quantizers(sample: np.ndarray, kind: str = "affine") -> list[Quantizer]:
     if sample.dtype.kind != "f":
         sample = sample.astype(np.float64)
     if kind == "affine":  # the affine fit is the finite min / max: vectorized over bins, exact in any float
-        with np.errstate(invalid="ignore"):
-            lo = np.fmin.reduce(np.where(np.isfinite(sample), sample, np.nan), axis=0, initial=np.inf)
-            hi = np.fmax.reduce(np.where(np.isfinite(sample), sample, np.nan), axis=0, initial=-np.inf)
-        return [AffineQuantizer(float(a), float(b)) if a <= b else AffineQuantizer(0.0, 0.0)
-                for a, b in zip(lo, hi, strict=True)]
+        scan = RangeScan(sample.shape[1])
+        scan.update(sample)
+        return scan.affine()
     sample = sample.astype(np.float64, copy=False)
     if len(sample) > FIT_ROWS:
         sample = sample[np.random.default_rng(0).choice(len(sample), FIT_ROWS, replace=False)]
@@ -281,7 +288,7 @@ class FrameWriter:
         self.frames += len(frames)
         self._offsets.append(np.array([self.frames], dtype=np.int64))
         if self._codec is None:
-            self._pending.append(frames)
+            self._pending.append(np.array(frames))  # a copy: the caller may reuse its buffer
             self._pending_frames += len(frames)
             if self._pending_frames >= self.sample_frames:
                 self._fit()
@@ -291,11 +298,20 @@ class FrameWriter:
         return self.clips - 1
 
     def _fit(self) -> None:
-        parts = [p.astype(np.float64, copy=False) for p in self._pending if len(p)]
-        if self.extremes is not None:
-            parts.append(self.extremes.rows())
-        sample = np.concatenate(parts, axis=0) if parts else np.zeros((0, self.bins))
-        self._codec = _BinCodec(fit_quantizers(sample, self.kind))
+        if self.kind == "affine":  # min / max only: no copy of the sample
+            scan = RangeScan(self.bins)
+            for p in self._pending:
+                scan.update(p)
+            if self.extremes is not None:
+                scan.merge(self.extremes)
+            quantizers = scan.affine()
+        else:
+            parts = [p.astype(np.float64, copy=False) for p in self._pending if len(p)]
+            if self.extremes is not None:
+                parts.append(self.extremes.rows())
+            sample = np.concatenate(parts, axis=0) if parts else np.zeros((0, self.bins))
+            quantizers = fit_quantizers(sample, self.kind)
+        self._codec = _BinCodec(quantizers)
         self._fitted_on = self._pending_frames
         pending, self._pending, self._pending_frames = self._pending, [], 0
         for f in pending:
@@ -404,6 +420,7 @@ class FrameSet:
                 empty.flags.writeable = False
                 self._mm = empty
             else:
+                self._check_layout()
                 path = self.shard_path
                 need = shard_file_size(self.frames, self.bins)
                 size = path.stat().st_size if path.is_file() else -1
@@ -411,6 +428,21 @@ class FrameSet:
                     raise StoreError(f"{path}: {size} bytes, expected {need} for {self.frames} x {self.bins} frames")
                 self._mm = np.memmap(path, dtype=np.uint8, mode="r", shape=(self.frames, self.bins), offset=0)
         return self._mm
+
+    def _check_layout(self) -> None:
+        """The zarr metadata must describe the raw single-shard layout the memmap assumes."""
+        md = self.array.metadata.to_dict()
+        codecs = md["codecs"]
+        ok = len(codecs) == 1 and codecs[0]["name"] == "sharding_indexed"
+        if ok:
+            cfg = codecs[0]["configuration"]
+            grid = md["chunk_grid"]["configuration"]["chunk_shape"]
+            ok = (list(cfg["chunk_shape"]) == [FRAME_CHUNK, self.bins]
+                  and [c["name"] for c in cfg["codecs"]] == ["bytes"]
+                  and cfg.get("index_location", "end") == "end"
+                  and list(grid) == [max(_padded(self.frames), FRAME_CHUNK), self.bins])
+        if not ok:
+            raise StoreError(f"{self.group.path}/frames: not the raw single-shard layout a memmap needs")
 
     def clip(self, i: int) -> np.ndarray:
         """Codes (T, bins) of clip i: a read-only view into the memmap."""
@@ -494,6 +526,12 @@ class FrameIngestSummary:
             f"seconds        {self.seconds:.2f} ({self.total_frames / max(self.seconds, 1e-9):,.0f} frames/s)",
             *[f"note           {x}" for x in self.notes],
         ]
+
+
+def refuse_existing(store_path: str | Path, overwrite: bool) -> None:
+    """Fail fast, before any reading, when the target exists (staged_directory checks again)."""
+    if Path(store_path).exists() and not overwrite:
+        raise StoreError(f"{store_path}: already exists (pass --overwrite to replace it)")
 
 
 def source_entries(raw_dir: Path, meta_files: list[Path], feature_files: int, feature_bytes: int,
