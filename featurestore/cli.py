@@ -316,16 +316,32 @@ def bench_ingest_cmd(raw_dir: Path | None, sessions: int, tracks: int, repeats: 
 
 @bench.command("loader")
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--batch-size", default=1024, show_default=True)
+@click.option("--batch-size", default=None, type=int, help="Default 1024 sessions, or 64 clips for frame stores.")
 @click.option("--order", default="random", show_default=True, type=click.Choice(["sequential", "random", "quasi_random"]))
 @click.option("--epochs", default=3, show_default=True, help="Epochs timed for fstore and the limit.")
 @click.option("--baseline-sessions", default=50_000, show_default=True, help="Sessions timed for the baseline.")
+@click.option("--raw", "raw_dir", type=click.Path(path_type=Path), default=None,
+              help="Frame stores: the Yandex raw directory the per-clip baseline loads .npy files from.")
+@click.option("--crop", default=64, show_default=True, help="Frame stores: crop length in frames.")
 @user_errors
-def bench_loader_cmd(store: Path, batch_size: int, order: str, epochs: int, baseline_sessions: int) -> None:
-    """Session batches: fstore vs per-item Dataset+DataLoader vs a bare numba gather (same store, same order)."""
-    from bench.loader import run
+def bench_loader_cmd(store: Path, batch_size: int | None, order: str, epochs: int, baseline_sessions: int,
+                     raw_dir: Path | None, crop: int) -> None:
+    """fstore batches vs a per-item Dataset+DataLoader vs a bare numba gather (same store, same order).
 
-    for line in run(store, batch_size=batch_size, order=order, epochs=epochs, baseline_sessions=baseline_sessions):
+    Session stores (Spotify) bench SessionBatches; frame stores (Yandex) bench SegmentBatches."""
+    from .store import Store
+
+    kinds = {m["kind"] for m in Store(store).tables.values()}
+    if "frames" in kinds:
+        from bench.segments import run as run_segments
+
+        lines = run_segments(store, raw_dir, batch_size=batch_size or 64, crop=crop, epochs=epochs)
+    else:
+        from bench.loader import run
+
+        lines = run(store, batch_size=batch_size or 1024, order=order, epochs=epochs,
+                    baseline_sessions=baseline_sessions)
+    for line in lines:
         click.echo(line)
 
 

@@ -6,6 +6,7 @@ Every kernel is ``nogil`` so prefetch threads run them in parallel with the trai
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 
 @numba.njit(nogil=True, cache=True)
@@ -137,6 +138,23 @@ def dequantize_frames(codes, length, lut, out):
 
 
 @numba.njit(nogil=True, cache=True)
+def dequantize_frames_affine(codes, length, lo, step, out):
+    """Affine fast path: value = lo + code * step in float64, cast (bit-identical to the affine
+    lookup table), code 255 -> NaN. Arithmetic vectorizes where a table gather cannot."""
+    nan = np.float32(np.nan)
+    for b in range(codes.shape[0]):
+        for t in range(codes.shape[1]):
+            if t < length[b]:
+                for j in range(codes.shape[2]):
+                    c = codes[b, t, j]
+                    v = np.float32(lo[j] + c * step[j])
+                    out[b, t, j] = v if c != 255 else nan
+            else:
+                for j in range(codes.shape[2]):
+                    out[b, t, j] = 0
+
+
+@numba.njit(nogil=True, cache=True)
 def fill_multi_hot(clips, label_offsets, label_values, out):
     """(B, classes) 0/1 rows from a clip -> classes CSR."""
     out[:] = 0
@@ -144,3 +162,19 @@ def fill_multi_hot(clips, label_offsets, label_values, out):
         c = clips[b]
         for k in range(label_offsets[c], label_offsets[c + 1]):
             out[b, label_values[k]] = 1
+
+
+@numba.njit(nogil=True, cache=True)
+def gather_crops(clips, starts, offsets, frames, crop, out):
+    """The segment limit: copy the same crops' bytes into a reused buffer, no padding or decoding."""
+    pos = 0
+    for b in range(clips.shape[0]):
+        lo = offsets[clips[b]] + starts[b]
+        take = min(crop, offsets[clips[b] + 1] - lo)
+        if pos + take > out.shape[0]:
+            pos = 0
+        for t in range(take):
+            for j in range(frames.shape[1]):
+                out[pos, j] = frames[lo + t, j]
+            pos += 1
+    return pos

@@ -30,12 +30,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from featurestore.quantize import AffineQuantizer
 from featurestore.store import Store, StoreError
 
 from .balanced import balanced_batches
-from .kernels import dequantize_frames, fill_crops, fill_multi_hot
+from .kernels import dequantize_frames, dequantize_frames_affine, fill_crops, fill_multi_hot
 from .orders import ORDERS, epoch_order
-from .prefetch import numpy_views, prefetch
+from .prefetch import numpy_views, pool_for, prefetch
 from .sharding import batches_per_rank, check_rank, rank_batches
 
 
@@ -82,6 +83,10 @@ class SegmentBatches(torch.utils.data.IterableDataset):
         self.lengths = np.diff(self.offsets)
         self.frames = np.asarray(self.fs.memmap())  # plain ndarray view: cheap numba dispatch
         self.lut_np = self.fs.lut()
+        # all-affine frame sets (the default) dequantize by arithmetic on the CPU path
+        self._affine = None
+        if all(isinstance(q, AffineQuantizer) for q in self.fs.quantizers):
+            self._affine = (np.array([q.lo for q in self.fs.quantizers]), np.array([q.step for q in self.fs.quantizers]))
         self.lut = torch.from_numpy(self.lut_np).to(self.device, feature_dtype)
         self._bins = torch.arange(self.fs.bins, device=self.device)
         self.label_name = label
@@ -100,6 +105,7 @@ class SegmentBatches(torch.utils.data.IterableDataset):
         self.epoch = 0
         self._start_batch = 0
         self.batches_done = 0
+        self._pools: dict = {}  # CPU batch buffers, reused across epochs
 
     # --- epoch, order, state --------------------------------------------------------------------
     def crop_length(self, epoch: int | None = None) -> int:
@@ -176,7 +182,10 @@ class SegmentBatches(torch.utils.data.IterableDataset):
         if "labels" in v:
             fill_multi_hot(clips, self.multi[0], self.multi[1], v["labels"])
         if "frames" in v:
-            dequantize_frames(codes, v["length"], self.lut_np, v["frames"][:, :T])
+            if self._affine is not None and self.feature_dtype == torch.float32:
+                dequantize_frames_affine(codes, v["length"], *self._affine, v["frames"][:, :T])
+            else:
+                dequantize_frames(codes, v["length"], self.lut_np, v["frames"][:, :T])
         return {k: (t[:b, :T] if k in ("codes", "frames") else t[:b]) for k, t in slot.items()}
 
     def _finish(self, raw: dict) -> dict:
@@ -209,7 +218,9 @@ class SegmentBatches(torch.utils.data.IterableDataset):
             t = T if self.mode == "crop" else int(max(self.lengths[batches[i]].max(), 1))
             return self._fill(i, batches[i], t, slot)
 
-        for raw in prefetch(len(batches), start, fill, self._shapes(T), self.device, self.ring, self.threads):
+        shapes = self._shapes(T)
+        for raw in prefetch(len(batches), start, fill, shapes, self.device, self.ring, self.threads,
+                            pool_for(self._pools, shapes)):
             self.batches_done += 1
             yield self._finish(raw)
         self._start_batch = self.batches_done = 0

@@ -33,7 +33,7 @@ from featurestore.store import Store, StoreError
 
 from .kernels import fill_session_batch, join_features
 from .orders import ORDERS, epoch_order
-from .prefetch import numpy_views, prefetch
+from .prefetch import numpy_views, pool_for, prefetch
 from .session_cache import LOG_COLUMNS, SKIP_2, open_session_cache
 from .sharding import batches_per_rank, check_rank, rank_batches
 
@@ -105,6 +105,7 @@ class SessionBatches(torch.utils.data.IterableDataset):
         self.epoch = 0
         self._start_batch = 0
         self.batches_done = 0
+        self._pools: dict = {}  # CPU batch buffers, reused across epochs
 
     # --- epoch, order, state --------------------------------------------------------------------
     def set_epoch(self, epoch: int) -> None:
@@ -191,8 +192,9 @@ class SessionBatches(torch.utils.data.IterableDataset):
         return self._run(batches, start)
 
     def _run(self, batches: list[np.ndarray], start: int) -> Iterator[dict]:
-        for raw in prefetch(len(batches), start, lambda i, slot: self._fill(batches[i], slot), self._shapes(),
-                            self.device, self.ring, self.threads):
+        shapes = self._shapes()
+        for raw in prefetch(len(batches), start, lambda i, slot: self._fill(batches[i], slot), shapes,
+                            self.device, self.ring, self.threads, pool_for(self._pools, shapes)):
             self.batches_done += 1
             yield self._finish(raw)
         # a finished epoch leaves a fresh state: iterating again replays it from the start

@@ -1,0 +1,123 @@
+"""``fstore bench loader`` on a frame store: random-crop segments, side by side in one run.
+
+1. fstore ``SegmentBatches`` (CPU output; CUDA output when a GPU is present);
+2. the common baseline: a map-style ``Dataset`` whose ``__getitem__`` loads the clip's own raw
+   file (the Yandex ``.npy``, 512 x T float32), crops it and transposes, behind
+   ``DataLoader(num_workers=2)``;
+3. the limit: a bare numba gather of the same crops' bytes (same clips, same offsets).
+Frames/s and GB/s of delivered float32 frames, and bytes per stored frame against float32.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import torch
+
+from featurestore.store import Store
+from loaders import SegmentBatches
+from loaders.kernels import gather_crops
+
+from .memory import peak_mb, reset_peak
+
+
+class PerClipFiles(torch.utils.data.Dataset):
+    """The seed's loader: np.load one clip per item, random crop, transpose to (T, bins)."""
+
+    def __init__(self, raw_dir: Path, crop: int, seed: int = 0):
+        meta = pl.read_csv(raw_dir / "train_meta.tsv", separator="\t")
+        self.paths = [raw_dir / p for p in meta["archive_features_path"].to_list()]
+        self.crop = crop
+        self.rng = np.random.default_rng(seed)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> dict:
+        x = np.load(self.paths[i])  # (512, T)
+        T = x.shape[1]
+        s = int(self.rng.integers(0, max(T - self.crop, 0) + 1))
+        out = np.zeros((self.crop, x.shape[0]), np.float32)
+        take = min(self.crop, T - s)
+        out[:take] = x[:, s : s + take].T
+        return {"frames": out, "length": take}
+
+
+def _time(make_iter, limit_frames: int) -> tuple[float, int, int, float]:
+    reset_peak()
+    frames = nbytes = 0
+    t = time.perf_counter()
+    for b in make_iter():
+        frames += int(b["length"].sum())
+        nbytes += b["frames"].numel() * b["frames"].element_size()
+        if frames >= limit_frames:
+            break
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+    return time.perf_counter() - t, frames, nbytes, peak_mb()
+
+
+def run(store_path: Path, raw_dir: Path | None, batch_size: int = 64, crop: int = 64, epochs: int = 3,
+        baseline_clips: int = 2000) -> list[str]:
+    store = Store(store_path)
+    fs = store.frames("train")
+    lines = [f"segment benchmark: {store_path}, train, {fs.clips} clips x {fs.bins} bins, "
+             f"batch {batch_size}, crop {crop}, random order"]
+    results = {}
+    ours = SegmentBatches(store, batch_size=batch_size, crop=crop, order="random", device="cpu")
+    for _ in ours:
+        pass
+
+    def epochs_of(loader):
+        def it():
+            for e in range(epochs):
+                loader.set_epoch(e + 1)
+                yield from loader
+        return it
+
+    total = epochs * int(np.minimum(fs.lengths(), crop).sum())
+    results["fstore (cpu)"] = _time(epochs_of(ours), total)
+    if torch.cuda.is_available():
+        gpu = SegmentBatches(store, batch_size=batch_size, crop=crop, order="random", device="cuda")
+        for _ in gpu:
+            pass
+        results["fstore (cuda)"] = _time(epochs_of(gpu), total)
+    if raw_dir is not None:
+        ds = PerClipFiles(Path(raw_dir), crop)
+        dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=2)
+        results["baseline np.load+crop, DataLoader(2)"] = _time(lambda: iter(dl), baseline_clips * crop)
+
+    # the limit: same clips, same crop offsets as fstore's epoch 1
+    ours.set_epoch(1)
+    batches = ours.epoch_batches()
+    clips = np.concatenate(batches)
+    starts = np.concatenate([ours._starts(b, crop, i) for i, b in enumerate(batches)])
+    out = np.empty((batch_size * crop, fs.bins), np.uint8)
+    gather_crops(clips[:2], starts[:2], ours.offsets, ours.frames, crop, out)
+    reset_peak()
+    t = time.perf_counter()
+    for _ in range(epochs):
+        gather_crops(clips, starts, ours.offsets, ours.frames, crop, out)
+    dt = time.perf_counter() - t
+    frames = epochs * int(np.minimum(fs.lengths()[clips] - starts, crop).sum())
+    results["limit: bare gather of the crops"] = (dt, frames, frames * fs.bins * 4, peak_mb())
+
+    for name, (dt, frames, nbytes, peak) in results.items():
+        lines.append(f"  {name:<38}{frames / dt:>14,.0f} frames/s {nbytes / dt / 1e9:>8.2f} GB/s   peak RSS {peak:,.0f} MB")
+    rate = {k: v[1] / v[0] for k, v in results.items()}
+    lim = rate["limit: bare gather of the crops"]
+    if raw_dir is not None:
+        base = rate["baseline np.load+crop, DataLoader(2)"]
+        lines.append(f"  fstore cpu / baseline   {rate['fstore (cpu)'] / base:8.1f}x")
+        if "fstore (cuda)" in rate:
+            lines.append(f"  fstore cuda / baseline  {rate['fstore (cuda)'] / base:8.1f}x")
+    lines.append(f"  fstore cpu / limit      {rate['fstore (cpu)'] / lim:8.2f}")
+    if "fstore (cuda)" in rate:
+        lines.append(f"  fstore cuda / limit     {rate['fstore (cuda)'] / lim:8.2f}")
+    stored = sum(f["bytes"] for k, f in store.manifest["files"].items() if k.startswith("train/"))
+    lines.append(f"  storage: {stored / max(fs.frames, 1):.1f} bytes/frame vs {4 * fs.bins} as float32 "
+                 f"({4 * fs.bins * fs.frames / stored:.2f}x smaller)")
+    return lines
