@@ -62,8 +62,12 @@ def numpy_views(slot: Slot) -> dict[str, np.ndarray]:
     return {k: v.numpy() for k, v in slot.items()}
 
 
-def pool_for(pools: dict, shapes: dict) -> BufferPool:
-    """The loader's buffer pool for these shapes (kept across epochs; a curriculum changes shapes)."""
+def pool_for(pools: dict, shapes: dict) -> BufferPool | None:
+    """The loader's buffer pool for these shapes (kept across epochs; a curriculum changes shapes).
+
+    None inside a DataLoader worker process: there buffers must not be reused (see ``prefetch``)."""
+    if torch.utils.data.get_worker_info() is not None:
+        return None
     key = tuple(sorted((k, tuple(s), str(d)) for k, (s, d) in shapes.items()))
     if key not in pools:
         pools.clear()  # old shapes will not come back: let their buffers go
@@ -74,18 +78,18 @@ def pool_for(pools: dict, shapes: dict) -> BufferPool:
 def prefetch(n: int, start: int, fill: Callable[[int, Slot], Slot], shapes: dict, device: torch.device,
              ring: int = 4, threads: int = 2, buffers: BufferPool | None = None) -> Iterator[Slot]:
     """Yield batches start..n-1 on ``device``; ``fill(i, slot)`` writes batch i into the slot's
-    tensors and returns the (possibly narrowed) tensors to ship. ``buffers``: a CPU pool to reuse."""
+    tensors and returns the (possibly narrowed) tensors to ship.
+
+    ``buffers``: a CPU pool to reuse; None allocates fresh CPU buffers per batch (needed in
+    DataLoader workers, where sending a tensor moves its storage into shared memory in place)."""
     cuda = device.type == "cuda"
     ring = max(ring, threads + 1)
     slots = [allocate_slot(shapes, pin=True) for _ in range(ring)] if cuda else []
     events: list[torch.cuda.Event | None] = [None] * ring
 
-    if not cuda and buffers is None:
-        buffers = BufferPool(shapes)
-
     def job(i: int) -> tuple[Slot, Slot]:
-        if buffers is not None:
-            slot = buffers.acquire()
+        if not cuda:
+            slot = buffers.acquire() if buffers is not None else allocate_slot(shapes, pin=False)
             return slot, fill(i, slot)
         slot = i % ring
         if events[slot] is not None:
@@ -104,7 +108,8 @@ def prefetch(n: int, start: int, fill: Callable[[int, Slot], Slot], shapes: dict
                     events[i % ring] = ev
                 else:
                     out = host
-                    buffers.handed_out(slot)
+                    if buffers is not None:
+                        buffers.handed_out(slot)
                 del slot, host
                 if i + ring - 1 < n:
                     futures[i + ring - 1] = executor.submit(job, i + ring - 1)

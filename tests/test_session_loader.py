@@ -181,3 +181,14 @@ def test_bad_arguments(store, tmp_path):
     chunk.write_bytes(b"garbage")
     with pytest.raises(StoreError, match="fails validation|checksum"):
         SessionBatches(broken)
+
+
+def test_kept_batches_are_never_overwritten_by_buffer_reuse(store):
+    """CPU buffers are pooled: a batch (or a view of it) the caller keeps must stay intact."""
+    kept = list(SessionBatches(store, batch_size=40, order="random", seed=2))
+    views = [b["ctx_features"][:, :3] for b in SessionBatches(store, batch_size=40, order="random", seed=2)]
+    fresh = [{k: v.clone() for k, v in b.items()}
+             for b in SessionBatches(store, batch_size=40, order="random", seed=2, threads=1)]
+    for a, b, v in zip(kept, fresh, views, strict=True):
+        assert all(torch.equal(a[k], b[k]) for k in b)
+        assert torch.equal(v, b["ctx_features"][:, :3])
