@@ -46,6 +46,31 @@ class PerClipFiles(torch.utils.data.Dataset):
         return {"frames": out, "length": take}
 
 
+def balanced_locality(loader: SegmentBatches, labels: np.ndarray, bins: int, m: int = 4, p: int = 16,
+                      window: int = 8) -> list[str]:
+    """Locality vs mixing of artist-balanced epochs: storage read per window of batches, and how
+    many distinct artists a window mixes, for the windowed class order vs a fully random one."""
+    from loaders.balanced import balanced_batches
+
+    block = 1 << 20
+    out = [f"  balanced batches ({m} clips x {p} artists; artists stored contiguously), per {window} batches:"]
+    for name, w in (("class window of 1 batch", 1), (f"class window of {window} batches", window),
+                    ("fully random class order", None)):
+        batches = balanced_batches(labels, m, p, seed=0, epoch=0, window=w)
+        spans, blocks = [], []
+        for i in range(0, len(batches) - window + 1, window):
+            clips = np.concatenate(batches[i : i + window])
+            lo = loader.offsets[clips] * bins
+            hi = loader.offsets[clips + 1] * bins
+            spans.append((hi.max() - lo.min()) / 1e6)
+            blocks.append(len({b for a, z in zip(lo // block, (hi - 1) // block, strict=True)
+                               for b in range(a, z + 1)}))
+        total = loader.offsets[-1] * bins / 1e6
+        out.append(f"    {name:<28} spans {np.mean(spans):7.1f} MB of {total:.1f} MB, "
+                   f"touches {np.mean(blocks):5.1f} distinct 1 MB blocks, {window * p} artists mixed")
+    return out
+
+
 def _time(make_iter, limit_frames: int) -> tuple[float, int, int, float]:
     reset_peak()
     frames = nbytes = 0
@@ -117,6 +142,8 @@ def run(store_path: Path, raw_dir: Path | None, batch_size: int = 64, crop: int 
     lines.append(f"  fstore cpu / limit      {rate['fstore (cpu)'] / lim:8.2f}")
     if "fstore (cuda)" in rate:
         lines.append(f"  fstore cuda / limit     {rate['fstore (cuda)'] / lim:8.2f}")
+    if "artist" in fs.clip_columns:
+        lines += balanced_locality(ours, fs.column("artist").astype(np.int64), fs.bins)
     stored = sum(f["bytes"] for k, f in store.manifest["files"].items() if k.startswith("train/"))
     lines.append(f"  storage: {stored / max(fs.frames, 1):.1f} bytes/frame vs {4 * fs.bins} as float32 "
                  f"({4 * fs.bins * fs.frames / stored:.2f}x smaller)")

@@ -99,11 +99,16 @@ def _check_common(store: Store) -> None:
 
 # --- read back ----------------------------------------------------------------------------------
 
+def _stored_order(df: pl.DataFrame, split: str) -> pl.DataFrame:
+    """Train clips are stored grouped by artist id, meta order within an artist."""
+    return df.sort("artistid", maintain_order=True) if split == "train" else df
+
+
 def test_yandex_read_back(yandex_raw: Path, yandex_store: Store) -> None:
     _check_common(yandex_store)
     artists = yandex_store.dictionary("artist")
     for split, meta in (("train", "train_meta.tsv"), ("test", "test_meta.tsv")):
-        df = pl.read_csv(yandex_raw / meta, separator="\t", infer_schema=False)
+        df = _stored_order(pl.read_csv(yandex_raw / meta, separator="\t", infer_schema=False), split)
         fs = yandex_store.frames(split)
         assert fs.clips == df.height and fs.bins == 512
         assert fs.meta["exact_range"] is True
@@ -113,6 +118,8 @@ def test_yandex_read_back(yandex_raw: Path, yandex_store: Store) -> None:
         np.testing.assert_array_equal(fs.column("fold"), [int(r.split("/")[0]) for r in df["archive_features_path"]])
         if split == "train":
             assert artists.decode(fs.column("artist")).tolist() == df["artistid"].to_list()
+            codes = fs.column("artist")  # grouped: each artist's clips are one contiguous run
+            assert np.unique(codes).size == 1 + int((codes[1:] != codes[:-1]).sum())
             assert fs.meta["sample_frames"] >= 300
         else:
             assert "artist" not in fs.clip_columns and fs.meta["quantizers_from"] == "train"
@@ -122,7 +129,7 @@ def test_yandex_one_pass_counts_clipping(yandex_raw: Path, tmp_path: Path) -> No
     ingest_yandex(yandex_raw, tmp_path / "s", progress=False, two_pass=False, sample_frames=100)
     fs = Store(tmp_path / "s").frames("train")
     assert fs.meta["exact_range"] is False and fs.meta["sample_frames"] < fs.frames
-    df = pl.read_csv(yandex_raw / "train_meta.tsv", separator="\t", infer_schema=False)
+    df = _stored_order(pl.read_csv(yandex_raw / "train_meta.tsv", separator="\t", infer_schema=False), "train")
     measured = np.array([q["max_abs_error"] for q in fs.meta["quantizers"]])
     clipped = 0
     for i, rel in enumerate(df["archive_features_path"].to_list()):

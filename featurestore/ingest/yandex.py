@@ -7,7 +7,8 @@ generator writes it) or, as in the real release, to ``RAW_DIR/train_features`` /
 the root is chosen per split from the first track.
 
 Tables written:
-- ``train``: frame set (see store/frames.py), one clip per track in ``train_meta.tsv`` order, frames =
+- ``train``: frame set (see store/frames.py), one clip per track, grouped by artist (``train_meta.tsv``
+  order within an artist, so m clips of one artist are one contiguous read), frames =
   the matrix transposed (T x 512); per-clip ``clips/artist`` int32 codes into ``dicts/artist.parquet``
   (codes in order of first appearance) and ``clips/fold`` int16 (first path component, -1 if not a number).
 - ``test``: frame set in ``test_meta.tsv`` order, ``clips/fold`` only (artists are hidden), encoded
@@ -150,6 +151,12 @@ def ingest_yandex(raw_dir: str | Path, store_path: str | Path, overwrite: bool =
         splits["test"] = (test_meta, read_tsv(test_meta, TEST_COLUMNS))
     _check_unique(splits)
     paths = {s: _resolve(raw_dir, s, meta, rows) for s, (meta, rows) in splits.items()}
+    # Train clips are stored grouped by artist (stable, meta order within an artist): the m clips an
+    # artist-balanced batch takes from one artist are then one contiguous read (loaders/balanced.py).
+    meta, rows = splits["train"]
+    by_artist = sorted(range(len(rows)), key=lambda i: rows[i][1]["artistid"])
+    splits["train"] = (meta, [rows[i] for i in by_artist])
+    paths["train"] = [paths["train"][i] for i in by_artist]
     n_files = sum(len(p) for p in paths.values())
     feature_bytes = sum(p.stat().st_size for ps in paths.values() for p in ps)
     metas = [m for m, _ in splits.values()]
