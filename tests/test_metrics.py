@@ -394,3 +394,13 @@ def test_top_k_cosine_cuda_matches_cpu() -> None:
     assert gpu_idx.device.type == "cuda"
     assert torch.equal(gpu_idx.cpu(), cpu_idx)
     assert torch.allclose(gpu_scores.cpu(), cpu_scores, rtol=1e-10, atol=1e-12)
+
+
+def test_speaker_accuracy() -> None:
+    from models.metrics import accuracy
+
+    assert accuracy([1, 2, 3, 4], [1, 2, 0, 4]) == 0.75
+    with pytest.raises(ValueError, match="equal length"):
+        accuracy([1, 2], [1])
+    with pytest.raises(ValueError, match="no utterances"):
+        accuracy([], [])

@@ -3,6 +3,7 @@
 * :mod:`.spotify_skip` - Spotify Sequential Skip Prediction (crowdAI): mean average accuracy.
 * :mod:`.fsd_lwlrap` - Freesound Audio Tagging 2019 (FSDKaggle2019): lwlrap.
 * :mod:`.yandex_ndcg` - Yandex Cup 2022 audio: artist nDCG@100.
+* :mod:`.speakers` - speaker classification: accuracy.
 * :mod:`.melon` - Kakao Arena Melon Playlist Continuation: 0.85 song nDCG@100 + 0.15 tag nDCG@10.
 * :mod:`.retrieval` - batched exact cosine top-k for building retrieval submissions (imports torch
   lazily, on first access of ``top_k_cosine``).
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from models.metrics.fsd_lwlrap import lwlrap, lwlrap_per_class
 from models.metrics.melon import melon_score
+from models.metrics.speakers import accuracy
 from models.metrics.spotify_skip import (
     SkipScore,
     average_accuracy,
@@ -32,6 +34,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "SkipScore",
+    "accuracy",
     "average_accuracy",
     "evaluate_skip",
     "lwlrap",

@@ -12,12 +12,13 @@ so results are bit-identical to the reference, not just close.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from featurestore.store.atomic import atomic_write_bytes
 
 __all__ = [
     "SkipScore",
@@ -151,22 +152,6 @@ def read_submission(path: str | os.PathLike[str], expected_lengths: Sequence[int
     return out
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_submission(path: str | os.PathLike[str], predictions: Sequence[Sequence[int] | np.ndarray]) -> None:
     """Write a skip-prediction submission (one ``0``/``1`` digit string per session) atomically.
 
@@ -177,4 +162,4 @@ def write_submission(path: str | os.PathLike[str], predictions: Sequence[Sequenc
     for i, session in enumerate(predictions):
         arr = _as_binary_session(session, "prediction", i)
         lines.append((arr.astype(np.uint8) + ord("0")).tobytes().decode("ascii"))
-    _atomic_write_text(path, "".join(line + "\n" for line in lines))
+    atomic_write_bytes(path, "".join(line + "\n" for line in lines).encode())

@@ -16,13 +16,14 @@ Summation orders of the reference are kept, so values are bit-identical to it.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from featurestore.store.atomic import atomic_write_bytes
 
 __all__ = [
     "ndcg_at_100",
@@ -160,22 +161,6 @@ def _to_nested(values: Any) -> Any:
     return values
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def write_submission(
     path: str | os.PathLike[str],
     query_ids: Sequence[int] | np.ndarray,
@@ -195,4 +180,4 @@ def write_submission(
         if len(row) == 0:
             raise ValueError(f"row {i} (query {query}): empty ranking")
         out.append(f"{int(query)}\t{' '.join(str(int(x)) for x in row)}\n")
-    _atomic_write_text(path, "".join(out))
+    atomic_write_bytes(path, "".join(out).encode())
