@@ -404,3 +404,20 @@ def test_speaker_accuracy() -> None:
         accuracy([1, 2], [1])
     with pytest.raises(ValueError, match="no utterances"):
         accuracy([], [])
+
+
+def test_write_top100_submission_scores_with_the_official_metric(tmp_path) -> None:
+    import torch
+
+    from models.metrics import read_yandex_submission
+    from models.metrics.retrieval import write_top100_submission
+    from models.metrics.yandex_ndcg import ndcg_at_100
+
+    g = torch.Generator().manual_seed(0)
+    artists = torch.arange(30).repeat_interleave(5)
+    emb = torch.randn(30, 16, generator=g)[artists] + 0.05 * torch.randn(150, 16, generator=g)
+    ids = [1000 + i for i in range(150)]
+    write_top100_submission(tmp_path / "sub.tsv", ids, emb, k=100)
+    sub = read_yandex_submission(tmp_path / "sub.tsv")
+    assert len(sub) == 150 and all(len(v) == 100 and q not in v for q, v in sub.items())
+    assert ndcg_at_100(sub, dict(zip(ids, artists.tolist(), strict=True))) > 0.99

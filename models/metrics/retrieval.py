@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["top_k_cosine"]
+__all__ = ["top_k_cosine", "write_top100_submission"]
 
 
 @torch.no_grad()
@@ -55,3 +55,16 @@ def top_k_cosine(
         indices[start:stop] = top_idx
         scores[start:stop] = top_scores
     return indices, scores
+
+
+def write_top100_submission(path, track_ids, embeddings: torch.Tensor, k: int = 100,
+                            batch_size: int = 4096) -> None:
+    """Top-``k`` cosine neighbours of every track (on the embeddings' device) written in the Yandex
+    Cup submission format, ``query<TAB>id1 id2 ... id100``, atomically."""
+    from models.metrics.yandex_ndcg import write_submission
+
+    if len(track_ids) != embeddings.shape[0]:
+        raise ValueError(f"{len(track_ids)} track ids for {embeddings.shape[0]} embeddings")
+    idx, _ = top_k_cosine(embeddings, k=k, batch_size=batch_size)
+    ids = torch.as_tensor([int(t) for t in track_ids])
+    write_submission(path, ids.tolist(), ids[idx.cpu()].tolist())

@@ -24,7 +24,7 @@ from models.metrics import SkipScore, evaluate_skip, read_skip_submission, write
 
 from .model import SkipModel
 
-__all__ = ["baselines", "load_model", "predict_loader", "predict_test", "score_submission", "test_truth"]
+__all__ = ["baselines", "ground_truth", "load_model", "predict_loader", "predict_test", "score_submission"]
 
 
 def _open(store: str | os.PathLike[str] | Store) -> Store:
@@ -81,8 +81,11 @@ def load_model(checkpoint: str | os.PathLike[str], device: str | torch.device = 
         raise FstoreError(f"{path}: not a readable skip-model checkpoint ({type(e).__name__}: {e})") from None
     if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
         raise FstoreError(f"{path}: not a skip-model checkpoint (no 'config' / 'model')")
-    model = SkipModel(**ckpt["config"])
-    model.load_state_dict(ckpt["model"])
+    try:
+        model = SkipModel(**ckpt["config"])
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, RuntimeError) as e:  # unknown config keys, or weights of another shape
+        raise FstoreError(f"{path}: checkpoint does not fit this SkipModel ({e})") from None
     return model.to(device)
 
 
@@ -113,7 +116,7 @@ def predict_test(store: str | os.PathLike[str] | Store, checkpoint: str | os.Pat
     return out_path
 
 
-def test_truth(store: str | os.PathLike[str] | Store) -> list[np.ndarray]:
+def ground_truth(store: str | os.PathLike[str] | Store) -> list[np.ndarray]:
     """Second-half skip_2 of every test session, in store order (needs ``second_half_labels``)."""
     store = _open(store)
     if not _test_meta(store).get("second_half_labels"):
@@ -129,7 +132,7 @@ def test_truth(store: str | os.PathLike[str] | Store) -> list[np.ndarray]:
 
 def score_submission(store: str | os.PathLike[str] | Store, submission_path: str | os.PathLike[str]) -> SkipScore:
     """Mean average accuracy and first-prediction accuracy of a submission file on the test split."""
-    truth = test_truth(store)
+    truth = ground_truth(store)
     try:
         preds = read_skip_submission(submission_path, [t.size for t in truth])
     except ValueError as e:
@@ -141,7 +144,7 @@ def baselines(store: str | os.PathLike[str] | Store, seed: int = 0) -> dict[str,
     """Scores of ``random`` (seeded coin flips), ``all_skip`` and ``copy_last`` (the last first-half
     skip_2, repeated) on the test split."""
     store = _open(store)
-    truth = test_truth(store)
+    truth = ground_truth(store)
     r = store.ragged("test")
     offsets = np.asarray(r.offsets, dtype=np.int64)
     skip = r.read("skip_2").astype(np.int8)

@@ -126,12 +126,15 @@ def train_skip(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike
                batch_size: int = 256, lr: float = 3e-3, holdout: float = 0.05, seed: int = 0,
                device: str | torch.device = "cpu", max_minutes: float | None = None, resume: bool = True,
                progress: bool = True, patience: int = 3, weight_decay: float = 0.01, warmup: float = 0.05,
-               model: dict | None = None, loader_threads: int | None = None) -> TrainResult:
+               model: dict | None = None, loader_threads: int | None = None,
+               torch_threads: int | None = None) -> TrainResult:
     """Train a skip model on ``store``'s train split; see the module docstring for what is written.
 
     ``model`` overrides entries of :data:`DEFAULT_MODEL` (``n_features`` and ``half`` come from the
     store). With ``resume`` and an existing ``out_dir/checkpoint.pt``, training continues from it
-    (raising :class:`FstoreError` when its model config differs from the requested one). Training
+    (raising :class:`FstoreError` when its model config differs from the requested one).
+    ``loader_threads`` sets the batch-assembly threads (default 1 on the CPU, 4 on CUDA) and
+    ``torch_threads`` calls ``torch.set_num_threads`` (process-wide; default: leave it). Training
     stops after ``epochs`` epochs, after ``patience`` epochs without a better validation AA, or when
     ``max_minutes`` have passed (the checkpoint then holds the position inside the epoch).
     """
@@ -150,6 +153,10 @@ def train_skip(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     ckpt_path, best_path = out_dir / CHECKPOINT, out_dir / BEST
+    if not (resume and ckpt_path.is_file()):
+        best_path.unlink(missing_ok=True)  # a fresh run: a best model of an earlier run is stale
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
     torch.manual_seed(seed)
     np.random.seed(seed)
 
