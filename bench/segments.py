@@ -10,11 +10,11 @@ Frames/s and GB/s of delivered float32 frames, and bytes per stored frame agains
 
 from __future__ import annotations
 
+import csv
 import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 
 from featurestore.store import Store
@@ -28,8 +28,8 @@ class PerClipFiles(torch.utils.data.Dataset):
     """The seed's loader: np.load one clip per item, random crop, transpose to (T, bins)."""
 
     def __init__(self, raw_dir: Path, crop: int, seed: int = 0):
-        meta = pl.read_csv(raw_dir / "train_meta.tsv", separator="\t")
-        self.paths = [raw_dir / p for p in meta["archive_features_path"].to_list()]
+        with open(raw_dir / "train_meta.tsv", newline="") as f:
+            self.paths = [raw_dir / row["archive_features_path"] for row in csv.DictReader(f, delimiter="\t")]
         self.crop = crop
         self.rng = np.random.default_rng(seed)
 
