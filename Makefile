@@ -15,7 +15,7 @@ demo:
 
 test:
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest
 
 bench:
 	$(VENV)/bin/fstore bench ingest

@@ -106,8 +106,10 @@ def run(store_path: Path, raw_dir: Path | None, batch_size: int = 64, crop: int 
     results["fstore (cpu)"] = _time(epochs_of(ours), total)
     if torch.cuda.is_available():
         gpu = SegmentBatches(store, batch_size=batch_size, crop=crop, order="random", device="cuda")
-        for _ in gpu:
-            pass
+        ours.set_epoch(0)  # the device path must give the very batches the CPU path gives
+        same = all(all(torch.equal(a[k].cpu(), b[k]) for k in b)
+                   for a, b, _ in zip(gpu, ours, range(3), strict=False))
+        lines.append(f"  cuda batches identical to cpu batches: {same}")
         results["fstore (cuda)"] = _time(epochs_of(gpu), total)
     if raw_dir is not None:
         ds = PerClipFiles(Path(raw_dir), crop)
