@@ -21,6 +21,8 @@ from featurestore.ingest import spotify_schema as S
 from featurestore.ingest.spotify import discover, ingest_spotify
 from featurestore.synth.spotify import synth_spotify
 
+from .memory import peak_mb, reset_peak
+
 
 def pandas_ingest(raw: Path, out: Path) -> int:
     import pandas as pd
@@ -75,25 +77,33 @@ def run(raw: Path | None = None, sessions: int = 200_000, tracks: int = 50_000, 
         raw_bytes = sum(p.stat().st_size for p in files["train"] + files["tracks"])
         polars_scan(raw)  # warm the page cache and polars
         results: dict[str, float] = {}
+        peaks: dict[str, float] = {}
         rows = 0
         for _ in range(repeats):
+            reset_peak()
             t = time.perf_counter()
             rows = polars_scan(raw)
             results["polars scan"] = min(results.get("polars scan", 1e9), time.perf_counter() - t)
+            peaks["polars scan"] = peak_mb()
             shutil.rmtree(tmp / "store", ignore_errors=True)
+            reset_peak()
             t = time.perf_counter()
             summary = ingest_spotify(raw, tmp / "store", progress=False, source_checksums=False)
             results["fstore"] = min(results.get("fstore", 1e9), time.perf_counter() - t)
+            peaks["fstore"] = peak_mb()
             (tmp / "pd").mkdir(exist_ok=True)
+            reset_peak()
             t = time.perf_counter()
             pandas_ingest(raw, tmp / "pd")
             results["pandas"] = min(results.get("pandas", 1e9), time.perf_counter() - t)
+            peaks["pandas"] = peak_mb()
         events = summary.events["train"]
         store_bytes = summary.bytes_on_disk
         lines = [f"ingest benchmark: {rows:,} log rows + {summary.tracks:,} tracks, {raw_bytes / 1e6:.0f} MB CSV, "
                  f"best of {repeats}"]
         for name in ("fstore", "pandas", "polars scan"):
-            lines.append(f"  {name:<12} {results[name]:8.2f} s  {rows / results[name]:>12,.0f} rows/s")
+            lines.append(f"  {name:<12} {results[name]:8.2f} s  {rows / results[name]:>12,.0f} rows/s"
+                         f"   peak RSS {peaks[name]:,.0f} MB")
         lines.append(f"  fstore / pandas       {results['pandas'] / results['fstore']:6.1f}x faster")
         lines.append(f"  fstore / polars scan  {results['fstore'] / results['polars scan']:6.2f}x the time of the bare parse")
         lines.append(f"  on disk: {store_bytes / events:.2f} bytes/event (raw CSV {raw_bytes / events:.1f} bytes/event, "

@@ -37,7 +37,7 @@ from . import spotify_schema as S
 from .csv_reading import read_typed_csv
 from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
 
-SAMPLE_ROWS_PER_FILE = 100_000  # quantizer fitting sample (plus exact min/max of every column)
+FIT_SAMPLE_ROWS = 32_768  # quantizer fitting sample in all (plus the exact min/max of every column)
 
 
 @dataclass
@@ -112,7 +112,7 @@ def _ingest_tracks(paths: list[Path], group: zarr.Group, bar: tqdm) -> pl.DataFr
         df = read_typed_csv(p, S.TRACK_CSV)
         block = _track_block(df, p)
         ids.append(df[S.TRACK_ID])
-        take = rng.choice(len(block), size=min(len(block), SAMPLE_ROWS_PER_FILE), replace=False)
+        take = rng.choice(len(block), size=min(len(block), FIT_SAMPLE_ROWS // len(paths) + 1), replace=False)
         samples.append(block[take])
         with np.errstate(invalid="ignore"):
             lo = np.nanmin(block, 0) if lo is None else np.fmin(lo, np.nanmin(block, 0))
@@ -165,11 +165,19 @@ class _SessionEncoder:
             out[c] = df[c].to_numpy().astype(np.uint16)
         out["date"] = df["date"].cast(pl.Int32).to_numpy()
         for c in S.CATEGORICAL_COLUMNS:
-            out[c] = self.dicts[c].encode_series(df[c], pl.UInt16).to_numpy()
+            if isinstance(df[c].dtype, pl.Enum):  # parsed against the vocabulary: codes already
+                out[c] = df[c].to_physical().to_numpy()
+            else:
+                out[c] = self.dicts[c].encode_series(df[c], pl.UInt16).to_numpy()
             if len(self.dicts[c]) > 256:
                 raise InputError(path, f"more than 256 distinct values in {c} (stored as uint8 codes)", column=c)
             out[c] = out[c].astype(np.uint8)
         return out
+
+    def log_schema(self, schema: dict) -> dict:
+        """The CSV schema with categoricals parsed straight to their codes (Enum of the vocabulary so far)."""
+        return {c: (pl.Enum(self.dicts[c].values) if c in self.dicts and len(self.dicts[c]) else t)
+                for c, t in schema.items()}
 
 
 class _OverlappedWriter:
@@ -203,7 +211,7 @@ def _ingest_train(paths, group, ids_dir, enc, registry, bar) -> RaggedWriter:
     ids = IdListWriter(ids_dir / "train.parquet")
     try:
         for p in paths:
-            df = read_typed_csv(p, S.LOG_CSV)
+            df = read_typed_csv(p, enc.log_schema(S.LOG_CSV))
             runs = session_runs(df, p, FULL)
             registry.add(p, runs.session_ids)
             writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
@@ -217,7 +225,7 @@ def _ingest_train(paths, group, ids_dir, enc, registry, bar) -> RaggedWriter:
 
 def _second_half(inp: Path, gt: Path | None) -> tuple[pl.DataFrame, Path]:
     if gt is not None:
-        return read_typed_csv(gt, S.LOG_CSV), gt
+        return read_typed_csv(gt, S.LOG_CSV), gt  # text categoricals: merged with prehistory below
     df = read_typed_csv(inp, S.INPUT_CSV)
     zeros = {c: pl.lit(0, dtype=t) for c, t in S.LOG_CSV.items() if c not in S.INPUT_CSV}
     for c in (*S.BOOL_COLUMNS,):

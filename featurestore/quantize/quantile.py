@@ -26,7 +26,7 @@ class QuantileQuantizer(Quantizer):
         self.range = tuple(range) if range is not None else (float(self.centers[0]), float(self.centers[-1]))
 
     @classmethod
-    def fit(cls, sample: np.ndarray, iterations: int = 60) -> QuantileQuantizer:
+    def fit(cls, sample: np.ndarray, iterations: int = 40) -> QuantileQuantizer:
         """Quantile bins refined by Lloyd-Max iterations (1-D k-means) on the sample.
 
         Equal-count bins alone leave a long tail in one huge last bin; Lloyd moves levels until
@@ -44,9 +44,10 @@ class QuantileQuantizer(Quantizer):
             sums = np.bincount(idx, weights=x, minlength=centers.size)
             new = np.where(counts > 0, sums / np.maximum(counts, 1), centers)
             new = np.unique(new)
-            if new.size == centers.size and np.allclose(new, centers, rtol=0, atol=0):
-                break
+            converged = new.size == centers.size and np.max(np.abs(new - centers)) <= 1e-7 * (x[-1] - x[0])
             centers = new
+            if converged:
+                break
         edges = (centers[1:] + centers[:-1]) / 2
         lo, hi = x[0], x[-1]
         return cls(edges.tolist(), centers.tolist(), (float(lo), float(hi)))
