@@ -180,47 +180,52 @@ class _SessionEncoder:
                 for c, t in schema.items()}
 
 
-class _OverlappedWriter:
-    """Compress and write file i's columns on a thread while file i+1 is parsed (both release the
-    GIL). At most one file waits to be written, so memory stays bounded to two files."""
+class _FilePipeline:
+    """Parse file i+1 on the main thread while file i is checked, encoded and written on one worker
+    thread (polars, numpy and blosc release the GIL). The worker keeps file order; at most one file
+    waits for it, so memory stays bounded to two files. A worker error surfaces at the next step."""
 
-    def __init__(self, writer: RaggedWriter):
-        self.writer = writer
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fstore-write")
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fstore-ingest")
         self._pending: Future | None = None
 
-    def append(self, lengths: np.ndarray, columns: dict[str, np.ndarray]) -> None:
+    def submit(self, fn, *args) -> None:
         self.wait()
-        self._pending = self._pool.submit(self.writer.append, lengths, columns)
+        self._pending = self._pool.submit(fn, *args)
 
     def wait(self) -> None:
         if self._pending is not None:
-            self._pending.result()
-            self._pending = None
+            pending, self._pending = self._pending, None
+            pending.result()
 
-    def close(self) -> RaggedWriter:
+    def close(self) -> None:
         try:
             self.wait()
         finally:
-            self._pool.shutdown()
-        return self.writer
+            self._pool.shutdown(cancel_futures=True)
 
 
 def _ingest_train(paths, group, ids_dir, enc, registry, bar) -> RaggedWriter:
-    writer = _OverlappedWriter(RaggedWriter(group, "train", S.EVENT_COLUMNS))
+    writer = RaggedWriter(group, "train", S.EVENT_COLUMNS)
     ids = IdListWriter(ids_dir / "train.parquet")
+
+    def process(p: Path, df: pl.DataFrame) -> None:
+        runs = session_runs(df, p, FULL)
+        registry.add(p, runs.session_ids)
+        writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
+        ids.append(runs.session_ids)
+        bar.update(p.stat().st_size)
+
+    pipeline = _FilePipeline()
     try:
         for p in paths:
             df = read_typed_csv(p, enc.log_schema(S.LOG_CSV))
-            runs = session_runs(df, p, FULL)
-            registry.add(p, runs.session_ids)
-            writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
-            ids.append(runs.session_ids)
-            bar.update(p.stat().st_size)
+            pipeline.submit(process, p, df)
+        pipeline.wait()
     finally:
+        pipeline.close()
         ids.close()
-        writer.close()
-    return writer.writer
+    return writer
 
 
 def _second_half(inp: Path, gt: Path | None) -> tuple[pl.DataFrame, Path]:
