@@ -17,6 +17,27 @@ settings.load_profile("fstore")
 
 
 @pytest.fixture(scope="session")
+def raw(tmp_path_factory) -> Path:
+    """Synthetic MSSD release shared by the ingest, loader and model tests (tests mutate copies only)."""
+    from featurestore.synth.spotify import synth_spotify
+
+    out = tmp_path_factory.mktemp("mssd_raw")
+    synth_spotify(out, sessions=700, tracks=300, seed=5, train_files=3)
+    return out
+
+
+@pytest.fixture(scope="session")
+def store(raw, tmp_path_factory):
+    """The store ingested from ``raw``."""
+    from featurestore.ingest.spotify import ingest_spotify
+    from featurestore.store import Store
+
+    path = tmp_path_factory.mktemp("mssd_store") / "s.fstore"
+    ingest_spotify(raw, path, progress=False)
+    return Store(path)
+
+
+@pytest.fixture(scope="session")
 def shared_dir() -> Path:
     if not SHARED.is_dir():
         pytest.skip(f"{SHARED} not present")

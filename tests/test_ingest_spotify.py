@@ -16,21 +16,6 @@ from featurestore.cli import main
 from featurestore.ingest import spotify_schema as S
 from featurestore.ingest.spotify import ingest_spotify
 from featurestore.store import InputError, Store, StoreError
-from featurestore.synth.spotify import synth_spotify
-
-
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("raw")
-    synth_spotify(out, sessions=600, tracks=300, seed=3, train_files=3)
-    return out
-
-
-@pytest.fixture(scope="module")
-def store(raw, tmp_path_factory) -> Store:
-    path = tmp_path_factory.mktemp("st") / "s.fstore"
-    ingest_spotify(raw, path, progress=False)
-    return Store(path)
 
 
 def read_back(store: Store, split: str) -> pl.DataFrame:

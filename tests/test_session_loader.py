@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,25 +11,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from featurestore.ingest.spotify import ingest_spotify
-from featurestore.store import Store, StoreError
-from featurestore.synth.spotify import synth_spotify
+from featurestore.store import StoreError
 from loaders import LOG_COLUMNS, SessionBatches
 from loaders.orders import epoch_order
 from loaders.sharding import rank_batches
-
-
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("raw")
-    synth_spotify(out, sessions=700, tracks=200, seed=5, train_files=2)
-    return out
-
-
-@pytest.fixture(scope="module")
-def store(raw, tmp_path_factory) -> Store:
-    path = tmp_path_factory.mktemp("st") / "s.fstore"
-    ingest_spotify(raw, path, progress=False)
-    return Store(path)
 
 
 def sessions_of(loader) -> list[np.ndarray]:

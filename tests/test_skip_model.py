@@ -13,26 +13,11 @@ from featurestore.cli import main
 from featurestore.ingest.spotify import ingest_spotify
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
-from featurestore.synth.spotify import synth_spotify
 from loaders.session_cache import LOG_COLUMNS
 from models.skip import SkipModel, baselines, predict_test, score_submission, train_skip
 from models.skip.evaluate import ground_truth
 
 H, C, F = 10, 29, len(LOG_COLUMNS)
-
-
-@pytest.fixture(scope="module")
-def raw(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("skip_raw")
-    synth_spotify(out, sessions=400, tracks=200, seed=5, train_files=2)
-    return out
-
-
-@pytest.fixture(scope="module")
-def store(raw, tmp_path_factory) -> Store:
-    path = tmp_path_factory.mktemp("skip_store") / "s.fstore"
-    ingest_spotify(raw, path, progress=False, source_checksums=False)
-    return Store(path)
 
 
 def _variant(raw: Path, tmp: Path, drop: str) -> Store:
