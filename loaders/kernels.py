@@ -178,3 +178,15 @@ def gather_crops(clips, starts, offsets, frames, crop, out):
                 out[pos, j] = frames[lo + t, j]
             pos += 1
     return pos
+
+
+@numba.njit(nogil=True, cache=True)
+def session_masks(length, half, track, ctx_track, ctx_mask, tgt_mask):
+    """CPU path: first/second-half masks and first-half track ids, built in the fill thread."""
+    for b in range(length.shape[0]):
+        n = length[b]
+        h = n // 2
+        for p in range(half):
+            ctx_mask[b, p] = p < h
+            tgt_mask[b, p] = p < n - h
+            ctx_track[b, p] = track[b, p] if p < h else 0

@@ -31,13 +31,15 @@ import torch
 
 from featurestore.store import Store, StoreError
 
-from .kernels import fill_session_batch, join_features
+from .kernels import fill_session_batch, join_features, session_masks
 from .orders import ORDERS, epoch_order
 from .prefetch import numpy_views, pool_for, prefetch
 from .session_cache import LOG_COLUMNS, SKIP_2, open_session_cache
 from .sharding import batches_per_rank, check_rank, rank_batches
 
 MSSD_HALF = 10
+_BATCH_KEYS = ("session", "length", "track", "ctx_mask", "ctx_track", "ctx_log", "ctx_features", "tgt_mask",
+               "tgt_track", "tgt_features")
 
 
 def dequantize_on_device(codes: np.ndarray, lut: np.ndarray, device: torch.device, dtype: torch.dtype,
@@ -136,9 +138,12 @@ class SessionBatches(torch.utils.data.IterableDataset):
         shapes = {"session": ((B,), torch.int64), "length": ((B,), torch.int64),
                   "track": ((B, 2 * h), torch.int32), "ctx_log": ((B, h, F), torch.uint8),
                   "tgt_track": ((B, h), torch.int32), "tgt_skip": ((B, h), torch.uint8)}
-        if self.device.type == "cpu":  # the join runs in the prefetch threads, fused after the fill
+        if self.device.type == "cpu":  # CPU output is finished in the fill threads: final dtypes, masks, join
             C = self.track_table.shape[1]
-            shapes |= {"ctx_features": ((B, h, C), self.feature_dtype), "tgt_features": ((B, h, C), self.feature_dtype)}
+            shapes |= {"track": ((B, 2 * h), torch.int64), "tgt_track": ((B, h), torch.int64),
+                       "tgt_skip": ((B, h), self.feature_dtype), "ctx_track": ((B, h), torch.int64),
+                       "ctx_mask": ((B, h), torch.bool), "tgt_mask": ((B, h), torch.bool),
+                       "ctx_features": ((B, h, C), self.feature_dtype), "tgt_features": ((B, h, C), self.feature_dtype)}
         return shapes
 
     def _fill(self, sessions: np.ndarray, slot: dict) -> dict:
@@ -148,12 +153,18 @@ class SessionBatches(torch.utils.data.IterableDataset):
         fill_session_batch(sessions, self.cache.offsets, self.cache.track, self.cache.log, self.half,
                            v["track"], v["ctx_log"], v["tgt_track"], v["tgt_skip"], v["length"], SKIP_2)
         if "ctx_features" in v:
+            session_masks(v["length"], self.half, v["track"], v["ctx_track"], v["ctx_mask"], v["tgt_mask"])
             join_features(v["length"], self.half, self._table_np, v["track"], v["tgt_track"],
                           v["ctx_features"], v["tgt_features"])
         return {k: t[:b] for k, t in slot.items()}
 
     def _finish(self, raw: dict) -> dict:
-        """Device-side work: masks, int64 ids, the feature join and dequantization."""
+        """Device-side work: masks, int64 ids, the feature join and dequantization (CPU: done in the fill)."""
+        if "ctx_features" in raw:
+            out = {k: raw[k] for k in _BATCH_KEYS}
+            if self.labelled:
+                out["tgt_skip"] = raw["tgt_skip"]
+            return out
         h = self.half
         length = raw["length"]
         first = length // 2
@@ -163,15 +174,12 @@ class SessionBatches(torch.utils.data.IterableDataset):
         track = raw["track"].long()
         ctx_track = track[:, :h] * ctx_mask
         tgt_track = raw["tgt_track"].long()
+        pad = self.track_table.shape[0] - 1  # padding gathers the table's extra zero row
         out = {"session": raw["session"], "length": length, "track": track,
                "ctx_mask": ctx_mask, "ctx_track": ctx_track, "ctx_log": raw["ctx_log"],
-               "tgt_mask": tgt_mask, "tgt_track": tgt_track}
-        if "ctx_features" in raw:  # CPU: joined in the fill
-            out["ctx_features"], out["tgt_features"] = raw["ctx_features"], raw["tgt_features"]
-        else:  # padding gathers the table's extra zero row
-            pad = self.track_table.shape[0] - 1
-            out["ctx_features"] = self.features(torch.where(ctx_mask, ctx_track, pad))
-            out["tgt_features"] = self.features(torch.where(tgt_mask, tgt_track, pad))
+               "ctx_features": self.features(torch.where(ctx_mask, ctx_track, pad)),
+               "tgt_mask": tgt_mask, "tgt_track": tgt_track,
+               "tgt_features": self.features(torch.where(tgt_mask, tgt_track, pad))}
         if self.labelled:
             out["tgt_skip"] = raw["tgt_skip"].to(self.feature_dtype)
         return out
