@@ -24,6 +24,7 @@ from loaders.kernels import gather_session_bytes, gather_session_bytes_joined
 from loaders.orders import epoch_order
 from loaders.session_cache import SKIP_2, open_session_cache
 
+from .common import over_epochs, same_batches, timed
 from .memory import peak_mb, reset_peak
 
 
@@ -57,24 +58,6 @@ class PerItemSessions(torch.utils.data.Dataset):
                 "tgt_skip": skip, "ctx_features": self.table[ctx_track], "tgt_features": self.table[tgt]}
 
 
-def batch_bytes(batch: dict) -> int:
-    return sum(v.numel() * v.element_size() for v in batch.values() if isinstance(v, torch.Tensor))
-
-
-def _time_loader(make_iter, limit: int) -> tuple[float, int, int]:
-    reset_peak()
-    n = nbytes = 0
-    t = time.perf_counter()
-    for b in make_iter():
-        n += b["session"].shape[0]
-        nbytes += batch_bytes(b)
-        if n >= limit:
-            break
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - t, n, nbytes
-
-
 def run(store_path: Path, batch_size: int = 1024, order: str = "random", baseline_sessions: int = 50_000,
         epochs: int = 3) -> list[str]:
     store = Store(store_path)
@@ -86,31 +69,18 @@ def run(store_path: Path, batch_size: int = 1024, order: str = "random", baselin
     for _ in fs:  # warm: compile kernels, fill the page cache
         pass
 
-    def fs_iter(loader):
-        def it():
-            for e in range(epochs):
-                loader.set_epoch(e + 1)
-                yield from loader
-        return it
-
-    results["fstore (cpu)"] = _time_loader(fs_iter(fs), epochs * n_sessions) + (peak_mb(),)
+    sessions = lambda b: b["session"].shape[0]  # noqa: E731
+    results["fstore (cpu)"] = timed(over_epochs(fs, epochs), epochs * n_sessions, sessions)
     if torch.cuda.is_available():
         gpu = SessionBatches(store, batch_size=batch_size, order=order, device="cuda")
-        # the device path must give the very batches the CPU path gives (same seed, same epoch)
-        fs.set_epoch(0)
-        same = all(
-            all(torch.equal(a[k].cpu(), b[k]) for k in b)
-            for a, b, _ in zip(gpu, fs, range(3), strict=False)
-        )
-        lines.append(f"  cuda batches identical to cpu batches: {same}")
-        results["fstore (cuda)"] = _time_loader(fs_iter(gpu), epochs * n_sessions) + (peak_mb(),)
+        lines.append(f"  cuda batches identical to cpu batches: {same_batches(gpu, fs)}")
+        results["fstore (cuda)"] = timed(over_epochs(gpu, epochs), epochs * n_sessions, sessions)
 
     ds = PerItemSessions(store_path)
     sampler = torch.utils.data.RandomSampler(ds, generator=torch.Generator().manual_seed(0))
     dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, sampler=sampler, num_workers=2,
                                      pin_memory=torch.cuda.is_available(), persistent_workers=False)
-    results["baseline Dataset+DataLoader(2)"] = _time_loader(lambda: iter(dl), min(baseline_sessions, n_sessions)) \
-        + (peak_mb(),)
+    results["baseline Dataset+DataLoader(2)"] = timed(lambda: iter(dl), min(baseline_sessions, n_sessions), sessions)
 
     order_ids = epoch_order(np.arange(n_sessions), order, 0, 1)
     c = fs.cache

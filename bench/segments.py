@@ -21,6 +21,7 @@ from featurestore.store import Store
 from loaders import SegmentBatches
 from loaders.kernels import gather_crops
 
+from .common import over_epochs, same_batches, timed
 from .memory import peak_mb, reset_peak
 
 
@@ -70,20 +71,6 @@ def balanced_locality(loader: SegmentBatches, labels: np.ndarray, bins: int, m: 
     return out
 
 
-def _time(make_iter, limit_frames: int) -> tuple[float, int, int, float]:
-    reset_peak()
-    frames = nbytes = 0
-    t = time.perf_counter()
-    for b in make_iter():
-        frames += int(b["length"].sum())
-        nbytes += b["frames"].numel() * b["frames"].element_size()
-        if frames >= limit_frames:
-            break
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    return time.perf_counter() - t, frames, nbytes, peak_mb()
-
-
 def run(store_path: Path, raw_dir: Path | None, batch_size: int = 64, crop: int = 64, epochs: int = 3,
         baseline_clips: int = 2000) -> list[str]:
     store = Store(store_path)
@@ -95,26 +82,17 @@ def run(store_path: Path, raw_dir: Path | None, batch_size: int = 64, crop: int 
     for _ in ours:
         pass
 
-    def epochs_of(loader):
-        def it():
-            for e in range(epochs):
-                loader.set_epoch(e + 1)
-                yield from loader
-        return it
-
+    count_frames = lambda b: int(b["length"].sum())  # noqa: E731
     total = epochs * int(np.minimum(fs.lengths(), crop).sum())
-    results["fstore (cpu)"] = _time(epochs_of(ours), total)
+    results["fstore (cpu)"] = timed(over_epochs(ours, epochs), total, count_frames)
     if torch.cuda.is_available():
         gpu = SegmentBatches(store, batch_size=batch_size, crop=crop, order="random", device="cuda")
-        ours.set_epoch(0)  # the device path must give the very batches the CPU path gives
-        same = all(all(torch.equal(a[k].cpu(), b[k]) for k in b)
-                   for a, b, _ in zip(gpu, ours, range(3), strict=False))
-        lines.append(f"  cuda batches identical to cpu batches: {same}")
-        results["fstore (cuda)"] = _time(epochs_of(gpu), total)
+        lines.append(f"  cuda batches identical to cpu batches: {same_batches(gpu, ours)}")
+        results["fstore (cuda)"] = timed(over_epochs(gpu, epochs), total, count_frames)
     if raw_dir is not None:
         ds = PerClipFiles(Path(raw_dir), crop)
         dl = torch.utils.data.DataLoader(ds, batch_size=batch_size, shuffle=True, num_workers=2)
-        results["baseline np.load+crop, DataLoader(2)"] = _time(lambda: iter(dl), baseline_clips * crop)
+        results["baseline np.load+crop, DataLoader(2)"] = timed(lambda: iter(dl), baseline_clips * crop, count_frames)
 
     # the limit: same clips, same crop offsets as fstore's epoch 1
     ours.set_epoch(1)
