@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numba
 import numpy as np
 import polars as pl
 
@@ -24,6 +25,40 @@ class Runs:
     session_length: np.ndarray
 
 
+# error codes of _first_bad_row
+_OK, _LENGTH_CHANGES, _LENGTH_RANGE, _POSITION, _COUNT = 0, 1, 2, 3, 4
+
+
+@numba.njit(nogil=True, cache=True)
+def _first_bad_row(starts_mask, slen, pos, part):
+    """One pass over a file's rows: (error code, row, expected value) of the first bad row.
+
+    part 0/1/2 = FULL / FIRST_HALF / SECOND_HALF. Position p is in the second half when 2p > L.
+    """
+    n = starts_mask.shape[0]
+    run_start = 0
+    for r in range(n + 1):
+        if r == n or starts_mask[r]:
+            if r > 0:  # close the run that ended at r - 1
+                L = slen[run_start]
+                count = r - run_start
+                want = L if part == 0 else (L // 2 if part == 1 else L - L // 2)
+                if count != want:
+                    return _COUNT, run_start, want
+            if r == n:
+                break
+            run_start = r
+        L = slen[run_start]
+        if slen[r] != L:
+            return _LENGTH_CHANGES, r, L
+        if L < 1 or L > 255:
+            return _LENGTH_RANGE, r, L
+        first = L // 2 + 1 if part == 2 else 1
+        if pos[r] != first + (r - run_start):
+            return _POSITION, r, first + (r - run_start)
+    return _OK, -1, 0
+
+
 def session_runs(df: pl.DataFrame, path: Path, part: str = FULL) -> Runs:
     """Split rows into sessions and check each is contiguous, ordered and of the stated length.
 
@@ -31,49 +66,26 @@ def session_runs(df: pl.DataFrame, path: Path, part: str = FULL) -> Runs:
     being that position p is in the second half when 2p > L.
     """
     sid = df["session_id"]
-    n = df.height
     starts_mask = (sid != sid.shift(1)).fill_null(True).to_numpy()
-    starts = np.flatnonzero(starts_mask)
-    lengths = np.diff(np.append(starts, n))
-    run_of_row = np.cumsum(starts_mask) - 1
-    slen = df["session_length"].to_numpy().astype(np.int64)
-    pos = df["session_position"].to_numpy().astype(np.int64)
-
-    bad = np.flatnonzero(slen != slen[starts][run_of_row])
-    if bad.size:
-        r = int(bad[0])
+    slen = df["session_length"].to_numpy()
+    pos = df["session_position"].to_numpy()
+    code, r, want = _first_bad_row(starts_mask, slen, pos, {FULL: 0, FIRST_HALF: 1, SECOND_HALF: 2}[part])
+    if code == _LENGTH_CHANGES:
         raise InputError(path, f"session {sid[r]!r}: session_length changes within the session", line=r + 2,
                          column="session_length")
-    bad = np.flatnonzero((slen < 1) | (slen > 255))
-    if bad.size:
-        r = int(bad[0])
+    if code == _LENGTH_RANGE:
         raise InputError(path, f"session_length {slen[r]} outside 1..255", line=r + 2, column="session_length")
-
-    first = {FULL: 1, FIRST_HALF: 1, SECOND_HALF: 0}[part]
-    run_slen = slen[starts]
-    if part == SECOND_HALF:
-        first_pos = run_slen // 2 + 1
-        expected_len = run_slen - run_slen // 2
-    else:
-        first_pos = np.full(starts.size, first)
-        expected_len = run_slen if part == FULL else run_slen // 2
-    expected_pos = np.arange(n) - starts[run_of_row] + first_pos[run_of_row]
-    bad = np.flatnonzero(pos != expected_pos)
-    if bad.size:
-        r = int(bad[0])
-        raise InputError(
-            path, f"session {sid[r]!r}: rows out of order (position {pos[r]} where {expected_pos[r]} expected)",
-            line=r + 2, column="session_position",
-        )
-    bad = np.flatnonzero(lengths != expected_len)
-    if bad.size:
-        i = bad[0]
-        r = int(starts[i])
-        raise InputError(
-            path, f"session {sid[r]!r} has {lengths[i]} rows but session_length {run_slen[i]} implies "
-            f"{expected_len[i]} in this file", line=r + 2, column="session_length",
-        )
-    return Runs(starts=starts, lengths=lengths, session_ids=sid.gather(starts), session_length=run_slen)
+    if code == _POSITION:
+        raise InputError(path, f"session {sid[r]!r}: rows out of order (position {pos[r]} where {want} expected)",
+                         line=r + 2, column="session_position")
+    starts = np.flatnonzero(starts_mask)
+    lengths = np.diff(np.append(starts, df.height))
+    if code == _COUNT:
+        i = int(np.searchsorted(starts, r))
+        raise InputError(path, f"session {sid[r]!r} has {lengths[i]} rows but session_length {slen[r]} implies "
+                         f"{want} in this file", line=r + 2, column="session_length")
+    return Runs(starts=starts, lengths=lengths, session_ids=sid.gather(starts),
+                session_length=slen[starts].astype(np.int64))
 
 
 class SessionIdRegistry:
