@@ -41,10 +41,10 @@ def synth() -> None:
 
 @synth.command("spotify")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--sessions", default=20000, show_default=True, help="Sessions in all (train + test).")
-@click.option("--tracks", default=5000, show_default=True, help="Tracks in track_features.")
+@click.option("--sessions", default=20000, type=click.IntRange(min=1), show_default=True, help="Sessions in all (train + test).")
+@click.option("--tracks", default=5000, type=click.IntRange(min=1), show_default=True, help="Tracks in track_features.")
 @click.option("--seed", default=0, show_default=True)
-@click.option("--train-files", default=4, show_default=True, help="Number of training_set/log_* files.")
+@click.option("--train-files", default=4, type=click.IntRange(min=1), show_default=True, help="Number of training_set/log_* files.")
 @click.option("--gzip", "gz", is_flag=True, help="Write .csv.gz files.")
 @user_errors
 def synth_spotify_cmd(out: Path, sessions: int, tracks: int, seed: int, train_files: int, gz: bool) -> None:
@@ -88,9 +88,9 @@ _SAMPLE = click.option("--sample-frames", type=int, default=None,
 
 @synth.command("yandex")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--tracks", default=2000, show_default=True, help="Train tracks.")
-@click.option("--artists", default=200, show_default=True, help="Train artists.")
-@click.option("--test-tracks", default=300, show_default=True)
+@click.option("--tracks", default=2000, type=click.IntRange(min=1), show_default=True, help="Train tracks.")
+@click.option("--artists", default=200, type=click.IntRange(min=1), show_default=True, help="Train artists.")
+@click.option("--test-tracks", default=300, type=click.IntRange(min=0), show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @user_errors
 def synth_yandex_cmd(out: Path, tracks: int, artists: int, test_tracks: int, seed: int) -> None:
@@ -103,10 +103,10 @@ def synth_yandex_cmd(out: Path, tracks: int, artists: int, test_tracks: int, see
 
 @synth.command("fsd")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--curated", default=200, show_default=True)
-@click.option("--noisy", default=300, show_default=True)
-@click.option("--classes", default=80, show_default=True)
-@click.option("--test-clips", default=20, show_default=True)
+@click.option("--curated", default=200, type=click.IntRange(min=1), show_default=True)
+@click.option("--noisy", default=300, type=click.IntRange(min=0), show_default=True)
+@click.option("--classes", default=80, type=click.IntRange(min=1), show_default=True)
+@click.option("--test-clips", default=20, type=click.IntRange(min=0), show_default=True)
 @click.option("--max-seconds", default=4.0, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @user_errors
@@ -122,9 +122,9 @@ def synth_fsd_cmd(out: Path, curated: int, noisy: int, classes: int, test_clips:
 
 @synth.command("speakers")
 @click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--speakers", default=40, show_default=True)
-@click.option("--utterances", default=20, show_default=True, help="Labelled utterances per speaker.")
-@click.option("--test-utterances", default=100, show_default=True)
+@click.option("--speakers", default=40, type=click.IntRange(min=1), show_default=True)
+@click.option("--utterances", default=20, type=click.IntRange(min=1), show_default=True, help="Labelled utterances per speaker.")
+@click.option("--test-utterances", default=100, type=click.IntRange(min=0), show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @user_errors
 def synth_speakers_cmd(out: Path, speakers: int, utterances: int, test_utterances: int, seed: int) -> None:
@@ -244,8 +244,8 @@ def train() -> None:
 @train.command("skip")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path))
-@click.option("--epochs", default=10, show_default=True)
-@click.option("--batch-size", default=256, show_default=True)
+@click.option("--epochs", default=10, type=click.IntRange(min=1), show_default=True)
+@click.option("--batch-size", default=256, type=click.IntRange(min=1), show_default=True)
 @click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate (warmup, then cosine).")
 @click.option("--device", default="cpu", show_default=True, help="cpu or cuda (cuda: bf16 autocast + compile).")
 @click.option("--max-minutes", type=float, default=None, help="Stop (with a resumable checkpoint) after this.")
@@ -302,9 +302,9 @@ def bench() -> None:
 @bench.command("ingest")
 @click.option("--raw", "raw_dir", type=click.Path(path_type=Path), default=None,
               help="MSSD directory without test_set/ (default: synthesize one).")
-@click.option("--sessions", default=200_000, show_default=True, help="Synthetic sessions when --raw is not given.")
-@click.option("--tracks", default=50_000, show_default=True)
-@click.option("--repeats", default=1, show_default=True, help="Best of N runs of each.")
+@click.option("--sessions", default=200_000, type=click.IntRange(min=1), show_default=True, help="Synthetic sessions when --raw is not given.")
+@click.option("--tracks", default=50_000, type=click.IntRange(min=1), show_default=True)
+@click.option("--repeats", default=1, type=click.IntRange(min=1), show_default=True, help="Best of N runs of each.")
 @user_errors
 def bench_ingest_cmd(raw_dir: Path | None, sessions: int, tracks: int, repeats: int) -> None:
     """fstore ingest vs per-file pandas + dict mapping vs a bare polars parse of the same files."""
@@ -316,13 +316,13 @@ def bench_ingest_cmd(raw_dir: Path | None, sessions: int, tracks: int, repeats: 
 
 @bench.command("loader")
 @click.argument("store", type=click.Path(path_type=Path))
-@click.option("--batch-size", default=None, type=int, help="Default 1024 sessions, or 64 clips for frame stores.")
+@click.option("--batch-size", default=None, type=click.IntRange(min=1), help="Default 1024 sessions, or 64 clips for frame stores.")
 @click.option("--order", default="random", show_default=True, type=click.Choice(["sequential", "random", "quasi_random"]))
-@click.option("--epochs", default=3, show_default=True, help="Epochs timed for fstore and the limit.")
-@click.option("--baseline-sessions", default=50_000, show_default=True, help="Sessions timed for the baseline.")
+@click.option("--epochs", default=3, type=click.IntRange(min=1), show_default=True, help="Epochs timed for fstore and the limit.")
+@click.option("--baseline-sessions", default=50_000, type=click.IntRange(min=1), show_default=True, help="Sessions timed for the baseline.")
 @click.option("--raw", "raw_dir", type=click.Path(path_type=Path), default=None,
               help="Frame stores: the Yandex raw directory the per-clip baseline loads .npy files from.")
-@click.option("--crop", default=64, show_default=True, help="Frame stores: crop length in frames.")
+@click.option("--crop", default=64, type=click.IntRange(min=1), show_default=True, help="Frame stores: crop length in frames.")
 @user_errors
 def bench_loader_cmd(store: Path, batch_size: int | None, order: str, epochs: int, baseline_sessions: int,
                      raw_dir: Path | None, crop: int) -> None:

@@ -1,50 +1,61 @@
 #!/usr/bin/env bash
-# Create (once) and print the path of the shared virtual environment for this checkout.
-# The environment lives outside the clone, keyed by the dependency list in setup.cfg and the
-# Python version, so every clone on a machine (CI included) reuses one torch install.
+# Print the path of this clone's Python environment, creating what is missing first.
+#
+# Two layers, so torch is downloaded once per machine but every clone runs its own code:
+# - a shared environment with the dependencies only, outside the clone, keyed by the dependency
+#   list in setup.cfg and the Python version (~/.cache/fstore-envs/venv-<key>, several GB);
+# - a thin per-clone `.venv` (no pip, seconds to make) that sees the shared packages through a
+#   .pth file and holds this clone's editable install, so `.venv/bin/fstore` is this clone's fstore.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 py="${PYTHON:-python3}"
-key=$("$py" - "$here/setup.cfg" <<'PY'
+read_cfg() {  # print setup.cfg's dependency lines (install_requires + every extra)
+  "$py" - "$here/setup.cfg" "$1" <<'PY'
 import configparser, hashlib, sys
-cfg = configparser.ConfigParser()
-cfg.read(sys.argv[1])
-deps = cfg["options"]["install_requires"] + repr(sorted(cfg["options.extras_require"].items()))
-print(hashlib.sha256((deps + sys.version.split()[0]).encode()).hexdigest()[:12])
-PY
-)
-root="${FSTORE_ENV_ROOT:-$HOME/.cache/fstore-envs}"
-venv="$root/venv-$key"
-if [ ! -x "$venv/.ready" ]; then
-  echo "fstore: building environment $venv (first run on this machine; torch is large)" >&2
-  rm -rf "$venv.tmp"
-  mkdir -p "$root"
-  "$py" -m venv "$venv.tmp"
-  "$venv.tmp/bin/pip" install -q --upgrade pip setuptools wheel >&2
-  # Install the dependencies only; the project itself is installed editable per clone below.
-  reqs=$("$py" - "$here/setup.cfg" <<'PY'
-import configparser, sys
 cfg = configparser.ConfigParser()
 cfg.read(sys.argv[1])
 lines = cfg["options"]["install_requires"].split("\n")
 for extra in cfg["options.extras_require"].values():
     lines += extra.split("\n")
-print("\n".join(l.strip() for l in lines if l.strip()))
+reqs = "\n".join(line.strip() for line in lines if line.strip())
+if sys.argv[2] == "key":
+    deps = cfg["options"]["install_requires"] + repr(sorted(cfg["options.extras_require"].items()))
+    print(hashlib.sha256((deps + sys.version.split()[0]).encode()).hexdigest()[:12])
+else:
+    print(reqs)
 PY
-)
-  echo "$reqs" > "$venv.tmp/requirements.txt"
-  "$venv.tmp/bin/pip" install -r "$venv.tmp/requirements.txt" >&2
-  # venvs are not relocatable: rebuild in place would be slow, so fix the paths by re-creating shims
-  rm -rf "$venv"
-  mv "$venv.tmp" "$venv"
-  "$py" -m venv --upgrade "$venv" >/dev/null
-  # shebangs of console scripts point at the .tmp path; rewrite them
-  grep -l "$venv.tmp" "$venv"/bin/* 2>/dev/null | xargs -r sed -i "s#$venv.tmp#$venv#g"
-  printf '#!/bin/sh\n' > "$venv/.ready" && chmod +x "$venv/.ready"
+}
+root="${FSTORE_ENV_ROOT:-$HOME/.cache/fstore-envs}"
+shared="$root/venv-$(read_cfg key)"
+if [ ! -x "$shared/.ready" ]; then
+  echo "fstore: building the shared environment $shared (first run on this machine; torch is large)" >&2
+  rm -rf "$shared.tmp"
+  mkdir -p "$root"
+  "$py" -m venv "$shared.tmp"
+  "$shared.tmp/bin/pip" install -q --upgrade pip setuptools wheel >&2
+  read_cfg reqs > "$shared.tmp/requirements.txt"
+  "$shared.tmp/bin/pip" install -r "$shared.tmp/requirements.txt" >&2
+  rm -rf "$shared"
+  mv "$shared.tmp" "$shared"
+  "$py" -m venv --upgrade "$shared" >/dev/null
+  # console scripts' shebangs name the .tmp path they were installed under
+  grep -l "$shared.tmp" "$shared"/bin/* 2>/dev/null | xargs -r sed -i "s#$shared.tmp#$shared#g"
+  printf '#!/bin/sh\n' > "$shared/.ready" && chmod +x "$shared/.ready"
 fi
-# (Re)install this clone editable, without touching dependencies: cheap, and points `fstore` here.
-if [ "$(cat "$venv/.clone" 2>/dev/null)" != "$here" ]; then
-  "$venv/bin/pip" install -q --no-deps --no-build-isolation -e "$here" >&2
-  echo "$here" > "$venv/.clone"
+# Earlier versions installed the project itself into the shared environment: remove it, so no
+# clone's code can shadow another's.
+if compgen -G "$shared/lib/python*/site-packages/__editable__*fstore*" >/dev/null; then
+  "$shared/bin/pip" uninstall -q -y fstore >&2 || true
+fi
+venv="$here/.venv"
+if [ "$(cat "$venv/.fstore-shared" 2>/dev/null)" != "$shared" ] || [ ! -x "$venv/bin/fstore" ]; then
+  rm -rf "$venv"
+  "$py" -m venv --without-pip "$venv"
+  site_own=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  site_shared=$("$shared/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
+  echo "import site; site.addsitedir('$site_shared')" > "$site_own/_fstore_shared_env.pth"
+  "$shared/bin/pip" --python "$venv/bin/python" install -q --no-deps --no-build-isolation -e "$here" >&2 2>/dev/null \
+    || "$shared/bin/pip" --python "$venv/bin/python" install --no-deps --no-build-isolation -e "$here" >&2
+  echo "$shared" > "$venv/.fstore-shared"
 fi
 echo "$venv"
