@@ -39,6 +39,8 @@ def rank_batches(order: np.ndarray, batch_size: int, rank: int, world_size: int,
     if drop_last:
         return [part[i * batch_size : (i + 1) * batch_size] for i in range(nb)]
     full = min(part.size // batch_size, max(nb - 1, 0))
+    while full > 0 and part.size - full * batch_size < nb - full:
+        full -= 1  # a part that is an exact multiple of batch_size must still fill its last batches
     out = [part[i * batch_size : (i + 1) * batch_size] for i in range(full)]
     rest = part[full * batch_size :]
     if nb - full > 0:

@@ -13,13 +13,8 @@ from hypothesis import strategies as st
 from zarr.storage import LocalStore
 
 from featurestore.quantize import AffineQuantizer
-from featurestore.store.frames import (
-    FRAME_CHUNK,
-    FrameSet,
-    FrameWriter,
-    RangeScan,
-    shard_file_size,
-)
+from featurestore.store.frame_writer import FrameWriter, RangeScan
+from featurestore.store.frames import FRAME_CHUNK, FrameSet, shard_file_size
 
 
 def _clips(rng: np.random.Generator, lengths: list[int], bins: int, nan: bool = False) -> list[np.ndarray]:

@@ -176,3 +176,15 @@ def test_kept_batches_are_never_overwritten_by_buffer_reuse(store):
     for a, b, v in zip(kept, fresh, views, strict=True):
         assert all(torch.equal(a[k], b[k]) for k in b)
         assert torch.equal(v, b["ctx_features"][:, :3])
+
+
+@given(n=st.integers(1, 400), world=st.integers(1, 5), batch=st.integers(2, 80))
+def test_rank_batches_partition_with_equal_counts(n, world, batch):
+    """Pure sharding property, including parts that are exact multiples of batch_size (160 / 3 / 53)."""
+    if n < world:
+        return
+    per_rank = [rank_batches(np.arange(n), batch, r, world) for r in range(world)]
+    assert len({len(b) for b in per_rank}) == 1
+    assert all(0 < x.size <= batch for b in per_rank for x in b)
+    allv = np.concatenate([x for b in per_rank for x in b])
+    assert np.array_equal(np.sort(allv), np.arange(n))

@@ -56,7 +56,8 @@ import zarr
 from tqdm import tqdm
 
 from ..store import Dictionary, IdListWriter, InputError, staged_directory, write_manifest
-from ..store.frames import FrameIngestSummary, FrameWriter, RangeScan, refuse_existing, source_entries
+from ..store.frame_writer import FrameWriter, RangeScan
+from .frames_common import FrameIngestSummary, refuse_existing, source_entries
 
 SPLITS = (("train_curated", True), ("train_noisy", False))
 TOP_DB = 80.0

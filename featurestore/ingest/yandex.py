@@ -39,7 +39,8 @@ import zarr
 from tqdm import tqdm
 
 from ..store import Dictionary, IdListWriter, InputError, staged_directory, write_manifest
-from ..store.frames import FrameIngestSummary, FrameWriter, RangeScan, refuse_existing, source_entries
+from ..store.frame_writer import FrameWriter, RangeScan
+from .frames_common import FrameIngestSummary, refuse_existing, source_entries
 
 FEATURES = 512
 MIN_STEPS = 1
