@@ -4,7 +4,9 @@
 2. the common baseline: a map-style ``Dataset`` whose ``__getitem__`` loads the clip's own raw
    file (the Yandex ``.npy``, 512 x T float32), crops it and transposes, behind
    ``DataLoader(num_workers=2)``;
-3. the limit: a bare numba gather of the same crops' bytes (same clips, same offsets).
+3. the limits: a bare numba gather of the same crops' bytes (same clips, same offsets), the floor
+   for CUDA output (codes cross the bus); and the same gather decoded to float32, the floor for
+   CPU output, which must write 4x the bytes.
 Frames/s and GB/s of delivered float32 frames, and bytes per stored frame against float32.
 """
 
@@ -19,7 +21,7 @@ import torch
 
 from featurestore.store import Store
 from loaders import SegmentBatches
-from loaders.kernels import gather_crops
+from loaders.kernels import gather_crops, gather_crops_dequantized
 
 from .common import over_epochs, same_batches, timed
 from .memory import peak_mb, reset_peak
@@ -99,26 +101,36 @@ def run(store_path: Path, raw_dir: Path | None, batch_size: int = 64, crop: int 
     batches = ours.epoch_batches()
     clips = np.concatenate(batches)
     starts = np.concatenate([ours._starts(b, crop, i) for i, b in enumerate(batches)])
-    out = np.empty((batch_size * crop, fs.bins), np.uint8)
-    gather_crops(clips[:2], starts[:2], ours.offsets, ours.frames, crop, out)
-    reset_peak()
-    t = time.perf_counter()
-    for _ in range(epochs):
-        gather_crops(clips, starts, ours.offsets, ours.frames, crop, out)
-    dt = time.perf_counter() - t
     frames = epochs * int(np.minimum(fs.lengths()[clips] - starts, crop).sum())
-    results["limit: bare gather of the crops"] = (dt, frames, frames * fs.bins * 4, peak_mb())
+    out_u8 = np.empty((batch_size * crop, fs.bins), np.uint8)
+    out_f32 = np.empty((batch_size * crop, fs.bins), np.float32)
+    limits = {"limit: bare gather of the crops": (
+        lambda: gather_crops(clips, starts, ours.offsets, ours.frames, crop, out_u8), 1)}
+    if ours._affine is not None:
+        lo, step = ours._affine
+        limits["limit: gather + decode to float32"] = (
+            lambda: gather_crops_dequantized(clips, starts, ours.offsets, ours.frames, crop, lo, step, out_f32), 4)
+    for name, (fn, width) in limits.items():
+        fn()  # compile
+        reset_peak()
+        t = time.perf_counter()
+        for _ in range(epochs):
+            fn()
+        results[name] = (time.perf_counter() - t, frames, frames * fs.bins * width, peak_mb())
 
     for name, (dt, frames, nbytes, peak) in results.items():
         lines.append(f"  {name:<38}{frames / dt:>14,.0f} frames/s {nbytes / dt / 1e9:>8.2f} GB/s   peak RSS {peak:,.0f} MB")
     rate = {k: v[1] / v[0] for k, v in results.items()}
     lim = rate["limit: bare gather of the crops"]
+    lim_f32 = rate.get("limit: gather + decode to float32")
     if raw_dir is not None:
         base = rate["baseline np.load+crop, DataLoader(2)"]
         lines.append(f"  fstore cpu / baseline   {rate['fstore (cpu)'] / base:8.1f}x")
         if "fstore (cuda)" in rate:
             lines.append(f"  fstore cuda / baseline  {rate['fstore (cuda)'] / base:8.1f}x")
     lines.append(f"  fstore cpu / limit      {rate['fstore (cpu)'] / lim:8.2f}")
+    if lim_f32:
+        lines.append(f"  fstore cpu / limit (gather + decode to float32)  {rate['fstore (cpu)'] / lim_f32:8.2f}")
     if "fstore (cuda)" in rate:
         lines.append(f"  fstore cuda / limit     {rate['fstore (cuda)'] / lim:8.2f}")
     if "artist" in fs.clip_columns:

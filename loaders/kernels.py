@@ -190,3 +190,19 @@ def session_masks(length, half, track, ctx_track, ctx_mask, tgt_mask):
             ctx_mask[b, p] = p < h
             tgt_mask[b, p] = p < n - h
             ctx_track[b, p] = track[b, p] if p < h else 0
+
+
+@numba.njit(nogil=True, cache=True)
+def gather_crops_dequantized(clips, starts, offsets, frames, crop, lo, step, out):
+    """The segment limit for float32 output: the same crops gathered and decoded (affine), no padding."""
+    pos = 0
+    for b in range(clips.shape[0]):
+        start = offsets[clips[b]] + starts[b]
+        take = min(crop, offsets[clips[b] + 1] - start)
+        if pos + take > out.shape[0]:
+            pos = 0
+        for t in range(take):
+            for j in range(frames.shape[1]):
+                out[pos, j] = np.float32(lo[j] + frames[start + t, j] * step[j])
+            pos += 1
+    return pos
