@@ -13,16 +13,17 @@ EVENT_CHUNK = 1 << 20
 ROW_CHUNK = 1 << 16
 
 
-def compressor() -> BloscCodec:
-    # zstd with byte shuffle: high bytes of int codes are mostly zero and compress to nothing.
-    # Level 1: measured 1.5x faster to write than level 3 on event columns, within 1% of the size.
-    return BloscCodec(cname="zstd", clevel=1, shuffle="shuffle")
+def compressor(bits: bool = False) -> BloscCodec:
+    """zstd level 1 (measured 1.5x faster to write than level 3, within 1% of the size) after a shuffle:
+    byte shuffle for integers (their high bytes are mostly zero and compress to nothing), bit shuffle
+    for 0/1 columns (measured 3.6x faster and 35% smaller than byte shuffle on them)."""
+    return BloscCodec(cname="zstd", clevel=1, shuffle="bitshuffle" if bits else "shuffle")
 
 
 def create(group: zarr.Group, name: str, dtype, shape: tuple[int, ...], chunks: tuple[int, ...],
-           attributes: dict | None = None) -> zarr.Array:
+           attributes: dict | None = None, bits: bool = False) -> zarr.Array:
     return group.create_array(
-        name, shape=shape, dtype=dtype, chunks=chunks, compressors=[compressor()],
+        name, shape=shape, dtype=dtype, chunks=chunks, compressors=[compressor(bits)],
         fill_value=0, attributes=attributes or {},
     )
 

@@ -23,7 +23,8 @@ class RaggedWriter:
         self._offsets = ChunkedAppender(create(self.group, "offsets", "int64", (0,), (EVENT_CHUNK,)))
         self._offsets.append(np.zeros(1, dtype=np.int64))
         events = self.group.require_group("events")
-        self._cols = {c: ChunkedAppender(create(events, c, m["dtype"], (0,), (chunk,))) for c, m in columns.items()}
+        self._cols = {c: ChunkedAppender(create(events, c, m["dtype"], (0,), (chunk,), bits=m.get("type") == "bool"))
+                      for c, m in columns.items()}
         self.rows = 0
         self.events = 0
 
