@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -67,6 +68,14 @@ def _memmaps(folder: Path, meta: dict) -> SessionCache:
     )
 
 
+def _sweep_stale(folder: Path) -> None:
+    """Remove half-built caches left by processes that died mid-build (nothing outlives a crash)."""
+    for tmp in folder.parent.glob(folder.name + ".tmp-*"):
+        pid = tmp.name.rsplit("-", 1)[-1]
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
 def open_session_cache(store: Store, split: str, cache_dir: str | Path | None = None) -> SessionCache:
     """Open (building first if needed) the packed cache of ``split``."""
     ragged = store.ragged(split)
@@ -82,8 +91,13 @@ def open_session_cache(store: Store, split: str, cache_dir: str | Path | None = 
     missing = [c for c in ["track", *LOG_COLUMNS] if c not in ragged.columns]
     if missing:
         raise StoreError(f"{store.path}: split {split!r} lacks session columns {missing}")
+    _sweep_stale(folder)
     tmp = folder.with_name(folder.name + f".tmp-{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
+    try:
+        tmp.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StoreError(f"{tmp.parent}: cannot write the loader cache ({e.strerror}); "
+                         "pass cache_dir= a writable folder") from None
     n, e = ragged.rows, ragged.events
     offsets = ragged.offsets
     offsets.astype(np.int64).tofile(tmp / "offsets.i64")
@@ -101,7 +115,5 @@ def open_session_cache(store: Store, split: str, cache_dir: str | Path | None = 
     try:
         os.replace(tmp, folder)
     except OSError:  # another process built it first: use theirs
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
     return _memmaps(folder, meta)

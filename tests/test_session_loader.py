@@ -188,3 +188,19 @@ def test_rank_batches_partition_with_equal_counts(n, world, batch):
     assert all(0 < x.size <= batch for b in per_rank for x in b)
     allv = np.concatenate([x for b in per_rank for x in b])
     assert np.array_equal(np.sort(allv), np.arange(n))
+
+
+def test_cache_sweeps_dead_builds_and_explains_unwritable_dirs(store, tmp_path):
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    SessionBatches(store, cache_dir=cache)
+    built = next(p for p in cache.iterdir() if p.is_dir())
+    stale = cache / (built.name + ".tmp-999999999")  # no such process
+    stale.mkdir()
+    shutil.rmtree(built)
+    SessionBatches(store, cache_dir=cache)
+    assert not stale.exists() and built.exists()
+    blocker = tmp_path / "a-file"  # a cache path below a regular file cannot be created, even as root
+    blocker.write_text("")
+    with pytest.raises(StoreError, match="cannot write the loader cache"):
+        SessionBatches(store, cache_dir=blocker / "sub")
