@@ -84,7 +84,7 @@ def run(store_path: Path, batch_size: int = 1024, order: str = "random", baselin
 
     order_ids = epoch_order(np.arange(n_sessions), order, 0, 1)
     c = fs.cache
-    table = fs.track_table.numpy()
+    table = fs.track_features.numpy()
     rows = batch_size * c.max_length  # one batch worth of events, reused like the loader's buffers
     out_track = np.empty(rows, np.int32)
     out_log = np.empty((rows, c.log.shape[1]), np.uint8)

@@ -184,6 +184,11 @@ class SessionBatches(torch.utils.data.IterableDataset):
             out["tgt_skip"] = raw["tgt_skip"].to(self.feature_dtype)
         return out
 
+    @property
+    def track_features(self) -> torch.Tensor:
+        """The dequantized track table on the device, (tracks, C), without the padding row."""
+        return self.track_table[:-1]
+
     def features(self, track: torch.Tensor) -> torch.Tensor:
         """Track features for a tensor of track codes, gathered on the device."""
         return torch.index_select(self.track_table, 0, track.reshape(-1)).reshape(*track.shape, -1)

@@ -204,3 +204,11 @@ def test_cache_sweeps_dead_builds_and_explains_unwritable_dirs(store, tmp_path):
     blocker.write_text("")
     with pytest.raises(StoreError, match="cannot write the loader cache"):
         SessionBatches(store, cache_dir=blocker / "sub")
+
+
+def test_track_features_exclude_the_padding_row(store):
+    b = SessionBatches(store)
+    table = store.feature_table("tracks").dequantize()
+    assert b.track_features.shape == table.shape
+    assert np.array_equal(b.track_features.numpy(), table)
+    assert not b.track_table[-1].any()  # the zero row padded positions gather

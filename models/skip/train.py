@@ -174,7 +174,7 @@ def train_skip(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike
 
     config = {"n_features": len(train.feature_columns), "half": train.half, **DEFAULT_MODEL, **(model or {})}
     net = SkipModel(**config).to(device)
-    table = train.track_table.float()
+    table = train.track_features.float()
     net.set_feature_stats(table.mean(0), table.std(0))
     optimizer = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=weight_decay)
     total_steps = epochs * len(train)
