@@ -14,6 +14,12 @@ import numpy as np
 ORDERS = ("sequential", "random", "quasi_random")
 
 
+def item_ids(n: int) -> np.ndarray:
+    """0..n-1 in the narrowest index dtype: the epoch order is the loader's one per-item array
+    (4 bytes an item below 2**31 items: 0.5 GB for MSSD's 130M sessions)."""
+    return np.arange(n, dtype=np.int32 if n < 2**31 else np.int64)
+
+
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
     return np.random.default_rng([seed, epoch])
 

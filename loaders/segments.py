@@ -35,7 +35,7 @@ from featurestore.store import Store, StoreError
 
 from .balanced import balanced_batches
 from .kernels import dequantize_frames, dequantize_frames_affine, fill_crops, fill_multi_hot
-from .orders import ORDERS, epoch_order
+from .orders import ORDERS, epoch_order, item_ids
 from .prefetch import numpy_views, pool_for, prefetch
 from .sharding import batches_per_rank, check_rank, rank_batches
 
@@ -117,7 +117,7 @@ class SegmentBatches(torch.utils.data.IterableDataset):
             self.epoch, self._start_batch, self.batches_done = epoch, 0, 0
 
     def epoch_batches(self) -> list[np.ndarray]:
-        clips = np.arange(self.fs.clips, dtype=np.int64)
+        clips = item_ids(self.fs.clips)
         if self.balanced is not None:
             m, p = self.balanced
             batches = balanced_batches(self.label_values, m, p, self.seed, self.epoch, self.window)

@@ -32,7 +32,7 @@ import torch
 from featurestore.store import Store, StoreError
 
 from .kernels import fill_session_batch, join_features, session_masks
-from .orders import ORDERS, epoch_order
+from .orders import ORDERS, epoch_order, item_ids
 from .prefetch import numpy_views, pool_for, prefetch
 from .session_cache import LOG_COLUMNS, SKIP_2, open_session_cache
 from .sharding import batches_per_rank, check_rank, rank_batches
@@ -94,7 +94,7 @@ class SessionBatches(torch.utils.data.IterableDataset):
                              f"longer than 2 * half = {2 * half}")
         self.labelled = split != "test" or bool(self.store.tables[split].get("second_half_labels"))
         n = self.cache.sessions
-        self.items = np.arange(n, dtype=np.int64)
+        self.items = item_ids(n)
         if subset != "all":
             mask = holdout_mask(n, holdout, seed)
             self.items = self.items[mask if subset == "holdout" else ~mask]
