@@ -304,7 +304,7 @@ def bench() -> None:
               help="MSSD directory without test_set/ (default: synthesize one).")
 @click.option("--sessions", default=200_000, type=click.IntRange(min=1), show_default=True, help="Synthetic sessions when --raw is not given.")
 @click.option("--tracks", default=50_000, type=click.IntRange(min=1), show_default=True)
-@click.option("--repeats", default=1, type=click.IntRange(min=1), show_default=True, help="Best of N runs of each.")
+@click.option("--repeats", default=3, type=click.IntRange(min=1), show_default=True, help="Best of N runs of each.")
 @user_errors
 def bench_ingest_cmd(raw_dir: Path | None, sessions: int, tracks: int, repeats: int) -> None:
     """fstore ingest vs per-file pandas + dict mapping vs a bare polars parse of the same files."""

@@ -38,6 +38,7 @@ from .csv_reading import read_typed_csv
 from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
 
 FIT_SAMPLE_ROWS = 32_768  # quantizer fitting sample in all (plus the exact min/max of every column)
+KEEP_TRACK_BYTES = 256 << 20  # track blocks kept in memory between fitting and encoding
 
 
 @dataclass
@@ -105,9 +106,13 @@ def _track_block(df: pl.DataFrame, path: Path) -> np.ndarray:
 
 
 def _ingest_tracks(paths: list[Path], group: zarr.Group, bar: tqdm) -> pl.DataFrame:
-    """Two passes: fit quantizers on a sample (+ exact extremes), then encode. Returns id -> code."""
+    """Fit quantizers on a sample (+ exact extremes), then encode. Returns id -> code.
+
+    Blocks are kept between the two steps while they fit in ``KEEP_TRACK_BYTES`` (the synthetic and
+    mini releases); beyond that each file is read again, so memory stays bounded for 3.7M tracks.
+    """
     rng = np.random.default_rng(0)
-    samples, lo, hi, ids = [], None, None, []
+    samples, lo, hi, ids, kept, kept_bytes = [], None, None, [], [], 0
     for p in paths:
         df = read_typed_csv(p, S.TRACK_CSV)
         block = _track_block(df, p)
@@ -117,6 +122,8 @@ def _ingest_tracks(paths: list[Path], group: zarr.Group, bar: tqdm) -> pl.DataFr
         with np.errstate(invalid="ignore"):
             lo = np.nanmin(block, 0) if lo is None else np.fmin(lo, np.nanmin(block, 0))
             hi = np.nanmax(block, 0) if hi is None else np.fmax(hi, np.nanmax(block, 0))
+        kept_bytes += block.nbytes
+        kept.append(block if kept_bytes <= KEEP_TRACK_BYTES else None)
         bar.update(p.stat().st_size // 2)
     sample = np.vstack([*samples, lo[None], hi[None]])
     quantizers = [
@@ -128,8 +135,8 @@ def _ingest_tracks(paths: list[Path], group: zarr.Group, bar: tqdm) -> pl.DataFr
     if dup.any():
         raise InputError(paths[0].parent, f"track id {all_ids[int(dup.arg_max())]!r} appears twice in track features")
     writer = FeatureTableWriter(group, "tracks", S.TRACK_FEATURES, quantizers)
-    for p in paths:
-        writer.append(_track_block(read_typed_csv(p, S.TRACK_CSV), p))
+    for p, block in zip(paths, kept, strict=True):
+        writer.append(block if block is not None else _track_block(read_typed_csv(p, S.TRACK_CSV), p))
         bar.update(p.stat().st_size - p.stat().st_size // 2)
     writer.close()
     return pl.DataFrame({S.TRACK_ID: all_ids, "code": np.arange(len(all_ids), dtype=np.int32)})
