@@ -39,6 +39,15 @@ def over_epochs(loader, epochs: int) -> Callable[[], Iterator[dict]]:
     return it
 
 
+def over_epochs_of(loader, iterable, epochs: int) -> Callable[[], Iterator[dict]]:
+    """Like ``over_epochs``, iterating a wrapper (e.g. a DataLoader) of ``loader``."""
+    def it() -> Iterator[dict]:
+        for e in range(epochs):
+            loader.set_epoch(e + 1)
+            yield from iterable
+    return it
+
+
 def same_batches(device_loader, cpu_loader, n: int = 3) -> bool:
     """The device path must give the very batches the CPU path gives (same seed, same epoch)."""
     device_loader.set_epoch(0)

@@ -24,7 +24,7 @@ from loaders.kernels import gather_session_bytes, gather_session_bytes_joined
 from loaders.orders import epoch_order
 from loaders.session_cache import SKIP_2, open_session_cache
 
-from .common import over_epochs, same_batches, timed
+from .common import over_epochs, over_epochs_of, same_batches, timed
 from .memory import peak_mb, reset_peak
 
 
@@ -71,6 +71,10 @@ def run(store_path: Path, batch_size: int = 1024, order: str = "random", baselin
 
     sessions = lambda b: b["session"].shape[0]  # noqa: E731
     results["fstore (cpu)"] = timed(over_epochs(fs, epochs), epochs * n_sessions, sessions)
+    # the same loader as a plain IterableDataset behind DataLoader(batch_size=None): no per-item path
+    as_dataset = torch.utils.data.DataLoader(fs, batch_size=None, num_workers=0)
+    results["fstore via DataLoader(batch_size=None)"] = timed(over_epochs_of(fs, as_dataset, epochs),
+                                                              epochs * n_sessions, sessions)
     if torch.cuda.is_available():
         gpu = SessionBatches(store, batch_size=batch_size, order=order, device="cuda")
         lines.append(f"  cuda batches identical to cpu batches: {same_batches(gpu, fs)}")
@@ -108,7 +112,7 @@ def run(store_path: Path, batch_size: int = 1024, order: str = "random", baselin
         results[name] = (time.perf_counter() - t, epochs * n_sessions, epochs * nbytes, peak_mb())
 
     for name, (dt, n, nbytes, peak) in results.items():
-        lines.append(f"  {name:<32}{n / dt:>14,.0f} sessions/s {nbytes / dt / 1e6:>9,.0f} MB/s   peak RSS {peak:,.0f} MB")
+        lines.append(f"  {name:<40}{n / dt:>14,.0f} sessions/s {nbytes / dt / 1e6:>9,.0f} MB/s   peak RSS {peak:,.0f} MB")
     rate = {k: v[1] / v[0] for k, v in results.items()}
     base = rate["baseline Dataset+DataLoader(2)"]
     lines.append(f"  fstore cpu / baseline                  {rate['fstore (cpu)'] / base:8.1f}x")
