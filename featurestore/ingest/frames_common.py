@@ -6,6 +6,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import polars as pl
+
+from ..store.dictionary import IdListWriter
 from ..store.errors import StoreError
 from ..store.manifest import sha256_file
 
@@ -68,3 +71,10 @@ def source_entries(raw_dir: Path, meta_files: list[Path], feature_files: int, fe
            for p in meta_files]
     out.append({"path": pattern, "files": feature_files, "bytes": feature_bytes})
     return out
+
+
+def write_ids(stage: Path, name: str, ids: list[str]) -> None:
+    """``ids/<name>.parquet``: the clip ids of one frame set, row number = clip index."""
+    w = IdListWriter(stage / "ids" / f"{name}.parquet")
+    w.append(pl.Series(ids, dtype=pl.Utf8))
+    w.close()

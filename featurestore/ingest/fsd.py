@@ -48,16 +48,15 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import soundfile as sf
 import torch
 import torchaudio
 import zarr
 from tqdm import tqdm
 
-from ..store import Dictionary, IdListWriter, InputError, staged_directory, write_manifest
+from ..store import Dictionary, InputError, staged_directory, write_manifest
 from ..store.frame_writer import FrameWriter, RangeScan
-from .frames_common import FrameIngestSummary, refuse_existing, source_entries
+from .frames_common import FrameIngestSummary, refuse_existing, source_entries, write_ids
 
 SPLITS = (("train_curated", True), ("train_noisy", False))
 TOP_DB = 80.0
@@ -301,7 +300,7 @@ def _ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool, pr
             writer.append(frames, {"curated": int(curated)}, labels=codes)
             bar.update(1)
         tables["train"] = writer.close(split="train", logmel=logmel.config)
-        _write_ids(stage, "train", [t[1] for t in train])
+        write_ids(stage, "train", [t[1] for t in train])
         if test:
             tw = FrameWriter(root, "test", n_mels, quantizers=writer.quantizers)
             cleanup.callback(tw.abort)
@@ -310,14 +309,8 @@ def _ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool, pr
                 bar.update(1)
             tables["test"] = tw.close(split="test", logmel=logmel.config, quantizers_from="train",
                                       exact_range=two_pass)
-            _write_ids(stage, "test", [f for _, f in test])
+            write_ids(stage, "test", [f for _, f in test])
         classes.write(stage / "dicts" / "class.parquet")
         sources = source_entries(raw_dir, metas, len(wavs), wav_bytes, "{train_curated,train_noisy,test}/*.wav")
         manifest = write_manifest(stage, "fsdkaggle2019", tables, sources)
     return summary.finish(manifest, t0)
-
-
-def _write_ids(stage: Path, name: str, ids: list[str]) -> None:
-    w = IdListWriter(stage / "ids" / f"{name}.parquet")
-    w.append(pl.Series(ids, dtype=pl.Utf8))
-    w.close()

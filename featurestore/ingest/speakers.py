@@ -33,14 +33,13 @@ import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import torch
 import zarr
 from tqdm import tqdm
 
-from ..store import Dictionary, IdListWriter, InputError, staged_directory, write_manifest
+from ..store import Dictionary, InputError, staged_directory, write_manifest
 from ..store.frame_writer import FrameWriter, RangeScan
-from .frames_common import FrameIngestSummary, refuse_existing, source_entries
+from .frames_common import FrameIngestSummary, refuse_existing, source_entries, write_ids
 
 
 def _json(path: Path) -> dict:
@@ -204,7 +203,7 @@ def ingest_speakers(raw_dir: str | Path, store_path: str | Path, overwrite: bool
             writer.append(_frames(load_utterance(root_dir / fp, n, n_mels, meta_p)), {"speaker": code})
             bar.update(1)
         tables["train"] = writer.close(split="train")
-        _write_ids(stage, "train", [fp for fp, *_ in train])
+        write_ids(stage, "train", [fp for fp, *_ in train])
         if test_p.is_file():
             labelled = test_labels is not None
             tw = FrameWriter(root, "test", n_mels, quantizers=writer.quantizers,
@@ -215,15 +214,9 @@ def ingest_speakers(raw_dir: str | Path, store_path: str | Path, overwrite: bool
                 tw.append(_frames(load_utterance(root_dir / fp, n, n_mels, test_p)), values)
                 bar.update(1)
             tables["test"] = tw.close(split="test", labelled=labelled, quantizers_from="train", exact_range=two_pass)
-            _write_ids(stage, "test", [fp for fp, _ in test])
+            write_ids(stage, "test", [fp for fp, _ in test])
         speakers.write(stage / "dicts" / "speaker.parquet")
         pattern = str(root_dir.relative_to(raw_dir) / "uttr-*.pt")
         sources = source_entries(raw_dir, metas, len(train) + len(test), pt_bytes, pattern)
         manifest = write_manifest(stage, "speakers-voxceleb-mel", tables, sources)
     return summary.finish(manifest, t0)
-
-
-def _write_ids(stage: Path, name: str, ids: list[str]) -> None:
-    w = IdListWriter(stage / "ids" / f"{name}.parquet")
-    w.append(pl.Series(ids, dtype=pl.Utf8))
-    w.close()

@@ -34,13 +34,12 @@ import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 import zarr
 from tqdm import tqdm
 
-from ..store import Dictionary, IdListWriter, InputError, staged_directory, write_manifest
+from ..store import Dictionary, InputError, staged_directory, write_manifest
 from ..store.frame_writer import FrameWriter, RangeScan
-from .frames_common import FrameIngestSummary, refuse_existing, source_entries
+from .frames_common import FrameIngestSummary, refuse_existing, source_entries, write_ids
 
 FEATURES = 512
 MIN_STEPS = 1
@@ -195,9 +194,7 @@ def ingest_yandex(raw_dir: str | Path, store_path: str | Path, overwrite: bool =
             shared = {"quantizers_from": "train", "exact_range": two_pass} if quantizers else {}
             tables[split] = writer.close(split=split, source=meta.name, **shared)
             quantizers = writer.quantizers
-            ids = IdListWriter(stage / "ids" / f"{split}.parquet")
-            ids.append(pl.Series([row["trackid"] for _, row in rows], dtype=pl.Utf8))
-            ids.close()
+            write_ids(stage, split, [row["trackid"] for _, row in rows])
         artists.write(stage / "dicts" / "artist.parquet")
         sources = source_entries(raw_dir, metas, n_files, feature_bytes, "*/*.npy (archive_features_path)")
         manifest = write_manifest(stage, "yandex-cup-2022", tables, sources)
