@@ -20,7 +20,7 @@ import torch
 
 from featurestore.store import Store
 from loaders import SessionBatches
-from loaders.kernels import gather_session_bytes, gather_session_bytes_joined
+from loaders.kernels import gather_session_bytes
 from loaders.orders import epoch_order
 from loaders.session_cache import SKIP_2, open_session_cache
 
@@ -93,14 +93,14 @@ def run(store_path: Path, batch_size: int = 1024, order: str = "random", baselin
     out_track = np.empty(rows, np.int32)
     out_log = np.empty((rows, c.log.shape[1]), np.uint8)
     out_feat = np.empty((rows, table.shape[1]), np.float32)
+    no_table, no_feat = np.empty((1, 0), np.float32), np.empty((rows, 0), np.float32)
     B = batch_size
     limits = {
         "limit: gather events": (
-            lambda ids: gather_session_bytes(ids, c.offsets, c.track, c.log, B, out_track, out_log),
+            lambda ids: gather_session_bytes(ids, c.offsets, c.track, c.log, no_table, B, out_track, out_log, no_feat),
             c.track.nbytes + c.log.nbytes),
         "limit: gather events+features": (
-            lambda ids: gather_session_bytes_joined(ids, c.offsets, c.track, c.log, table, B, out_track, out_log,
-                                                    out_feat),
+            lambda ids: gather_session_bytes(ids, c.offsets, c.track, c.log, table, B, out_track, out_log, out_feat),
             c.track.nbytes + c.log.nbytes + c.track.shape[0] * table.shape[1] * 4),
     }
     for name, (fn, nbytes) in limits.items():

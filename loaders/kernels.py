@@ -44,23 +44,6 @@ def fill_session_batch(sessions, offsets, track, log, half, track_out, ctx_log_o
 
 
 @numba.njit(nogil=True, cache=True)
-def gather_session_bytes(sessions, offsets, track, log, batch, out_track, out_log):
-    """The bare-gather limit: copy the same events' bytes for the same sessions into a reused
-    batch-sized buffer (restarting every ``batch`` sessions), with no padding or splitting."""
-    pos = 0
-    for b in range(sessions.shape[0]):
-        if b % batch == 0:
-            pos = 0
-        s = sessions[b]
-        for e in range(offsets[s], offsets[s + 1]):
-            out_track[pos] = track[e]
-            for f in range(log.shape[1]):
-                out_log[pos, f] = log[e, f]
-            pos += 1
-    return pos
-
-
-@numba.njit(nogil=True, cache=True)
 def join_features(length, half, table, ctx_track, tgt_track, ctx_out, tgt_out):
     """The CPU path of the track-feature join: rows of ``table`` for real positions, zeros for padding."""
     ncol = table.shape[1]
@@ -85,8 +68,10 @@ def join_features(length, half, table, ctx_track, tgt_track, ctx_out, tgt_out):
 
 
 @numba.njit(nogil=True, cache=True)
-def gather_session_bytes_joined(sessions, offsets, track, log, table, batch, out_track, out_log, out_features):
-    """The limit for CPU output: the same event bytes plus each event's feature row, no batching logic."""
+def gather_session_bytes(sessions, offsets, track, log, table, batch, out_track, out_log, out_features):
+    """The bare-gather limit: the same events' bytes for the same sessions, plus each event's feature
+    row when ``table`` has columns (give it none for events only), into a reused batch-sized buffer
+    (restarting every ``batch`` sessions). No padding, splitting or batching logic."""
     pos = 0
     for b in range(sessions.shape[0]):
         if b % batch == 0:
