@@ -64,7 +64,9 @@ def holdout_mask(n: int, fraction: float, seed: int = 0) -> np.ndarray:
 
 class SessionBatches(torch.utils.data.IterableDataset):
     """Iterate batches of one split. Also a ``torch.utils.data.IterableDataset`` (use
-    ``DataLoader(batches, batch_size=None)``; with workers, batch i goes to worker i % workers)."""
+    ``DataLoader(batches, batch_size=None)``; with workers, batch i goes to worker i % workers and
+    DataLoader keeps the order). Resume state is tracked in-process: with DataLoader workers, keep
+    the epoch and batch count in the training loop and pass them to ``load_state_dict``."""
 
     def __init__(self, store: str | Path | Store, split: str = "train", batch_size: int = 1024,
                  order: str = "quasi_random", seed: int = 0, device: str | torch.device = "cpu",
@@ -80,6 +82,8 @@ class SessionBatches(torch.utils.data.IterableDataset):
         check_rank(rank, world_size)
         if subset not in ("all", "fit", "holdout"):
             raise ValueError(f"subset must be 'all', 'fit' or 'holdout', got {subset!r}")
+        if subset != "all" and not 0.0 < holdout < 1.0:
+            raise ValueError(f"subset {subset!r} needs 0 < holdout < 1, got {holdout}")
         self.store = store if isinstance(store, Store) else Store(store)
         if split not in self.store.tables or self.store.tables[split]["kind"] != "ragged":
             have = [n for n, m in self.store.tables.items() if m["kind"] == "ragged"]

@@ -153,6 +153,8 @@ def test_bad_arguments(store, tmp_path):
         SessionBatches(store, split="valid")
     with pytest.raises(ValueError, match="unknown order"):
         SessionBatches(store, order="shuffled")
+    with pytest.raises(ValueError, match="holdout"):
+        SessionBatches(store, subset="fit", holdout=1.5)
     b = SessionBatches(store, batch_size=10)
     with pytest.raises(ValueError, match="batch_size"):
         SessionBatches(store, batch_size=20).load_state_dict(b.state_dict())
