@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shutil
 from pathlib import Path
 
@@ -184,3 +185,12 @@ def test_cli_train_and_evaluate(store, tmp_path):
     assert len(sub.read_text().splitlines()) == store.tables["test"]["rows"]
     r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(tmp_path / "missing.pt")])
     assert r.exit_code == 1 and "checkpoint not found" in r.output
+
+
+def test_train_without_holdout_uses_the_whole_split(store, tmp_path):
+    result = train_skip(store, tmp_path / "nohold", epochs=1, batch_size=64, holdout=0.0, progress=False,
+                        model={"d_model": 16, "blocks": 2})
+    assert result.sessions_trained == store.tables["train"]["rows"]
+    # no validation split: the latest epoch is the best model (best.pt exists for evaluation), AA unknown
+    assert result.best_epoch == 1 and math.isnan(result.best_val_aa)
+    assert (tmp_path / "nohold" / "best.pt").is_file()

@@ -162,7 +162,7 @@ def train_skip(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike
 
     threads = loader_threads or (1 if device.type == "cpu" else 4)
     train = SessionBatches(store, "train", batch_size=batch_size, order="quasi_random", seed=seed, device=device,
-                           subset="fit", holdout=holdout, threads=threads)
+                           subset="fit" if holdout > 0 else "all", holdout=holdout, threads=threads)
     val = None
     if holdout > 0:
         val = SessionBatches(store, "train", batch_size=max(batch_size, 1024), order="sequential", seed=seed,
