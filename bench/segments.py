@@ -21,7 +21,7 @@ import torch
 
 from featurestore.store import Store
 from loaders import SegmentBatches
-from loaders.kernels import gather_crops, gather_crops_dequantized
+from loaders.kernels import gather_crops
 
 from .common import over_epochs, same_batches, timed
 from .memory import peak_mb, reset_peak
@@ -104,12 +104,13 @@ def run(store_path: Path, raw_dir: Path | None, batch_size: int = 64, crop: int 
     frames = epochs * int(np.minimum(fs.lengths()[clips] - starts, crop).sum())
     out_u8 = np.empty((batch_size * crop, fs.bins), np.uint8)
     out_f32 = np.empty((batch_size * crop, fs.bins), np.float32)
+    none = np.empty(0)
     limits = {"limit: bare gather of the crops": (
-        lambda: gather_crops(clips, starts, ours.offsets, ours.frames, crop, out_u8), 1)}
+        lambda: gather_crops(clips, starts, ours.offsets, ours.frames, crop, none, none, out_u8), 1)}
     if ours._affine is not None:
         lo, step = ours._affine
         limits["limit: gather + decode to float32"] = (
-            lambda: gather_crops_dequantized(clips, starts, ours.offsets, ours.frames, crop, lo, step, out_f32), 4)
+            lambda: gather_crops(clips, starts, ours.offsets, ours.frames, crop, lo, step, out_f32), 4)
     for name, (fn, width) in limits.items():
         fn()  # compile
         reset_peak()

@@ -150,17 +150,25 @@ def fill_multi_hot(clips, label_offsets, label_values, out):
 
 
 @numba.njit(nogil=True, cache=True)
-def gather_crops(clips, starts, offsets, frames, crop, out):
-    """The segment limit: copy the same crops' bytes into a reused buffer, no padding or decoding."""
+def gather_crops(clips, starts, offsets, frames, crop, lo, step, out):
+    """The segment limit: the same crops' frames copied into a reused buffer, no padding or masks.
+
+    With an empty ``lo`` the uint8 codes are copied (the floor for CUDA output, which ships codes);
+    otherwise they are decoded to float32 as lo + code * step (the floor for CPU output).
+    """
+    decode = lo.shape[0] > 0
     pos = 0
     for b in range(clips.shape[0]):
-        lo = offsets[clips[b]] + starts[b]
-        take = min(crop, offsets[clips[b] + 1] - lo)
+        start = offsets[clips[b]] + starts[b]
+        take = min(crop, offsets[clips[b] + 1] - start)
         if pos + take > out.shape[0]:
             pos = 0
         for t in range(take):
             for j in range(frames.shape[1]):
-                out[pos, j] = frames[lo + t, j]
+                if decode:
+                    out[pos, j] = np.float32(lo[j] + frames[start + t, j] * step[j])
+                else:
+                    out[pos, j] = frames[start + t, j]
             pos += 1
     return pos
 
@@ -175,19 +183,3 @@ def session_masks(length, half, track, ctx_track, ctx_mask, tgt_mask):
             ctx_mask[b, p] = p < h
             tgt_mask[b, p] = p < n - h
             ctx_track[b, p] = track[b, p] if p < h else 0
-
-
-@numba.njit(nogil=True, cache=True)
-def gather_crops_dequantized(clips, starts, offsets, frames, crop, lo, step, out):
-    """The segment limit for float32 output: the same crops gathered and decoded (affine), no padding."""
-    pos = 0
-    for b in range(clips.shape[0]):
-        start = offsets[clips[b]] + starts[b]
-        take = min(crop, offsets[clips[b] + 1] - start)
-        if pos + take > out.shape[0]:
-            pos = 0
-        for t in range(take):
-            for j in range(frames.shape[1]):
-                out[pos, j] = np.float32(lo[j] + frames[start + t, j] * step[j])
-            pos += 1
-    return pos
