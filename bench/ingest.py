@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from featurestore.ingest import spotify_schema as S
 from featurestore.ingest.spotify import discover, ingest_spotify
+from featurestore.schemas import mssd as S
 from featurestore.synth.spotify import synth_spotify
 
 from .memory import peak_mb, reset_peak

@@ -13,8 +13,8 @@ import pytest
 from click.testing import CliRunner
 
 from featurestore.cli import main
-from featurestore.ingest import spotify_schema as S
 from featurestore.ingest.spotify import ingest_spotify
+from featurestore.schemas import mssd as S
 from featurestore.store import InputError, Store, StoreError
 
 

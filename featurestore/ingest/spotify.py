@@ -3,7 +3,7 @@
 Tables written:
 - ``tracks``: feature table, one 8-bit code per feature (quantizers fitted on a sample plus the
   exact min/max of every column), ids in ``ids/tracks.parquet``.
-- ``train``: ragged sessions from ``training_set/log_*``; event columns per ``spotify_schema``.
+- ``train``: ragged sessions from ``training_set/log_*``; event columns per ``featurestore.schemas.mssd``.
 - ``test``: ragged sessions from ``test_set``: the first half from ``log_prehistory_*`` and the
   second half from ``ground_truth_*`` when present, else from ``log_input_*`` with the log columns
   zero (attribute ``second_half_labels`` says which). Loaders never expose second-half log columns.
@@ -31,9 +31,9 @@ import zarr
 from tqdm import tqdm
 
 from ..quantize import ExactQuantizer, choose_quantizer
+from ..schemas import mssd as S
 from ..store import Dictionary, FeatureTableWriter, IdListWriter, InputError, RaggedWriter, staged_directory
 from ..store.manifest import sha256_file, write_manifest
-from . import spotify_schema as S
 from .csv_reading import read_typed_csv
 from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
 

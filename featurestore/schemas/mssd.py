@@ -1,4 +1,5 @@
-"""MSSD columns: how each is parsed from CSV and how it is stored. The one place for these dtypes."""
+"""Spotify MSSD: how each column is parsed from CSV, how it is stored, what a loader batch carries,
+and the session split rule. The one place for all of these (synth, ingest, loaders, model)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,22 @@ TRACK_CSV: dict[str, pl.DataType] = {
     TRACK_ID: pl.Utf8,
     **{c: (pl.Utf8 if c == "mode" else pl.Float64) for c in TRACK_FEATURES},
 }
+
+
+# --- sessions as a model sees them ----------------------------------------------------------------
+# The per-event log bytes a loader batch carries (``ctx_log``), in this order (one byte each).
+BATCH_LOG_COLUMNS: list[str] = [
+    "skip_1", "skip_2", "skip_3", "not_skipped", "context_switch", "no_pause_before_play",
+    "short_pause_before_play", "long_pause_before_play", "hist_user_behavior_n_seekfwd",
+    "hist_user_behavior_n_seekback", "hist_user_behavior_is_shuffle", "hour_of_day", "premium",
+    "context_type", "hist_user_behavior_reason_start", "hist_user_behavior_reason_end",
+]
+TARGET = "skip_2"  # the challenge's label
+MAX_HALF = 10  # MSSD sessions have 10..20 tracks: at most 10 in each half
+
+
+def first_half_length(length):
+    """Tracks in the first half of a session of ``length`` tracks, the MSSD rule: 0-based positions
+    p < length // 2 are context (their logs are given), the rest are to be predicted. Works on ints,
+    numpy arrays and tensors; numba kernels use ``numba.njit(first_half_length)``."""
+    return length // 2
