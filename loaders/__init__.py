@@ -1,14 +1,20 @@
 """GPU-ready batch builders over fstore stores.
 
-Pieces, FFCV-style: traversal orders (``orders``), rank sharding (``sharding``), numba batch
-kernels (``kernels``), the pinned prefetch ring (``prefetch``), and one loader per batch kind.
+Pieces, FFCV-style: traversal orders (``orders``, a registry), rank sharding (``sharding``), numba
+batch kernels (``kernels``) and the one padding step (``padding``), the pinned prefetch ring
+(``prefetch``), one loader base (``base.BatchLoader``: epochs, ranks, workers, resume state), and one
+small subclass per batch kind (``sessions``, ``segments``).
 """
 
+from featurestore.schemas.mssd import BATCH_LOG_COLUMNS
+
 from .augment import mixup, spec_augment
+from .base import BatchLoader
 from .orders import ORDERS, epoch_order
 from .segments import SegmentBatches, linear_curriculum
-from .session_cache import LOG_COLUMNS
 from .sessions import SessionBatches
 
-__all__ = ["LOG_COLUMNS", "ORDERS", "SegmentBatches", "SessionBatches", "epoch_order", "linear_curriculum",
-           "mixup", "spec_augment"]
+LOG_COLUMNS = BATCH_LOG_COLUMNS  # the old name of the schema's list
+
+__all__ = ["BATCH_LOG_COLUMNS", "LOG_COLUMNS", "ORDERS", "BatchLoader", "SegmentBatches", "SessionBatches",
+           "epoch_order", "linear_curriculum", "mixup", "spec_augment"]

@@ -8,63 +8,52 @@ from __future__ import annotations
 import numba
 import numpy as np
 
+from featurestore.schemas.mssd import first_half_length
+
+_first_half = numba.njit(first_half_length)
+
 
 @numba.njit(nogil=True, cache=True)
 def fill_session_batch(sessions, offsets, track, log, half, track_out, ctx_log_out, tgt_track_out,
                        tgt_skip_out, length_out, skip_col):
-    """Split each session at the MSSD rule (position p is second half iff 2p > length).
+    """Split each session at the MSSD rule (``first_half_length``: the first n // 2 positions are context).
 
     track_out (B, 2*half) int32: every position's track; ctx_log_out (B, half, F) uint8: first
     half log bytes; tgt_track_out / tgt_skip_out (B, half): second half tracks and skip_2.
-    Padding is zero everywhere; lengths tell what is real (masks are built on the device).
+    Real positions only: ``padding.pad_rows`` zeroes the rest; lengths tell what is real.
     """
     nlog = log.shape[1]
     for b in range(sessions.shape[0]):
         s = sessions[b]
         lo = offsets[s]
         n = offsets[s + 1] - lo
-        h = n // 2
+        h = _first_half(n)
         length_out[b] = n
-        for p in range(2 * half):
-            track_out[b, p] = track[lo + p] if p < n else 0
-        for p in range(half):
-            if p < h:
-                for f in range(nlog):
-                    ctx_log_out[b, p, f] = log[lo + p, f]
-            else:
-                for f in range(nlog):
-                    ctx_log_out[b, p, f] = 0
-            q = h + p
-            if q < n:
-                tgt_track_out[b, p] = track[lo + q]
-                tgt_skip_out[b, p] = log[lo + q, skip_col]
-            else:
-                tgt_track_out[b, p] = 0
-                tgt_skip_out[b, p] = 0
+        for p in range(n):
+            track_out[b, p] = track[lo + p]
+        for p in range(h):
+            for f in range(nlog):
+                ctx_log_out[b, p, f] = log[lo + p, f]
+        for p in range(n - h):
+            tgt_track_out[b, p] = track[lo + h + p]
+            tgt_skip_out[b, p] = log[lo + h + p, skip_col]
 
 
 @numba.njit(nogil=True, cache=True)
-def join_features(length, half, table, ctx_track, tgt_track, ctx_out, tgt_out):
-    """The CPU path of the track-feature join: rows of ``table`` for real positions, zeros for padding."""
+def join_features(length, table, ctx_track, tgt_track, ctx_out, tgt_out):
+    """The CPU path of the track-feature join: rows of ``table`` for real positions only."""
     ncol = table.shape[1]
     for b in range(length.shape[0]):
         n = length[b]
-        h = n // 2
-        for p in range(half):
-            if p < h:
-                row = ctx_track[b, p]
-                for j in range(ncol):
-                    ctx_out[b, p, j] = table[row, j]
-            else:
-                for j in range(ncol):
-                    ctx_out[b, p, j] = 0
-            if p < n - h:
-                row = tgt_track[b, p]
-                for j in range(ncol):
-                    tgt_out[b, p, j] = table[row, j]
-            else:
-                for j in range(ncol):
-                    tgt_out[b, p, j] = 0
+        h = _first_half(n)
+        for p in range(h):
+            row = ctx_track[b, p]
+            for j in range(ncol):
+                ctx_out[b, p, j] = table[row, j]
+        for p in range(n - h):
+            row = tgt_track[b, p]
+            for j in range(ncol):
+                tgt_out[b, p, j] = table[row, j]
 
 
 @numba.njit(nogil=True, cache=True)
@@ -90,53 +79,39 @@ def gather_session_bytes(sessions, offsets, track, log, table, batch, out_track,
 
 @numba.njit(nogil=True, cache=True)
 def fill_crops(clips, starts, offsets, frames, crop, out, length_out):
-    """Copy ``crop`` frames from ``starts[b]`` of each clip; shorter clips are zero-padded.
-
-    Reads only the frames it copies, straight from the memory-mapped frame array.
-    """
+    """Copy up to ``crop`` frames from ``starts[b]`` of each clip (real frames only: shorter clips are
+    padded by ``padding.pad_rows``). Reads only the frames it copies, straight from the memory map."""
     nbins = frames.shape[1]
     for b in range(clips.shape[0]):
         c = clips[b]
         lo = offsets[c] + starts[b]
         take = min(crop, offsets[c + 1] - lo)
         length_out[b] = take
-        for t in range(crop):
-            if t < take:
-                for j in range(nbins):
-                    out[b, t, j] = frames[lo + t, j]
-            else:
-                for j in range(nbins):
-                    out[b, t, j] = 0
+        for t in range(take):
+            for j in range(nbins):
+                out[b, t, j] = frames[lo + t, j]
 
 
 @numba.njit(nogil=True, cache=True)
 def dequantize_frames(codes, length, lut, out):
-    """CPU dequantization of (B, T, bins) codes through a (256, bins) table; padding stays 0."""
+    """CPU dequantization of (B, T, bins) codes through a (256, bins) table, t < length[b] only."""
     for b in range(codes.shape[0]):
-        for t in range(codes.shape[1]):
-            if t < length[b]:
-                for j in range(codes.shape[2]):
-                    out[b, t, j] = lut[codes[b, t, j], j]
-            else:
-                for j in range(codes.shape[2]):
-                    out[b, t, j] = 0
+        for t in range(length[b]):
+            for j in range(codes.shape[2]):
+                out[b, t, j] = lut[codes[b, t, j], j]
 
 
 @numba.njit(nogil=True, cache=True)
-def dequantize_frames_affine(codes, length, lo, step, out):
+def dequantize_frames_affine(codes, length, lo, step, nan_code, out):
     """Affine fast path: value = lo + code * step in float64, cast (bit-identical to the affine
-    lookup table), code 255 -> NaN. Arithmetic vectorizes where a table gather cannot."""
+    lookup table), NaN code -> NaN; t < length[b] only. Arithmetic vectorizes where a gather cannot."""
     nan = np.float32(np.nan)
     for b in range(codes.shape[0]):
-        for t in range(codes.shape[1]):
-            if t < length[b]:
-                for j in range(codes.shape[2]):
-                    c = codes[b, t, j]
-                    v = np.float32(lo[j] + c * step[j])
-                    out[b, t, j] = v if c != 255 else nan
-            else:
-                for j in range(codes.shape[2]):
-                    out[b, t, j] = 0
+        for t in range(length[b]):
+            for j in range(codes.shape[2]):
+                c = codes[b, t, j]
+                v = np.float32(lo[j] + c * step[j])
+                out[b, t, j] = v if c != nan_code else nan
 
 
 @numba.njit(nogil=True, cache=True)
@@ -175,11 +150,12 @@ def gather_crops(clips, starts, offsets, frames, crop, lo, step, out):
 
 @numba.njit(nogil=True, cache=True)
 def session_masks(length, half, track, ctx_track, ctx_mask, tgt_mask):
-    """CPU path: first/second-half masks and first-half track ids, built in the fill thread."""
+    """CPU path: first/second-half masks and first-half track ids (real positions), in the fill thread."""
     for b in range(length.shape[0]):
         n = length[b]
-        h = n // 2
+        h = _first_half(n)
         for p in range(half):
             ctx_mask[b, p] = p < h
             tgt_mask[b, p] = p < n - h
-            ctx_track[b, p] = track[b, p] if p < h else 0
+        for p in range(h):
+            ctx_track[b, p] = track[b, p]

@@ -3,7 +3,7 @@
 The store keeps events compressed (about 4-7 bytes an event). Random-order batches need random
 access, so on first use the loader unpacks a split once, chunk by chunk (bounded memory), into
 ``STORE/cache/`` (or ``cache_dir``): ``offsets`` (int64), ``track`` (int32) and ``log`` (uint8
-rows of LOG_COLUMNS, counts saturated at 255). Files are written aside and renamed; a key built
+rows of BATCH_LOG_COLUMNS, counts saturated at 255). Files are written aside and renamed; a key built
 from the manifest's checksums invalidates the cache when the store changes. Readers share the
 OS page cache, so several loaders or ranks cost no extra RAM (FFCV's os_cache idea).
 """
@@ -19,17 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from featurestore.schemas.mssd import BATCH_LOG_COLUMNS
 from featurestore.store import Store, StoreError
 from featurestore.store.arrays import EVENT_CHUNK
 
-# The per-event log features a batch carries, in this order (one byte each).
-LOG_COLUMNS = [
-    "skip_1", "skip_2", "skip_3", "not_skipped", "context_switch", "no_pause_before_play",
-    "short_pause_before_play", "long_pause_before_play", "hist_user_behavior_n_seekfwd",
-    "hist_user_behavior_n_seekback", "hist_user_behavior_is_shuffle", "hour_of_day", "premium",
-    "context_type", "hist_user_behavior_reason_start", "hist_user_behavior_reason_end",
-]
-SKIP_2 = LOG_COLUMNS.index("skip_2")
+# The per-event log bytes a batch carries come from the MSSD schema. LOG_COLUMNS is that list under its
+# old name, kept only so models/ keeps importing until it imports the schema itself.
+LOG_COLUMNS = BATCH_LOG_COLUMNS
 CACHE_VERSION = 1
 
 
@@ -37,7 +33,7 @@ CACHE_VERSION = 1
 class SessionCache:
     offsets: np.ndarray  # (sessions + 1,) int64 memmap
     track: np.ndarray  # (events,) int32 memmap
-    log: np.ndarray  # (events, len(LOG_COLUMNS)) uint8 memmap
+    log: np.ndarray  # (events, len(BATCH_LOG_COLUMNS)) uint8 memmap
     max_length: int
 
     @property
@@ -47,7 +43,7 @@ class SessionCache:
 
 def _key(store: Store, split: str) -> str:
     files = {k: v["sha256"] for k, v in store.manifest["files"].items() if k.startswith(f"{split}/")}
-    blob = json.dumps([CACHE_VERSION, split, LOG_COLUMNS, files], sort_keys=True).encode()
+    blob = json.dumps([CACHE_VERSION, split, BATCH_LOG_COLUMNS, files], sort_keys=True).encode()
     return hashlib.sha256(blob).hexdigest()[:16]
 
 
@@ -63,7 +59,7 @@ def _memmaps(folder: Path, meta: dict) -> SessionCache:
     return SessionCache(
         offsets=mm("offsets.i64", np.int64, (n + 1,)),
         track=mm("track.i32", np.int32, (e,)),
-        log=mm("log.u8", np.uint8, (e, len(LOG_COLUMNS))),
+        log=mm("log.u8", np.uint8, (e, len(BATCH_LOG_COLUMNS))),
         max_length=meta["max_length"],
     )
 
@@ -88,7 +84,7 @@ def open_session_cache(store: Store, split: str, cache_dir: str | Path | None = 
     problems = store.validate(checksums=True)
     if problems:
         raise StoreError(f"{store.path}: fails validation ({problems[0]}); run `fstore validate`")
-    missing = [c for c in ["track", *LOG_COLUMNS] if c not in ragged.columns]
+    missing = [c for c in ["track", *BATCH_LOG_COLUMNS] if c not in ragged.columns]
     if missing:
         raise StoreError(f"{store.path}: split {split!r} lacks session columns {missing}")
     _sweep_stale(folder)
@@ -106,8 +102,8 @@ def open_session_cache(store: Store, split: str, cache_dir: str | Path | None = 
         for start in range(0, e, step):
             stop = min(e, start + step)
             ragged.read("track", start, stop).astype(np.int32).tofile(ft)
-            block = np.empty((stop - start, len(LOG_COLUMNS)), dtype=np.uint8)
-            for j, c in enumerate(LOG_COLUMNS):
+            block = np.empty((stop - start, len(BATCH_LOG_COLUMNS)), dtype=np.uint8)
+            for j, c in enumerate(BATCH_LOG_COLUMNS):
                 block[:, j] = np.minimum(ragged.read(c, start, stop), 255)
             block.tofile(fl)
     meta = {"sessions": n, "events": e, "max_length": int(np.diff(offsets).max(initial=0)), "key": key}

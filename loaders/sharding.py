@@ -4,6 +4,10 @@ Rank r takes every world_size-th item of the epoch order (parts differ by at mos
 all ranks read from the same window of a quasi-random order). Each rank then has the same number
 of batches ``ceil(max_part / batch_size)``: full batches first, the remainder spread over the last
 ones, so no rank waits at a collective for a batch that never comes (WebDataset #188).
+
+Samplers that build whole batches themselves (class-balanced epochs) deal those batches to ranks
+with ``split_batches``: round-robin, equal counts, the remainder of fewer than world_size batches
+left out of this epoch (the next epoch draws new batches).
 """
 
 from __future__ import annotations
@@ -51,3 +55,10 @@ def rank_batches(order: np.ndarray, batch_size: int, rank: int, world_size: int,
             )
         out += np.array_split(rest, nb - full)
     return out
+
+
+def split_batches(batches: list[np.ndarray], rank: int, world_size: int) -> list[np.ndarray]:
+    """This rank's share of an epoch of ready-made batches: every world_size-th, equal counts."""
+    check_rank(rank, world_size)
+    per_rank = len(batches) // world_size
+    return batches[rank : per_rank * world_size : world_size]

@@ -1,0 +1,200 @@
+"""``BatchLoader``: what every batch kind shares; a batch kind is a subclass that is a small spec.
+
+The base owns argument checks, the epoch plan (a registered order over the items, dealt to ranks by
+``sharding``; or ready-made batches, e.g. class-balanced ones, dealt by ``split_batches``), the
+DataLoader-worker split, the prefetch ring, ``set_epoch`` / ``__len__`` / ``__iter__`` and the
+validated resume state. A batch kind supplies:
+
+    items                     the item ids an epoch visits, storage order (an attribute)
+    shapes(batches)           the CPU buffers of one batch: name -> (shape, dtype)
+    fill(i, batch, slot)      write batch i (an array of item ids) into the slot (numba kernels,
+                              real positions only, then ``padding``); return the tensors to ship
+    finish(raw)               device-side work on the shipped tensors
+    state_config()            settings a resume state must match (seed, order, batch size... are added)
+    tables_read               store tables whose checksums make the store's identity
+and may override ``ready_batches`` (whole batches built by a sampler) and ``order_options``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featurestore.store import Store, StoreError
+
+from .orders import check_order, make_order
+from .prefetch import pool_for, prefetch
+from .sharding import batches_per_rank, check_rank, rank_batches, split_batches
+
+INGEST_HINT = {"ragged": "SessionBatches (fstore ingest spotify)",
+               "frames": "SegmentBatches (fstore ingest yandex|fsd|speakers)"}
+KIND_NAME = {"ragged": "session sets", "frames": "frame sets", "feature_table": "feature tables"}
+
+
+def open_store(store: str | Path | Store) -> Store:
+    return store if isinstance(store, Store) else Store(store)
+
+
+def describe_store(store: Store) -> str:
+    """'a yandex-cup-2022 store (frame sets: test, train; feature tables: none)': what kind of store it is."""
+    by_kind = {k: sorted(n for n, m in store.tables.items() if m["kind"] == k) for k in KIND_NAME}
+    parts = "; ".join(f"{KIND_NAME[k]}: {', '.join(v) if v else 'none'}" for k, v in by_kind.items())
+    return f"a {store.manifest.get('dataset', 'unknown')} store ({parts})"
+
+
+def require_table(store: Store, split: str, kind: str, what: str) -> None:
+    """A StoreError that says what kind of store this is and which loader fits, unless ``split`` is a ``kind`` table."""
+    meta = store.tables.get(split)
+    if meta is not None and meta["kind"] == kind:
+        return
+    have = sorted(n for n, m in store.tables.items() if m["kind"] == kind)
+    msg = f"{store.path}: no {what} {split!r} (have {have}): it is {describe_store(store)}"
+    if meta is not None and meta["kind"] in INGEST_HINT:
+        msg += f"; {split!r} is one of its {KIND_NAME[meta['kind']]}: read it with {INGEST_HINT[meta['kind']]}"
+    raise StoreError(msg)
+
+
+def store_identity(store: Store, tables: list[str]) -> str:
+    """A short hash of the manifest's checksums of every file of ``tables``: equal iff same data."""
+    files = {k: v["sha256"] for k, v in store.manifest["files"].items() if k.split("/", 1)[0] in tables}
+    return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()[:16]
+
+
+def _int_field(state: dict, name: str) -> int:
+    if name not in state:
+        raise ValueError(f"loader state lacks field {name!r}")
+    v = state[name]
+    if isinstance(v, bool) or not isinstance(v, int | np.integer):
+        raise ValueError(f"loader state field {name!r} must be an int, got {type(v).__name__} {v!r}")
+    return int(v)
+
+
+class BatchLoader(torch.utils.data.IterableDataset):
+    """Iterate batches of one table. Also a ``torch.utils.data.IterableDataset`` (use
+    ``DataLoader(batches, batch_size=None)``; with workers, batch i goes to worker i % workers and
+    DataLoader keeps the order). Resume state is tracked in-process: with DataLoader workers, keep
+    the epoch and batch count in the training loop and pass them to ``load_state_dict``."""
+
+    tables_read: list[str]
+    items: np.ndarray
+
+    def __init__(self, store: str | Path | Store, split: str, batch_size: int, order: str, seed: int,
+                 device: str | torch.device, rank: int, world_size: int, drop_last: bool, threads: int,
+                 ring: int, feature_dtype: torch.dtype, chunk: int, window: int):
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        check_order(order)
+        check_rank(rank, world_size)
+        self.store = open_store(store)
+        self.split, self.batch_size, self.order, self.seed = split, batch_size, order, seed
+        self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
+        self.threads, self.ring, self.chunk, self.window = threads, ring, chunk, window
+        self.device = torch.device(device)
+        self.feature_dtype = feature_dtype
+        self.epoch = 0
+        self._start_batch = 0
+        self.batches_done = 0
+        self._pools: dict = {}  # CPU batch buffers, reused across epochs
+
+    # --- what a batch kind supplies ----------------------------------------------------------------
+    def shapes(self, batches: list[np.ndarray]) -> dict:
+        raise NotImplementedError
+
+    def fill(self, i: int, batch: np.ndarray, slot: dict) -> dict:
+        raise NotImplementedError
+
+    def finish(self, raw: dict) -> dict:
+        raise NotImplementedError
+
+    def state_config(self) -> dict:
+        return {}
+
+    def order_name(self) -> str:
+        """The registered order this epoch plan uses (a batch kind may pick one for its mode)."""
+        return self.order
+
+    def order_options(self) -> dict:
+        return {"chunk": self.chunk, "window": self.window}
+
+    def ready_batches(self, epoch: int) -> list[np.ndarray] | None:
+        """Whole batches built by a sampler for the epoch (all ranks'), or None to use the order."""
+        return None
+
+    # --- epoch plan ----------------------------------------------------------------------------------
+    def set_epoch(self, epoch: int) -> None:
+        if epoch != self.epoch:
+            self.epoch, self._start_batch, self.batches_done = epoch, 0, 0
+
+    def epoch_batches(self, epoch: int | None = None) -> list[np.ndarray]:
+        """This rank's batches (arrays of item ids) for ``epoch`` (default: the current one)."""
+        epoch = self.epoch if epoch is None else epoch
+        ready = self.ready_batches(epoch)
+        if ready is not None:
+            return split_batches(ready, self.rank, self.world_size)
+        order = make_order(self.order_name(), **self.order_options())(self.items, self.seed, epoch)
+        return rank_batches(order, self.batch_size, self.rank, self.world_size, self.drop_last)
+
+    def batches_in_epoch(self, epoch: int) -> int:
+        if self.ready_batches(epoch) is not None:
+            return len(self.epoch_batches(epoch))
+        return batches_per_rank(self.items.size, self.batch_size, self.world_size, self.drop_last)
+
+    def __len__(self) -> int:
+        return self.batches_in_epoch(self.epoch)
+
+    # --- resume state --------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "batch": self.batches_done, "store": store_identity(self.store, self.tables_read),
+                "seed": self.seed, "order": self.order, "batch_size": self.batch_size, "rank": self.rank,
+                "world_size": self.world_size, "split": self.split, **self.state_config()}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Resume at ``state``: a ValueError names the first field that does not fit this loader."""
+        if not isinstance(state, dict):
+            raise ValueError(f"loader state must be a dict, got {type(state).__name__}")
+        mine = self.state_dict()
+        if "store" in state and state["store"] != mine["store"]:
+            raise ValueError(f"loader state field 'store' is {state['store']!r}: it was saved on another store "
+                             f"(this loader's store {self.store.path} is {mine['store']!r})")
+        for k in mine:
+            if k in ("epoch", "batch", "rank"):
+                continue
+            if k not in state:
+                raise ValueError(f"loader state lacks field {k!r}")
+            if state[k] != mine[k] or type(state[k]) is not type(mine[k]):
+                raise ValueError(f"loader state has {k}={state[k]!r}, this loader has {mine[k]!r}")
+        epoch, batch = _int_field(state, "epoch"), _int_field(state, "batch")
+        if epoch < 0:
+            raise ValueError(f"loader state field 'epoch' must be >= 0, got {epoch}")
+        count = self.batches_in_epoch(epoch)
+        if not 0 <= batch <= count:
+            raise ValueError(f"loader state field 'batch' must be in 0..{count} (batches in epoch {epoch}), "
+                             f"got {batch}")
+        self.epoch, self._start_batch, self.batches_done = epoch, batch, batch
+
+    # --- iteration -----------------------------------------------------------------------------------
+    def __iter__(self) -> Iterator[dict]:
+        # not a generator function: the resume point is taken when iteration starts, not at first next()
+        batches = list(enumerate(self.epoch_batches()))  # (index in the epoch, item ids)
+        start = self._start_batch
+        self.batches_done = start
+        info = torch.utils.data.get_worker_info()
+        if info is not None:  # DataLoader workers: split batches round-robin, DataLoader re-interleaves
+            batches = batches[info.id :: info.num_workers]
+            start = -(-(start - info.id) // info.num_workers) if start > info.id else 0
+        return self._run(batches, start)
+
+    def _run(self, batches: list[tuple[int, np.ndarray]], start: int) -> Iterator[dict]:
+        shapes = self.shapes([b for _, b in batches])
+        for raw in prefetch(len(batches), start, lambda j, slot: self.fill(*batches[j], slot), shapes,
+                            self.device, self.ring, self.threads, pool_for(self._pools, shapes)):
+            self.batches_done += 1
+            yield self.finish(raw)
+        # a finished epoch leaves a fresh state: iterating again replays it from the start
+        self._start_batch = self.batches_done = 0
