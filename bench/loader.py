@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from featurestore.schemas.mssd import BATCH_LOG_COLUMNS, MAX_HALF, TARGET, first_half_length
 from featurestore.store import Store
 from loaders import SessionBatches
 from loaders.kernels import gather_session_bytes
 from loaders.orders import epoch_order
-from loaders.session_cache import SKIP_2, open_session_cache
+from loaders.session_cache import open_session_cache
 
 from .common import over_epochs, over_epochs_of, same_batches, timed
 from .memory import peak_mb, reset_peak
@@ -31,19 +32,21 @@ from .memory import peak_mb, reset_peak
 class PerItemSessions(torch.utils.data.Dataset):
     """The seed's loader: one session per ``__getitem__``, padded with numpy, collated by DataLoader."""
 
-    def __init__(self, store_path: Path, half: int = 10):
+    def __init__(self, store_path: Path, half: int = MAX_HALF):
         store = Store(store_path)
         c = open_session_cache(store, "train")
         self.offsets, self.track, self.log = c.offsets, c.track, c.log
         self.table = store.feature_table("tracks").dequantize().astype(np.float32)
         self.half = half
+        self.target = BATCH_LOG_COLUMNS.index(TARGET)
 
     def __len__(self) -> int:
         return self.offsets.size - 1
 
     def __getitem__(self, s: int) -> dict:
         lo, hi = self.offsets[s], self.offsets[s + 1]
-        n, h, H = hi - lo, (hi - lo) // 2, self.half
+        n, H = hi - lo, self.half
+        h = first_half_length(n)
         track = np.zeros(2 * H, np.int64)
         track[:n] = self.track[lo:hi]
         ctx_log = np.zeros((H, self.log.shape[1]), np.uint8)
@@ -51,7 +54,7 @@ class PerItemSessions(torch.utils.data.Dataset):
         tgt = np.zeros(H, np.int64)
         tgt[: n - h] = self.track[lo + h : hi]
         skip = np.zeros(H, np.float32)
-        skip[: n - h] = self.log[lo + h : hi, SKIP_2]
+        skip[: n - h] = self.log[lo + h : hi, self.target]
         ctx_track = np.where(np.arange(H) < h, track[:H], 0)
         return {"session": s, "length": n, "track": track, "ctx_log": ctx_log, "ctx_track": ctx_track,
                 "ctx_mask": np.arange(H) < h, "tgt_mask": np.arange(H) < n - h, "tgt_track": tgt,

@@ -16,7 +16,7 @@ _first_half = numba.njit(first_half_length)
 @numba.njit(nogil=True, cache=True)
 def fill_session_batch(sessions, offsets, track, log, half, track_out, ctx_log_out, tgt_track_out,
                        tgt_skip_out, length_out, skip_col):
-    """Split each session at the MSSD rule (``first_half_length``: the first n // 2 positions are context).
+    """Split each session at the MSSD rule (``first_half_length`` positions of context, the rest targets).
 
     track_out (B, 2*half) int32: every position's track; ctx_log_out (B, half, F) uint8: first
     half log bytes; tgt_track_out / tgt_skip_out (B, half): second half tracks and skip_2.

@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from featurestore.ingest.spotify import ingest_spotify
+from featurestore.schemas.mssd import first_half_length
 from featurestore.store import StoreError
 from loaders import LOG_COLUMNS, SessionBatches
 from loaders.orders import epoch_order
@@ -60,7 +61,7 @@ def test_batches_decode_to_the_store_rows(store):
     for b in SessionBatches(store, batch_size=64, order="random", seed=1):
         for i, s in enumerate(b["session"].tolist()):
             lo, hi = r.offsets[s], r.offsets[s + 1]
-            n, h = hi - lo, (hi - lo) // 2
+            n, h = hi - lo, first_half_length(hi - lo)
             assert b["length"][i] == n
             assert b["ctx_mask"][i].sum() == h and b["tgt_mask"][i].sum() == n - h
             assert np.array_equal(b["track"][i, :n].numpy(), track[lo:hi])
