@@ -17,6 +17,7 @@ and may override ``ready_batches`` (whole batches built by a sampler) and ``orde
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Iterator
@@ -141,16 +142,22 @@ class BatchLoader(torch.utils.data.IterableDataset):
         return rank_batches(order, self.batch_size, self.rank, self.world_size, self.drop_last)
 
     def batches_in_epoch(self, epoch: int) -> int:
-        if self.ready_batches(epoch) is not None:
-            return len(self.epoch_batches(epoch))
+        ready = self.ready_batches(epoch)
+        if ready is not None:
+            return len(ready) // self.world_size  # split_batches' equal share
         return batches_per_rank(self.items.size, self.batch_size, self.world_size, self.drop_last)
 
     def __len__(self) -> int:
         return self.batches_in_epoch(self.epoch)
 
     # --- resume state --------------------------------------------------------------------------------
+    @functools.cached_property
+    def store_id(self) -> str:
+        """The identity of the data this loader reads (``store_identity`` of ``tables_read``)."""
+        return store_identity(self.store, self.tables_read)
+
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batches_done, "store": store_identity(self.store, self.tables_read),
+        return {"epoch": self.epoch, "batch": self.batches_done, "store": self.store_id,
                 "seed": self.seed, "order": self.order, "batch_size": self.batch_size, "rank": self.rank,
                 "world_size": self.world_size, "split": self.split, **self.state_config()}
 
