@@ -70,11 +70,16 @@ def _check(fs: FrameSet, meta: dict, clips: list[np.ndarray], bins: int, within_
     finite = np.isfinite(x)
     np.testing.assert_array_equal(np.isnan(back), ~finite)
     err = np.where(finite, np.abs(back.astype(np.float64) - x), 0.0)
-    for j, bm in enumerate(meta["quantizers"]):
-        if n:
-            assert err[:, j].max() == pytest.approx(bm["max_abs_error"], rel=1e-12, abs=1e-12)
+    for j, (bm, q) in enumerate(zip(meta["quantizers"], fs.quantizers, strict=True)):
+        lo, hi = q.fitted_range()
+        outside = finite[:, j] & ((x[:, j] < lo) | (x[:, j] > hi))
+        # max_abs_error covers the values inside the fitted range, where the bound is guaranteed;
+        # clipped values (outside it) are counted and their largest error is reported on its own
+        assert err[~outside, j].max(initial=0) == pytest.approx(bm["max_abs_error"], rel=1e-12, abs=1e-12)
+        assert bm["max_abs_error"] <= bm["bound"]
+        assert err[outside, j].max(initial=0) == pytest.approx(bm["clipped_max_abs_error"], rel=1e-12, abs=1e-12)
         assert bm["nan"] == int((~finite[:, j]).sum())
-        assert bm["clipped"] == int((err[:, j] > bm["bound"]).sum())
+        assert bm["clipped"] == int(outside.sum())
         if within_bound:
             assert bm["clipped"] == 0
             assert err[:, j].max(initial=0) <= bm["bound"]
@@ -130,6 +135,7 @@ def test_given_quantizers_and_fixed_layout(tmp_path: Path) -> None:
     assert meta["sample_frames"] is None
     np.testing.assert_array_equal(fs.memmap(), [[127, 127], [254, 0], [255, 254]])
     assert meta["quantizers"][0]["clipped"] == 1  # 2.0 is outside [-1, 1]
+    assert meta["quantizers"][0]["clipped_max_abs_error"] == pytest.approx(1.0)  # stored as 1.0
     # the zarr metadata: one shard over the padded array, inner (256, bins) chunks, bytes only
     z = zarr.open_array(tmp_path / "x" / "frames", mode="r")
     codecs = z.metadata.to_dict()["codecs"]

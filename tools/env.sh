@@ -48,7 +48,10 @@ if compgen -G "$shared/lib/python*/site-packages/__editable__*fstore*" >/dev/nul
   "$shared/bin/pip" uninstall -q -y fstore >&2 || true
 fi
 venv="$here/.venv"
-if [ "$(cat "$venv/.fstore-shared" 2>/dev/null)" != "$shared" ] || [ ! -x "$venv/bin/fstore" ]; then
+# the editable install records setup.cfg's entry points (console script, numcodecs codecs): redo it
+# when setup.cfg changes
+stamp="$shared $(sha256sum "$here/setup.cfg" | cut -c1-16)"
+if [ "$(cat "$venv/.fstore-shared" 2>/dev/null)" != "$stamp" ] || [ ! -x "$venv/bin/fstore" ]; then
   rm -rf "$venv"
   "$py" -m venv --without-pip "$venv"
   site_own=$("$venv/bin/python" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
@@ -56,6 +59,6 @@ if [ "$(cat "$venv/.fstore-shared" 2>/dev/null)" != "$shared" ] || [ ! -x "$venv
   echo "import site; site.addsitedir('$site_shared')" > "$site_own/_fstore_shared_env.pth"
   "$shared/bin/pip" --python "$venv/bin/python" install -q --no-deps --no-build-isolation -e "$here" >&2 2>/dev/null \
     || "$shared/bin/pip" --python "$venv/bin/python" install --no-deps --no-build-isolation -e "$here" >&2
-  echo "$shared" > "$venv/.fstore-shared"
+  echo "$stamp" > "$venv/.fstore-shared"
 fi
 echo "$venv"

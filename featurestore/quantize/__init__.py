@@ -1,61 +1,36 @@
-"""8-bit quantizers as numcodecs codecs, and the rule that picks one per column."""
+"""8-bit quantizers as numcodecs codecs, the rule that picks one per column, and the bank that
+applies one quantizer per column (or per bin) to whole blocks on the CPU and on the device.
+
+The codecs are registered with numcodecs here and through the ``numcodecs.codecs`` entry point in
+setup.cfg, so any process with fstore installed can ``numcodecs.get_codec(config)`` a store's
+quantizer configs without importing fstore first.
+"""
 
 from __future__ import annotations
 
-import numpy as np
-from numcodecs.registry import get_codec, register_codec
+from numcodecs.registry import register_codec
 
 from .affine import AffineQuantizer
+from .bank import BlockEncoder, QuantizerBank, RangeScan, TorchDecoder
 from .base import NAN_CODE, Quantizer
+from .choose import SKEW_THRESHOLD, choose_quantizer, quantizer_from_config
 from .exact import ExactQuantizer
 from .quantile import QuantileQuantizer
 
 for _cls in (AffineQuantizer, QuantileQuantizer, ExactQuantizer):
     register_codec(_cls)
 
-# |skewness| above this makes a column "skewed": quantile codes beat a single scale/offset there
-SKEW_THRESHOLD = 1.0
-
-
-def choose_quantizer(sample: np.ndarray, kind: str = "auto") -> Quantizer:
-    """Pick and fit a quantizer for one column from a sample of its values.
-
-    kind: "exact", "affine", "quantile" or "auto" (exact if integral with <= 255 distinct levels,
-    quantile if skewed, affine otherwise).
-    """
-    sample = np.asarray(sample, dtype=np.float64)
-    if kind == "auto":
-        finite = sample[np.isfinite(sample)]
-        if ExactQuantizer.fits(finite):
-            kind = "exact"
-        elif finite.size > 2 and finite.std() > 0:
-            skew = float(np.mean(((finite - finite.mean()) / finite.std()) ** 3))
-            kind = "quantile" if abs(skew) > SKEW_THRESHOLD else "affine"
-        else:
-            kind = "affine"
-    if kind == "exact":
-        return ExactQuantizer.fit(sample)
-    if kind == "quantile":
-        return QuantileQuantizer.fit(sample)
-    if kind == "affine":
-        return AffineQuantizer.fit(sample)
-    raise ValueError(f"unknown quantizer kind {kind!r} (use auto, exact, affine or quantile)")
-
-
-def quantizer_from_config(config: dict) -> Quantizer:
-    """Rebuild a quantizer from the JSON config kept in the store's metadata."""
-    codec = get_codec(dict(config))
-    if not isinstance(codec, Quantizer):
-        raise ValueError(f"codec {config.get('id')!r} is not an fstore quantizer")
-    return codec
-
-
 __all__ = [
     "NAN_CODE",
+    "SKEW_THRESHOLD",
     "AffineQuantizer",
+    "BlockEncoder",
     "ExactQuantizer",
     "QuantileQuantizer",
     "Quantizer",
+    "QuantizerBank",
+    "RangeScan",
+    "TorchDecoder",
     "choose_quantizer",
     "quantizer_from_config",
 ]

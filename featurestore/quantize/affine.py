@@ -45,5 +45,8 @@ class AffineQuantizer(Quantizer):
         # half a step, plus float32 rounding of the decoded value
         return self.step / 2 + float(np.spacing(np.float32(max(abs(self.lo), abs(self.hi)))))
 
+    def fitted_range(self) -> tuple[float, float]:
+        return self.lo, self.hi
+
     def get_config(self) -> dict:
         return {"id": self.codec_id, "lo": self.lo, "hi": self.hi}

@@ -49,3 +49,7 @@ class Quantizer(Codec, abc.ABC):
     @abc.abstractmethod
     def error_bound(self) -> float:
         """Largest |x - decode(encode(x))| for finite x inside the fitted range."""
+
+    @abc.abstractmethod
+    def fitted_range(self) -> tuple[float, float]:
+        """[lo, hi]: values inside are coded within ``error_bound``; values outside are clipped."""

@@ -49,5 +49,8 @@ class ExactQuantizer(Quantizer):
     def error_bound(self) -> float:
         return 0.0
 
+    def fitted_range(self) -> tuple[float, float]:
+        return float(self.offset), float(self.offset + N_LEVELS - 1)
+
     def get_config(self) -> dict:
         return {"id": self.codec_id, "offset": self.offset, "labels": self.labels}

@@ -68,6 +68,9 @@ class QuantileQuantizer(Quantizer):
         half = np.maximum(np.abs(self.centers - bounds[:-1]), np.abs(bounds[1:] - self.centers))
         return float(half.max()) if half.size else 0.0
 
+    def fitted_range(self) -> tuple[float, float]:
+        return float(self.range[0]), float(self.range[1])
+
     def get_config(self) -> dict:
         return {"id": self.codec_id, "edges": self.edges.tolist(), "centers": self.centers.tolist(),
                 "range": list(self.range)}

@@ -7,36 +7,11 @@ codes make the batch-time join a single gather of ``columns`` bytes per track.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import zarr
 
-from ..quantize import Quantizer, quantizer_from_config
+from ..quantize import Quantizer, QuantizerBank
 from .arrays import ROW_CHUNK, create
-
-
-@dataclass
-class ColumnError:
-    """Quantization error of one column, measured over every value written."""
-
-    max_abs: float = 0.0
-    sum_sq: float = 0.0
-    count: int = 0
-    nan: int = 0
-
-    def update(self, x: np.ndarray, decoded: np.ndarray) -> None:
-        finite = np.isfinite(x)
-        self.nan += int((~finite).sum())
-        if finite.any():
-            err = np.abs(x[finite] - decoded[finite].astype(np.float64))
-            self.max_abs = max(self.max_abs, float(err.max()))
-            self.sum_sq += float((err**2).sum())
-            self.count += int(finite.sum())
-
-    def to_json(self, bound: float) -> dict:
-        rmse = (self.sum_sq / self.count) ** 0.5 if self.count else 0.0
-        return {"max_abs_error": self.max_abs, "rmse": rmse, "bound": bound, "nan": self.nan}
 
 
 class FeatureTableWriter:
@@ -47,17 +22,13 @@ class FeatureTableWriter:
         if len(columns) != len(quantizers):
             raise ValueError("one quantizer per column")
         self.group = group.require_group(name)
-        self.columns, self.quantizers = columns, quantizers
+        self.columns = columns
+        self.encoder = QuantizerBank(quantizers).encoder()
         self.codes = create(self.group, "codes", "uint8", (0, len(columns)), (chunk_rows, len(columns)))
-        self.errors = [ColumnError() for _ in columns]
         self.rows = 0
 
     def append(self, block: np.ndarray) -> None:
-        block = np.asarray(block, dtype=np.float64)
-        codes = np.empty(block.shape, dtype=np.uint8)
-        for j, q in enumerate(self.quantizers):
-            codes[:, j] = q.encode(block[:, j])
-            self.errors[j].update(block[:, j], q.decode(codes[:, j]))
+        codes = self.encoder.encode(np.asarray(block, dtype=np.float64))
         self.codes.resize((self.rows + len(block), len(self.columns)))
         self.codes[self.rows :] = codes
         self.rows += len(block)
@@ -66,10 +37,7 @@ class FeatureTableWriter:
         meta = {
             "kind": "feature_table",
             "rows": self.rows,
-            "columns": [
-                {"name": c, "codec": q.get_config(), **e.to_json(q.error_bound())}
-                for c, q, e in zip(self.columns, self.quantizers, self.errors, strict=True)
-            ],
+            "columns": [{"name": c, **stats} for c, stats in zip(self.columns, self.encoder.report(), strict=True)],
         }
         self.group.attrs.update(meta)
         return meta
@@ -82,8 +50,12 @@ class FeatureTable:
         self.group = group
         self.meta = dict(group.attrs)
         self.columns: list[str] = [c["name"] for c in self.meta["columns"]]
-        self.quantizers: list[Quantizer] = [quantizer_from_config(c["codec"]) for c in self.meta["columns"]]
+        self.bank = QuantizerBank.from_configs([c["codec"] for c in self.meta["columns"]])
         self.array = group["codes"]
+
+    @property
+    def quantizers(self) -> list[Quantizer]:
+        return self.bank.quantizers
 
     @property
     def rows(self) -> int:
@@ -101,9 +73,8 @@ class FeatureTable:
 
     def lut(self) -> np.ndarray:
         """float32 (256, columns): lut[code, j] is column j's decoded value for that code."""
-        return np.stack([q.lut() for q in self.quantizers], axis=1)
+        return self.bank.lut()
 
     def dequantize(self, codes: np.ndarray | None = None) -> np.ndarray:
         """float32 values of ``codes`` (rows, columns); all rows when codes is None."""
-        codes = self.codes() if codes is None else codes
-        return self.lut()[codes, np.arange(codes.shape[1])]
+        return self.bank.decode(self.codes() if codes is None else np.asarray(codes))

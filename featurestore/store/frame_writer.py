@@ -7,151 +7,23 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numba
 import numpy as np
 import zarr
 
-from ..quantize import AffineQuantizer, Quantizer, choose_quantizer
-from ..quantize.base import N_LEVELS, NAN_CODE
+from ..quantize import Quantizer, QuantizerBank, RangeScan
 from .arrays import EVENT_CHUNK, ROW_CHUNK, ChunkedAppender, create
 from .frames import FRAME_CHUNK, _local_dir, _padded, shard_index
 from .ragged import RaggedWriter
 
 # float bytes buffered to fit the quantizers when no sample size is given
 SAMPLE_BYTES = 64 << 20
-# rows of the sample a (slow) quantile fit sees at most
-FIT_ROWS = 1 << 16
 
-__all__ = ["FrameWriter", "RangeScan", "default_sample_frames", "fit_quantizers"]
+__all__ = ["FrameWriter", "RangeScan", "default_sample_frames"]
 
 
 def default_sample_frames(bins: int) -> int:
     """Frames whose float32 values fill ``SAMPLE_BYTES``."""
     return max(FRAME_CHUNK, SAMPLE_BYTES // (4 * max(bins, 1)))
-
-
-@numba.njit(nogil=True, cache=True)
-def _affine_encode(x, lo, step, lut, bound, codes, max_abs, sum_sq, count, nan, clipped):
-    """Affine codes of x (n, bins), as ``AffineQuantizer.encode`` computes them, plus error statistics."""
-    n, bins = x.shape
-    for i in range(n):
-        for j in range(bins):
-            v = np.float64(x[i, j])
-            if np.isfinite(v):
-                c = np.rint((v - lo[j]) / step[j])
-                c = min(max(c, 0.0), np.float64(N_LEVELS - 1))
-                k = np.uint8(c)
-                codes[i, j] = k
-                e = abs(v - np.float64(lut[k, j]))
-                if e > max_abs[j]:
-                    max_abs[j] = e
-                sum_sq[j] += e * e
-                count[j] += 1
-                if e > bound[j]:
-                    clipped[j] += 1
-            else:
-                codes[i, j] = NAN_CODE
-                nan[j] += 1
-
-
-class _BinCodec:
-    """Vectorized per-bin encode and decode plus running per-bin error statistics."""
-
-    def __init__(self, quantizers: list[Quantizer]):
-        self.quantizers = quantizers
-        self.bins = len(quantizers)
-        self.lut = np.stack([q.lut() for q in quantizers], axis=1) if quantizers else np.zeros((256, 0), np.float32)
-        self.bound = np.array([q.error_bound() for q in quantizers], dtype=np.float64)
-        self.affine = bool(quantizers) and all(type(q) is AffineQuantizer for q in quantizers)
-        if self.affine:
-            self.lo = np.array([q.lo for q in quantizers], dtype=np.float64)
-            self.step = np.array([q.step for q in quantizers], dtype=np.float64)
-        self.max_abs = np.zeros(self.bins)
-        self.sum_sq = np.zeros(self.bins)
-        self.count = np.zeros(self.bins, dtype=np.int64)
-        self.nan = np.zeros(self.bins, dtype=np.int64)
-        self.clipped = np.zeros(self.bins, dtype=np.int64)
-        self._cols = np.arange(self.bins)
-
-    def encode(self, x: np.ndarray) -> np.ndarray:
-        """uint8 codes of float frames (n, bins), identical to each bin's ``Quantizer.encode``."""
-        x = np.asarray(x)
-        if x.dtype not in (np.float32, np.float64):
-            x = x.astype(np.float64)
-        codes = np.empty(x.shape, dtype=np.uint8)
-        if self.affine:
-            _affine_encode(x, self.lo, self.step, self.lut, self.bound, codes, self.max_abs, self.sum_sq,
-                           self.count, self.nan, self.clipped)
-            return codes
-        x = x.astype(np.float64, copy=False)
-        finite = np.isfinite(x)
-        for j, q in enumerate(self.quantizers):
-            codes[:, j] = q.encode(x[:, j])
-        decoded = self.lut[codes, self._cols].astype(np.float64)
-        with np.errstate(invalid="ignore"):
-            err = np.where(finite, np.abs(x - decoded), 0.0)
-        if len(x):
-            self.max_abs = np.maximum(self.max_abs, err.max(axis=0))
-        self.sum_sq += (err**2).sum(axis=0)
-        self.count += finite.sum(axis=0)
-        self.nan += (~finite).sum(axis=0)
-        self.clipped += (err > self.bound).sum(axis=0)
-        return codes
-
-    def report(self) -> list[dict]:
-        rmse = np.sqrt(self.sum_sq / np.maximum(self.count, 1))
-        return [
-            {"codec": q.get_config(), "max_abs_error": float(self.max_abs[j]), "rmse": float(rmse[j]),
-             "bound": float(self.bound[j]), "nan": int(self.nan[j]), "clipped": int(self.clipped[j])}
-            for j, q in enumerate(self.quantizers)
-        ]
-
-
-class RangeScan:
-    """Running per-bin finite min / max over frames (a first pass before fitting quantizers)."""
-
-    def __init__(self, bins: int):
-        self.lo = np.full(bins, np.inf)
-        self.hi = np.full(bins, -np.inf)
-
-    def update(self, frames: np.ndarray) -> None:
-        frames = np.asarray(frames)
-        if not len(frames):
-            return
-        with np.errstate(invalid="ignore"):
-            finite = np.isfinite(frames)
-            self.lo = np.fmin(self.lo, np.where(finite, frames, np.inf).min(axis=0))
-            self.hi = np.fmax(self.hi, np.where(finite, frames, -np.inf).max(axis=0))
-
-    def merge(self, other: RangeScan) -> None:
-        self.lo = np.fmin(self.lo, other.lo)
-        self.hi = np.fmax(self.hi, other.hi)
-
-    def affine(self) -> list[Quantizer]:
-        """Affine quantizers over [lo, hi] per bin (what ``AffineQuantizer.fit`` gives on the same data)."""
-        return [AffineQuantizer(float(a), float(b)) if a <= b else AffineQuantizer(0.0, 0.0)
-                for a, b in zip(self.lo, self.hi, strict=True)]
-
-    def rows(self) -> np.ndarray:
-        """The extremes as sample rows (0 to 2 of them: bins with no finite value are NaN)."""
-        if not np.any(self.lo <= self.hi):
-            return np.zeros((0, self.lo.size))
-        return np.stack([np.where(self.lo <= self.hi, self.lo, np.nan), np.where(self.lo <= self.hi, self.hi, np.nan)])
-
-
-def fit_quantizers(sample: np.ndarray, kind: str = "affine") -> list[Quantizer]:
-    """One quantizer per column of ``sample`` (frames, bins)."""
-    sample = np.asarray(sample)
-    if sample.dtype.kind != "f":
-        sample = sample.astype(np.float64)
-    if kind == "affine":  # the affine fit is the finite min / max: vectorized over bins, exact in any float
-        scan = RangeScan(sample.shape[1])
-        scan.update(sample)
-        return scan.affine()
-    sample = sample.astype(np.float64, copy=False)
-    if len(sample) > FIT_ROWS:
-        sample = sample[np.random.default_rng(0).choice(len(sample), FIT_ROWS, replace=False)]
-    return [choose_quantizer(sample[:, j], kind) for j in range(sample.shape[1])]
 
 
 class FrameWriter:
@@ -176,7 +48,7 @@ class FrameWriter:
         self.columns = dict(columns or {})
         self.label_meta = dict(labels) if labels is not None else None
         self.extremes = extremes
-        self._codec = _BinCodec(quantizers) if quantizers is not None else None
+        self._encoder = QuantizerBank(quantizers).encoder() if quantizers is not None else None
         self._fitted_on: int | None = None  # frames the quantizers were fitted on (None: given)
         self._pending: list[np.ndarray] = []
         self._pending_frames = 0
@@ -193,11 +65,15 @@ class FrameWriter:
         self._written = 0  # frames on disk
 
     @property
-    def quantizers(self) -> list[Quantizer]:
+    def bank(self) -> QuantizerBank:
         """The per-bin quantizers; fits them on the frames buffered so far if not done yet."""
-        if self._codec is None:
+        if self._encoder is None:
             self._fit()
-        return self._codec.quantizers
+        return self._encoder.bank
+
+    @property
+    def quantizers(self) -> list[Quantizer]:
+        return self.bank.quantizers
 
     def append(self, frames: np.ndarray, values: dict | None = None, labels: Sequence[int] | None = None) -> int:
         """Add one clip of float frames (T, bins), T >= 0; returns its clip index."""
@@ -217,7 +93,7 @@ class FrameWriter:
             self._label_codes.extend(int(x) for x in labels)
         self.frames += len(frames)
         self._offsets.append(np.array([self.frames], dtype=np.int64))
-        if self._codec is None:
+        if self._encoder is None:
             self._pending.append(np.array(frames))  # a copy: the caller may reuse its buffer
             self._pending_frames += len(frames)
             if self._pending_frames >= self.sample_frames:
@@ -228,20 +104,7 @@ class FrameWriter:
         return self.clips - 1
 
     def _fit(self) -> None:
-        if self.kind == "affine":  # min / max only: no copy of the sample
-            scan = RangeScan(self.bins)
-            for p in self._pending:
-                scan.update(p)
-            if self.extremes is not None:
-                scan.merge(self.extremes)
-            quantizers = scan.affine()
-        else:
-            parts = [p.astype(np.float64, copy=False) for p in self._pending if len(p)]
-            if self.extremes is not None:
-                parts.append(self.extremes.rows())
-            sample = np.concatenate(parts, axis=0) if parts else np.zeros((0, self.bins))
-            quantizers = fit_quantizers(sample, self.kind)
-        self._codec = _BinCodec(quantizers)
+        self._encoder = QuantizerBank.fit(self._pending, self.kind, self.extremes, self.bins).encoder()
         self._fitted_on = self._pending_frames
         pending, self._pending, self._pending_frames = self._pending, [], 0
         for f in pending:
@@ -250,7 +113,7 @@ class FrameWriter:
     def _write(self, frames: np.ndarray) -> None:
         if not len(frames):
             return
-        codes = self._codec.encode(frames)
+        codes = self._encoder.encode(frames)
         if self._file is None:
             self._shard.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self._shard, "wb")  # noqa: SIM115 - closed in close()
@@ -259,7 +122,7 @@ class FrameWriter:
 
     def close(self, **attrs) -> dict:
         """Pad, write the shard index and the zarr metadata, the per-clip columns; returns the meta."""
-        if self._codec is None:
+        if self._encoder is None:
             self._fit()  # on whatever is pending
         if self._written != self.frames:
             raise AssertionError("frames left unwritten")
@@ -287,7 +150,7 @@ class FrameWriter:
             "kind": "frames", "rows": self.clips, "clips": self.clips, "frames": self.frames, "bins": self.bins,
             "frame_chunk": FRAME_CHUNK, "quantizer_kind": self.kind, "sample_frames": self._fitted_on,
             "exact_range": self.extremes is not None,
-            "clip_columns": clip_columns, "quantizers": self._codec.report(),
+            "clip_columns": clip_columns, "quantizers": self._encoder.report(),
         }
         if self.label_meta is not None:
             dtype = self.label_meta.get("dtype", "int32")

@@ -12,8 +12,9 @@ On disk, one group ``<name>/`` per frame set (e.g. ``train``, ``test``)::
 
 Group attributes (also the manifest's table entry): ``kind="frames"``, ``clips`` (= ``rows``),
 ``frames``, ``bins``, ``frame_chunk``, ``quantizers`` (one per bin: the quantizer config, the measured
-``max_abs_error`` / ``rmse`` over every value written, its ``bound``, ``nan`` and ``clipped`` counts,
-``clipped`` = values whose error exceeds the bound, i.e. outside the range the quantizer was fitted on),
+error statistics of ``BlockEncoder.report``: ``max_abs_error`` over the values inside the fitted range,
+which the ``bound`` covers, ``rmse``, ``nan``, and ``clipped`` = values outside the fitted range with
+``clipped_max_abs_error``, their largest error),
 ``sample_frames`` (frames the quantizers were fitted on), ``clip_columns`` (column -> {"dtype",
 optional "dictionary" or "type": "bool"}) and ``labels`` ({"dictionary": ...} when multi-label).
 
@@ -27,7 +28,7 @@ order followed by padding and the index: ``np.memmap(shard, uint8, shape=(n_fram
 the array, and zarr reads a crop with two ranged reads (index + the inner chunks it needs).
 
 Quantizers are fitted sample-first: the writer buffers the first ``sample_frames`` frames (or takes
-quantizers given to it), fits one quantizer per bin (``choose_quantizer(kind=...)``, affine by
+quantizers given to it), fits one quantizer per bin (``QuantizerBank.fit(kind=...)``, affine by
 default) on them plus, when given, the exact per-bin ``extremes`` of all the data (a ``RangeScan``
 from a first, read-only pass), then encodes the buffer and streams every later clip straight to disk.
 Memory is bounded by the sample. With extremes every value lies inside the fitted range, so the
@@ -45,7 +46,7 @@ import numpy as np
 import zarr
 from zarr.storage import LocalStore
 
-from ..quantize import Quantizer, quantizer_from_config
+from ..quantize import Quantizer, QuantizerBank
 from .errors import StoreError
 from .ragged import RaggedSet
 
@@ -94,10 +95,14 @@ class FrameSet:
         self.meta = dict(group.attrs)
         if self.meta.get("kind") != "frames":
             raise StoreError(f"{group.path}: not a frame set (kind {self.meta.get('kind')!r})")
-        self.quantizers: list[Quantizer] = [quantizer_from_config(b["codec"]) for b in self.meta["quantizers"]]
+        self.bank = QuantizerBank.from_configs([b["codec"] for b in self.meta["quantizers"]])
         self.offsets = np.asarray(group["offsets"][:])
         self.array: zarr.Array = group["frames"]
         self._mm: np.ndarray | None = None
+
+    @property
+    def quantizers(self) -> list[Quantizer]:
+        return self.bank.quantizers
 
     @property
     def clips(self) -> int:
@@ -161,12 +166,11 @@ class FrameSet:
 
     def lut(self) -> np.ndarray:
         """float32 (256, bins): lut[code, b] is bin b's decoded value for that code."""
-        return np.stack([q.lut() for q in self.quantizers], axis=1)
+        return self.bank.lut()
 
     def dequantize(self, codes: np.ndarray) -> np.ndarray:
         """float32 values of codes (..., bins)."""
-        codes = np.asarray(codes)
-        return self.lut()[codes, np.arange(self.bins)]
+        return self.bank.decode(np.asarray(codes))
 
     @property
     def clip_columns(self) -> dict[str, dict]:

@@ -6,6 +6,12 @@ from collections import defaultdict
 
 from .store import Store
 
+ERROR_LEGEND = [
+    "errors: max|err| is the largest error over values inside each quantizer's fitted range, where the bound",
+    "  is guaranteed (max|err| <= bound); rmse is over all values; clipped values lay outside the fitted range",
+    "  and were stored as the nearest end level: their count and largest error are shown on their own",
+]
+
 
 def describe(store: Store) -> list[str]:
     m = store.manifest
@@ -20,10 +26,13 @@ def describe(store: Store) -> list[str]:
         if t["kind"] == "feature_table":
             lines.append(f"table {name}: feature table, {t['rows']} rows x {len(t['columns'])} columns, "
                          f"{size / 1e6:.2f} MB ({size / max(t['rows'], 1):.1f} bytes/row)")
-            lines.append(f"  {'column':<28}{'quantizer':<20}{'max|err|':>12}{'rmse':>12}{'bound':>12}{'nan':>6}")
+            lines.append(f"  {'column':<28}{'quantizer':<20}{'max|err|':>10}{'bound':>10}{'rmse':>10}{'nan':>6}"
+                         f"{'clipped':>9}{'its max|err|':>14}")
             for c in t["columns"]:
-                lines.append(f"  {c['name']:<28}{c['codec']['id']:<20}{c['max_abs_error']:>12.4g}"
-                             f"{c['rmse']:>12.4g}{c['bound']:>12.4g}{c['nan']:>6}")
+                clipped = c.get("clipped", 0)
+                lines.append(f"  {c['name']:<28}{c['codec']['id']:<20}{c['max_abs_error']:>10.4g}{c['bound']:>10.4g}"
+                             f"{c['rmse']:>10.4g}{c['nan']:>6}{clipped:>9}"
+                             f"{c.get('clipped_max_abs_error', 0.0) if clipped else 0.0:>14.4g}")
         elif t["kind"] == "ragged":
             lines.append(f"table {name}: ragged, {t['rows']} rows, {t['events']} events, {size / 1e6:.2f} MB "
                          f"({size / max(t['events'], 1):.2f} bytes/event)"
@@ -35,6 +44,8 @@ def describe(store: Store) -> list[str]:
             lines += _describe_frames(name, t, size)
         else:
             lines.append(f"table {name}: {t['kind']}, {t.get('rows')} rows")
+    if any(t["kind"] in ("feature_table", "frames") for t in store.tables.values()):
+        lines += ERROR_LEGEND
     dicts = sorted(p.stem for p in (store.path / "dicts").glob("*.parquet"))
     for d in dicts:
         v = store.dictionary(d).values
@@ -61,9 +72,11 @@ def _describe_frames(name: str, t: dict, size: int) -> list[str]:
         v = sorted(q[key] for q in qs) or [0.0]
         out.append(f"  {label:<28}{v[0]:>12.4g}{v[len(v) // 2]:>12.4g}{v[-1]:>12.4g}")
     clipped = sum(q.get("clipped", 0) for q in qs)
+    clipped_err = max((q.get("clipped_max_abs_error", 0.0) for q in qs if q.get("clipped", 0)), default=0.0)
     nan = sum(q.get("nan", 0) for q in qs)
     fit = (f"quantizers of {t['quantizers_from']}" if t.get("quantizers_from")
            else f"quantizers fitted on {t.get('sample_frames')} frames")
     fit += " + exact range" if t.get("exact_range") else ""
-    out.append(f"  {fit}; {clipped} values clipped, {nan} NaN")
+    out.append(f"  {fit}; {nan} NaN; {clipped} values clipped"
+               + (f" (largest error among them {clipped_err:.4g})" if clipped else ""))
     return out
