@@ -107,8 +107,8 @@ def run(store_path: Path, raw_dir: Path | None, batch_size: int = 64, crop: int 
     none = np.empty(0)
     limits = {"limit: bare gather of the crops": (
         lambda: gather_crops(clips, starts, ours.offsets, ours.frames, crop, none, none, out_u8), 1)}
-    if ours._affine is not None:
-        lo, step = ours._affine
+    if ours.bank.affine is not None:
+        lo, step = ours.bank.affine
         limits["limit: gather + decode to float32"] = (
             lambda: gather_crops(clips, starts, ours.offsets, ours.frames, crop, lo, step, out_f32), 4)
     for name, (fn, width) in limits.items():

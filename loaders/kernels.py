@@ -93,28 +93,6 @@ def fill_crops(clips, starts, offsets, frames, crop, out, length_out):
 
 
 @numba.njit(nogil=True, cache=True)
-def dequantize_frames(codes, length, lut, out):
-    """CPU dequantization of (B, T, bins) codes through a (256, bins) table, t < length[b] only."""
-    for b in range(codes.shape[0]):
-        for t in range(length[b]):
-            for j in range(codes.shape[2]):
-                out[b, t, j] = lut[codes[b, t, j], j]
-
-
-@numba.njit(nogil=True, cache=True)
-def dequantize_frames_affine(codes, length, lo, step, nan_code, out):
-    """Affine fast path: value = lo + code * step in float64, cast (bit-identical to the affine
-    lookup table), NaN code -> NaN; t < length[b] only. Arithmetic vectorizes where a gather cannot."""
-    nan = np.float32(np.nan)
-    for b in range(codes.shape[0]):
-        for t in range(length[b]):
-            for j in range(codes.shape[2]):
-                c = codes[b, t, j]
-                v = np.float32(lo[j] + c * step[j])
-                out[b, t, j] = v if c != nan_code else nan
-
-
-@numba.njit(nogil=True, cache=True)
 def fill_multi_hot(clips, label_offsets, label_values, out):
     """(B, classes) 0/1 rows from a clip -> classes CSR."""
     out[:] = 0

@@ -21,7 +21,8 @@ kept). A batch is a dict on ``device``:
     label    (B,)          int64  the ``label`` column (artist / speaker code), when asked
     labels   (B, classes)  float  multi-hot, for multi-label sets (FSD)
 
-8-bit codes travel to the device and are dequantized there through the per-bin lookup table.
+8-bit codes travel to the device and are dequantized there by the frame set's quantizer bank (the
+affine fast path, or its per-bin lookup table); CPU output is decoded by the bank in the fill threads.
 Random crop offsets come from (seed, epoch, rank, batch index): deterministic, resumable, and
 independent of the number of threads and DataLoader workers.
 """
@@ -34,12 +35,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featurestore.quantize import NAN_CODE, AffineQuantizer
 from featurestore.store import Store
 
 from .balanced import balanced_batches
 from .base import BatchLoader, require_table
-from .kernels import dequantize_frames, dequantize_frames_affine, fill_crops, fill_multi_hot
+from .kernels import fill_crops, fill_multi_hot
 from .orders import item_ids
 from .padding import pad_on_device, pad_rows
 from .prefetch import numpy_views
@@ -80,14 +80,8 @@ class SegmentBatches(BatchLoader):
         self.offsets = self.fs.offsets.astype(np.int64)
         self.lengths = np.diff(self.offsets)
         self.frames = np.asarray(self.fs.memmap())  # plain ndarray view: cheap numba dispatch
-        self.lut_np = self.fs.lut()
-        # all-affine frame sets (the default) dequantize by arithmetic on the CPU path
-        self._affine = None
-        if all(isinstance(q, AffineQuantizer) for q in self.fs.quantizers):
-            self._affine = (np.array([q.lo for q in self.fs.quantizers]), np.array([q.step for q in self.fs.quantizers]))
-            self._affine_dev = tuple(torch.from_numpy(a).to(self.device) for a in self._affine)
-        self.lut = torch.from_numpy(self.lut_np).to(self.device, feature_dtype)
-        self._bins = torch.arange(self.fs.bins, device=self.device)
+        self.bank = self.fs.bank  # decodes frames: numba in the fill threads (CPU), torch on the device
+        self._decode = self.bank.torch_decoder(self.device, feature_dtype) if self.device.type != "cpu" else None
         self.label_name = label
         self.label_values = self.fs.column(label).astype(np.int64) if label else None
         multi = self.fs.labels()
@@ -138,8 +132,8 @@ class SegmentBatches(BatchLoader):
             shapes["label"] = ((B,), torch.int64)
         if self.multi is not None:
             shapes["labels"] = ((B, len(self.classes)), torch.uint8)
-        if self.device.type == "cpu":  # dequantize in the prefetch threads
-            shapes["frames"] = ((B, T, bins), self.feature_dtype)
+        if self.device.type == "cpu":  # dequantize in the prefetch threads (float32; cast in finish)
+            shapes["frames"] = ((B, T, bins), torch.float32)
         return shapes
 
     def _starts(self, clips: np.ndarray, T: int, i: int) -> np.ndarray:
@@ -163,10 +157,7 @@ class SegmentBatches(BatchLoader):
             fill_multi_hot(clips, self.multi[0], self.multi[1], v["labels"])
         if "frames" in v:
             frames = v["frames"][:, :T]
-            if self._affine is not None and self.feature_dtype == torch.float32:
-                dequantize_frames_affine(codes, v["length"], *self._affine, NAN_CODE, frames)
-            else:
-                dequantize_frames(codes, v["length"], self.lut_np, frames)
+            self.bank.decode_rows(codes, v["length"], frames)
             pad_rows(frames, v["length"])
         return {k: (t[:b, :T] if k in ("codes", "frames") else t[:b]) for k, t in slot.items()}
 
@@ -175,16 +166,9 @@ class SegmentBatches(BatchLoader):
         mask = torch.arange(T, device=self.device)[None] < raw["length"][:, None]
         out = {"clip": raw["clip"], "start": raw["start"], "length": raw["length"], "mask": mask}
         if "frames" in raw:
-            out["frames"] = raw["frames"]
-        elif self._affine is not None and self.feature_dtype == torch.float32:
-            # affine codes: lo + code * step in float64 (separate mul and add, no FMA: bit-identical
-            # to the lookup table and the CPU path), one elementwise pass instead of a gather
-            codes = raw["codes"]
-            lo, step = self._affine_dev
-            x = (codes.to(torch.float64) * step + lo).to(torch.float32)
-            out["frames"] = pad_on_device(torch.where(codes == NAN_CODE, torch.nan, x), mask)
-        else:  # uint8 codes crossed the bus; decode here through the table
-            out["frames"] = pad_on_device(self.lut[raw["codes"].long(), self._bins], mask)
+            out["frames"] = raw["frames"].to(self.feature_dtype)
+        else:  # uint8 codes crossed the bus: decode here (affine arithmetic or the table), then pad
+            out["frames"] = pad_on_device(self._decode(raw["codes"]), mask)
         if "label" in raw:
             out["label"] = raw["label"]
         if "labels" in raw:

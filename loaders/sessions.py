@@ -16,7 +16,7 @@ A batch of B sessions (each at most ``2 * half`` long, MSSD: 20) is a dict of te
     tgt_skip      (B, h)          float  skip_2 targets (absent for an unlabelled test split)
 
 The CPU ships int32 track codes and uint8 log bytes per batch. The track table travels to the
-device once as uint8 codes with its (256, C) lookup table and is dequantized there (in blocks)
+device once as uint8 codes and is dequantized there by the table's quantizer bank (in blocks)
 into a resident ``feature_dtype`` table; each batch's join is then one ``index_select`` on the
 device (torch's advanced indexing per batch was 10x slower on the CPU).
 """
@@ -44,18 +44,12 @@ _BATCH_KEYS = ("session", "length", "track", "ctx_mask", "ctx_track", "ctx_log",
 _TARGET_COLUMN = BATCH_LOG_COLUMNS.index(TARGET)
 
 
-def device_track_table(table: FeatureTable, device: torch.device, dtype: torch.dtype,
-                       block: int = 1 << 20) -> torch.Tensor:
-    """Ship the table's uint8 codes (rows, C) to the device and decode them there, a block of rows at a
-    time; row ``rows`` is the zero row padded positions gather."""
-    codes, lut = table.codes(), table.lut()
-    lut_d = torch.from_numpy(lut).to(device)
-    col = torch.arange(lut.shape[1], device=device)
+def device_track_table(table: FeatureTable, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    """The table's uint8 codes shipped to the device and decoded there by its quantizer bank (in blocks);
+    row ``rows`` is the zero row padded positions gather."""
+    codes = table.codes()
     out = table_with_zero_row(codes.shape[0], codes.shape[1], dtype, device)
-    for start in range(0, codes.shape[0], block):
-        stop = min(start + block, codes.shape[0])
-        c = torch.from_numpy(codes[start:stop]).to(device).long()
-        out[start:stop] = lut_d[c, col].to(dtype)
+    table.bank.torch_decoder(device, dtype).decode_array(codes, out=out[:-1])
     return out
 
 

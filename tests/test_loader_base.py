@@ -16,7 +16,7 @@ from featurestore.synth.spotify import synth_spotify
 from featurestore.synth.yandex import synth_yandex
 from loaders import ORDERS, SegmentBatches, SessionBatches
 from loaders.orders import Order, make_order, register
-from loaders.padding import pad_rows
+from loaders.padding import pad_on_device, pad_rows
 from loaders.prefetch import allocate_slot
 from loaders.sharding import split_batches
 
@@ -220,6 +220,12 @@ def test_pad_rows_zeroes_exactly_the_padding():
     x = np.full((3, 5, 2), 7, np.uint8)
     pad_rows(x, np.array([0, 2, 5]))
     assert not x[0].any() and (x[1, :2] == 7).all() and not x[1, 2:].any() and (x[2] == 7).all()
+
+
+def test_pad_on_device_zeroes_padding_even_where_decoding_gave_nan():
+    x = torch.tensor([[[1.0, float("nan")], [float("nan"), 2.0]]])
+    out = pad_on_device(x, torch.tensor([[True, False]]))
+    assert torch.isnan(out[0, 0, 1]) and out[0, 0, 0] == 1 and not out[0, 1].any()
 
 
 def _poisoned(loader, batches):
