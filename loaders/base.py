@@ -32,8 +32,9 @@ from .orders import check_order, make_order
 from .prefetch import pool_for, prefetch
 from .sharding import batches_per_rank, check_rank, rank_batches, split_batches
 
-INGEST_HINT = {"ragged": "SessionBatches (fstore ingest spotify)",
-               "frames": "SegmentBatches (fstore ingest yandex|fsd|speakers)"}
+# per table kind: the loader that reads it, and the ingest commands that write such tables
+READERS = {"ragged": ("SessionBatches", "fstore ingest spotify"),
+           "frames": ("SegmentBatches", "fstore ingest yandex|fsd|speakers")}
 KIND_NAME = {"ragged": "session sets", "frames": "frame sets", "feature_table": "feature tables"}
 
 
@@ -55,8 +56,10 @@ def require_table(store: Store, split: str, kind: str, what: str) -> None:
         return
     have = sorted(n for n, m in store.tables.items() if m["kind"] == kind)
     msg = f"{store.path}: no {what} {split!r} (have {have}): it is {describe_store(store)}"
-    if meta is not None and meta["kind"] in INGEST_HINT:
-        msg += f"; {split!r} is one of its {KIND_NAME[meta['kind']]}: read it with {INGEST_HINT[meta['kind']]}"
+    if meta is not None and meta["kind"] in READERS:
+        msg += f"; {split!r} is one of its {KIND_NAME[meta['kind']]}: read it with {READERS[meta['kind']][0]}"
+    if kind in READERS:
+        msg += f"; {READERS[kind][0]} reads {KIND_NAME[kind]}, which `{READERS[kind][1]}` writes"
     raise StoreError(msg)
 
 

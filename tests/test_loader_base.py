@@ -118,15 +118,15 @@ def test_session_loader_on_a_frame_store_says_what_the_store_is(frames_store):
         SessionBatches(frames_store, split="train")
     msg = str(e.value)
     assert "yandex" in msg and "frame sets: test, train" in msg and "session sets: none" in msg
-    assert "SegmentBatches" in msg
+    assert "read it with SegmentBatches" in msg and "`fstore ingest spotify` writes" in msg
 
 
 def test_segment_loader_on_a_session_store_says_what_the_store_is(store):
     with pytest.raises(StoreError) as e:
         SegmentBatches(store, split="train")
     msg = str(e.value)
-    assert "session sets: test, train" in msg and "frame sets: none" in msg and "SessionBatches" in msg
-    assert "fstore ingest spotify" in msg
+    assert "session sets: test, train" in msg and "frame sets: none" in msg
+    assert "read it with SessionBatches" in msg and "`fstore ingest yandex|fsd|speakers` writes" in msg
 
 
 # --- orders, sharding ------------------------------------------------------------------------------------
