@@ -12,13 +12,13 @@ from click.testing import CliRunner
 
 from featurestore.cli import main
 from featurestore.ingest.spotify import ingest_spotify
+from featurestore.schemas.mssd import BATCH_LOG_COLUMNS, MAX_HALF
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
-from loaders.session_cache import LOG_COLUMNS
 from models.skip import SkipModel, baselines, predict_test, score_submission, train_skip
 from models.skip.evaluate import ground_truth
 
-H, C, F = 10, 29, len(LOG_COLUMNS)
+H, C, F = MAX_HALF, 29, len(BATCH_LOG_COLUMNS)
 
 
 def _variant(raw: Path, tmp: Path, drop: str) -> Store:
@@ -76,7 +76,7 @@ def test_padding_never_leaks():
         assert torch.equal(model.batch_logits(y), ref)
         # and the first half does matter: flip a valid skip
         z = {k: v.clone() for k, v in x.items()}
-        z["ctx_log"][0, 4, LOG_COLUMNS.index("skip_2")] ^= 1
+        z["ctx_log"][0, 4, BATCH_LOG_COLUMNS.index("skip_2")] ^= 1
         assert not torch.equal(model.batch_logits(z)[0], ref[0])
         assert torch.equal(model.batch_logits(z)[1:], ref[1:])  # sessions stay independent
 
@@ -90,7 +90,7 @@ def test_train_writes_checkpoints(trained):
     assert 0.0 <= r.best_val_aa <= 1.0 and r.best_epoch == 1
     assert r.sessions_per_s > 0 and 0.0 <= r.data_wait_share <= 1.0
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "loader", "epoch", "best_val_aa", "config"} <= set(ckpt)
+    assert {"model", "optimizer", "scheduler", "loader", "epoch", "best_metric", "config"} <= set(ckpt)
     assert ckpt["epoch"] == 1 and ckpt["config"]["d_model"] == 16
     assert not list(out.glob(".*tmp*"))  # atomic writes leave nothing behind
 
