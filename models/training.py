@@ -108,7 +108,7 @@ def _set_rng_state(state: dict) -> None:
     if state["cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, gauss))
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
 
 
 def warmup_cosine(total_steps: int, warmup: float, floor: float = 0.02) -> Callable[[int], float]:
@@ -261,6 +261,12 @@ class _Events:
         self.writer.close()
 
 
+def _epoch_line(record: dict, item_name: str) -> str:
+    metrics = [f"{k} {v:.4f}" for k, v in record.items() if k == "train_loss" or k.startswith("val")]
+    return (f"epoch {record['epoch']}: {', '.join(metrics)}; {record[f'{item_name}_per_s']:,.0f} {item_name}/s, "
+            f"data wait {100 * record['data_wait_share']:.1f} %, {record['seconds']:.1f} s")
+
+
 # --- the loop -------------------------------------------------------------------------------------
 
 def _fresh_epoch() -> dict:
@@ -411,7 +417,7 @@ def fit(task: TrainTask, loader: ResumableLoader, out_dir: str | Path, *, epochs
             write_history_csv(history_path, state["history"])
             events.epoch(record, scheduler.get_last_lr()[0])
             if progress:
-                tqdm.write(", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
+                tqdm.write(_epoch_line(record, task.item_name))
             if not stopped and state["epoch"] < epochs and time.perf_counter() > deadline:
                 stopped = "time_limit"
     finally:

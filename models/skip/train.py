@@ -9,8 +9,7 @@ events) are :func:`models.training.fit`'s; this module supplies the model, the l
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
+from dataclasses import dataclass, fields
 
 import torch
 
@@ -109,8 +108,3 @@ def train_skip(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike
                  warmup=warmup, patience=patience, max_minutes=max_minutes, resume=resume, progress=progress)
     return TrainResult(**{f.name: getattr(result, f.name) for f in fields(result)})
 
-
-def result_dict(result: FitResult) -> dict:
-    """A JSON-friendly view of a training result."""
-    d = asdict(result)
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
