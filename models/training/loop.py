@@ -1,47 +1,24 @@
-"""One training loop for every model family.
-
-A family builds its model and loaders and hands :func:`fit` a :class:`TrainTask`: the model, its
-config (checked on resume), a loss step and, optionally, a validation function with the metric that
-drives early stopping. :func:`fit` owns everything else, the same way for every family:
-
-* AdamW with linear warmup then cosine decay (:func:`warmup_cosine`), gradient clipping;
-* mixed precision chosen in one place (:func:`amp_dtype`, :func:`autocast`) and ``torch.compile`` on CUDA;
-* early stopping after ``patience`` epochs without a better validation metric, and a time limit;
-* checkpoints written through the store's atomic writer: ``checkpoint.pt`` (model, optimizer,
-  scheduler, gradient scaler, loader position, RNG states, history) after every epoch and when the
-  time limit interrupts one, so a run resumes mid-epoch on exactly the batches it had left;
-  ``best.pt`` (model + config + ``extra``) whenever the validation metric improves;
-* a tqdm bar (loss, items/s, data-wait share), the history as ``history.csv`` and as TensorBoard
-  event files in ``out_dir``.
-
-The loader is anything resumable: iterable over batch dicts, with ``__len__``, ``set_epoch``,
-``state_dict``, ``load_state_dict`` and ``batches_done`` (``SessionBatches``, ``SegmentBatches``).
-"""
+"""The loop: :class:`TrainTask` (what a family supplies), :func:`fit`, :class:`FitResult`."""
 
 from __future__ import annotations
 
-import contextlib
-import csv
-import io
 import math
-import random
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import numpy as np
 import torch
 from tqdm import tqdm
 
-from featurestore.store.atomic import atomic_write, atomic_write_bytes
 from featurestore.store.errors import FstoreError
 
-__all__ = ["BEST", "CHECKPOINT", "HISTORY", "FitResult", "ResumableLoader", "TrainTask", "amp_dtype", "autocast",
-           "config_mismatch", "fit", "parse_device", "seed_everything", "warmup_cosine"]
+from .records import BEST, CHECKPOINT, HISTORY, Events, load_checkpoint, save, write_history_csv
+from .runtime import amp_dtype, autocast, parse_device, rng_state, set_rng_state
 
-CHECKPOINT, BEST, HISTORY = "checkpoint.pt", "best.pt", "history.csv"
+__all__ = ["FitResult", "ResumableLoader", "TrainTask", "fit", "warmup_cosine"]
+
 PROGRESS_EVERY = 20  # steps between progress updates: the only host-device syncs of the loop
 
 
@@ -55,62 +32,6 @@ class ResumableLoader(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-# --- devices, precision, seeds ------------------------------------------------------------------
-
-def parse_device(device: str | torch.device) -> torch.device:
-    """``cpu``, ``cuda`` or ``cuda:N`` as a device; :class:`FstoreError` for anything else or a missing GPU."""
-    try:
-        d = torch.device(device)
-    except (RuntimeError, TypeError, ValueError):
-        d = None
-    if d is None or d.type not in ("cpu", "cuda"):
-        raise FstoreError(f"unknown device {str(device)!r}: use cpu, cuda or cuda:N")
-    if d.type == "cuda":
-        if not torch.cuda.is_available():
-            raise FstoreError(f"device {str(device)!r} requested but CUDA is not available")
-        if d.index is not None and d.index >= torch.cuda.device_count():
-            raise FstoreError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s)")
-    return d
-
-
-def amp_dtype(device: torch.device) -> torch.dtype | None:
-    """The one mixed-precision choice, for training and inference alike: bf16 on CUDA where supported,
-    else fp16 (training then scales the loss); full precision on the CPU."""
-    if device.type != "cuda":
-        return None
-    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-
-
-def autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` with :func:`amp_dtype`; a no-op on the CPU."""
-    dtype = amp_dtype(device)
-    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
-
-
-def seed_everything(seed: int) -> None:
-    """Seed Python's, NumPy's and torch's (CPU and CUDA) global generators."""
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def _rng_state() -> dict:
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
-    return {"python": random.getstate(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-            # NumPy's key as a tensor: checkpoints load with weights_only=True, which refuses ndarrays
-            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
-
-
-def _set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    torch.set_rng_state(state["torch"].cpu())
-    if state["cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
-
-
 def warmup_cosine(total_steps: int, warmup: float, floor: float = 0.02) -> Callable[[int], float]:
     """LR factor: linear warmup over ``warmup`` of the steps, then cosine decay to ``floor`` of the peak."""
     warm = max(1, int(warmup * total_steps))
@@ -122,12 +43,6 @@ def warmup_cosine(total_steps: int, warmup: float, floor: float = 0.02) -> Calla
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
 
     return factor
-
-
-def config_mismatch(saved: dict, wanted: dict) -> list[str]:
-    """Keys whose values differ between two model configs (missing on either side counts)."""
-    keys = sorted(set(saved) | set(wanted))
-    return [k for k in keys if k not in saved or k not in wanted or saved[k] != wanted[k]]
 
 
 # --- what a family supplies, what fit returns -------------------------------------------------------
@@ -205,62 +120,6 @@ class FitResult:
                 "use another OUT_DIR or more --epochs")
 
 
-# --- checkpoints and history -----------------------------------------------------------------------
-
-def save(obj: Any, path: Path) -> None:
-    """``torch.save`` through the store's atomic writer."""
-    atomic_write(path, lambda f: torch.save(obj, f))
-
-
-def _load_checkpoint(path: Path, config: dict, device: torch.device) -> dict:
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # truncated or foreign file
-        raise FstoreError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}); "
-                          "delete it or start afresh (--no-resume)") from None
-    saved = ckpt.get("config", {}) if isinstance(ckpt, dict) else {}
-    diff = config_mismatch(saved, config)
-    if diff:
-        what = ", ".join(f"{k} (checkpoint {saved.get(k, 'missing')!r}, requested {config.get(k, 'missing')!r})"
-                         for k in diff)
-        raise FstoreError(f"{path}: checkpoint was written for a different model shape: {what}; "
-                          "use another output directory or matching model settings")
-    return ckpt
-
-
-def write_history_csv(path: Path, history: list[dict]) -> None:
-    """One row per epoch; columns in first-seen order (epoch, train_loss, validation metrics, throughput)."""
-    columns: list[str] = []
-    for record in history:
-        columns += [k for k in record if k not in columns]
-    buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
-    writer.writeheader()
-    writer.writerows(history)
-    atomic_write_bytes(path, buf.getvalue().encode())
-
-
-class _Events:
-    """TensorBoard scalars (imported lazily: tensorboard is slow to import and a finished run needs none)."""
-
-    def __init__(self, log_dir: Path):
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.writer = SummaryWriter(log_dir=str(log_dir))
-
-    def epoch(self, record: dict, lr: float) -> None:
-        step = record["epoch"]
-        for k, v in record.items():
-            if k != "epoch":
-                group = "train" if k == "train_loss" else "val" if k.startswith("val") else "throughput"
-                self.writer.add_scalar(f"{group}/{k}", v, step)
-        self.writer.add_scalar("train/lr", lr, step)
-        self.writer.flush()
-
-    def close(self) -> None:
-        self.writer.close()
-
-
 def _epoch_line(record: dict, item_name: str) -> str:
     metrics = [f"{k} {v:.4f}" for k, v in record.items() if k == "train_loss" or k.startswith("val")]
     return (f"epoch {record['epoch']}: {', '.join(metrics)}; {record[f'{item_name}_per_s']:,.0f} {item_name}/s, "
@@ -303,12 +162,12 @@ def fit(task: TrainTask, loader: ResumableLoader, out_dir: str | Path, *, epochs
                              "stopped": "", "history": [], "partial": _fresh_epoch()}
     resumed_from = None
     if resuming:
-        ckpt = _load_checkpoint(ckpt_path, task.config, device)
+        ckpt = load_checkpoint(ckpt_path, task.config, device)
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         scheduler.load_state_dict(ckpt["scheduler"])
         scaler.load_state_dict(ckpt["scaler"])
-        _set_rng_state(ckpt["rng"])
+        set_rng_state(ckpt["rng"])
         state.update({k: ckpt[k] for k in state})
         position = ckpt["loader"]
         mid_epoch = position["epoch"] == state["epoch"] and 0 < position["batch"] < len(loader)
@@ -325,14 +184,14 @@ def fit(task: TrainTask, loader: ResumableLoader, out_dir: str | Path, *, epochs
 
     def save_checkpoint() -> None:
         save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-              "scaler": scaler.state_dict(), "loader": loader.state_dict(), "rng": _rng_state(),
+              "scaler": scaler.state_dict(), "loader": loader.state_dict(), "rng": rng_state(),
               "config": task.config, **task.extra, **state}, ckpt_path)
 
     step_model = torch.compile(model) if device.type == "cuda" else model
     deadline = t_start + 60 * max_minutes if max_minutes is not None else math.inf
     total = _fresh_epoch()  # this call's steps, for the result
     stopped = state["stopped"] if already_trained else ""
-    events = _Events(out_dir) if not already_trained else None
+    events = Events(out_dir) if not already_trained else None
     try:
         while not stopped and state["epoch"] < epochs:
             epoch = state["epoch"]
