@@ -160,3 +160,33 @@ def test_devices_and_precision():
     else:
         with pytest.raises(FstoreError, match="CUDA is not available"):
             parse_device("cuda")
+
+
+def test_frame_loader_resumes_mid_epoch_too(tmp_path):
+    """The loop is loader-agnostic: SegmentBatches (frame crops, artist labels) resumes the same way."""
+    from featurestore.ingest.yandex import ingest_yandex
+    from featurestore.synth.yandex import synth_yandex
+    from loaders import SegmentBatches
+
+    synth_yandex(tmp_path / "raw", tracks=48, artists=6, test_tracks=4, seed=3)
+    ingest_yandex(tmp_path / "raw", tmp_path / "y.fstore", progress=False)
+
+    def run(out, **kw):
+        seed_everything(0)
+        frames = SegmentBatches(tmp_path / "y.fstore", batch_size=8, crop=16, label="artist", seed=0, threads=1)
+        model = torch.nn.Linear(512, 6)
+
+        def loss(m, batch):
+            return torch.nn.functional.cross_entropy(m(batch["frames"].mean(1)), batch["label"].long())
+
+        return fit(TrainTask(model=model, config={"bins": 512}, loss=loss), frames, tmp_path / out, epochs=2,
+                   progress=False, **kw)
+
+    whole = run("whole")
+    assert run("cut", max_minutes=0).stopped == "time_limit"
+    rest = run("cut")
+    assert rest.resumed_from == {"epoch": 0, "batch": 1} and rest.epochs_completed == 2
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert [h["items"] for h in rest.history] == [h["items"] for h in whole.history] == [48, 48]

@@ -132,6 +132,48 @@ def _fresh_epoch() -> dict:
     return {"loss_sum": 0.0, "steps": 0, "items": 0, "seconds": 0.0, "wait": 0.0}
 
 
+def _run_epoch(loader: ResumableLoader, step: Callable[[dict], torch.Tensor], task: TrainTask, acc: dict,
+               total: dict, deadline: float, bar: tqdm) -> bool:
+    """Train the (rest of the) loader's current epoch, adding to the ``acc`` (epoch) and ``total`` (call)
+    sums; True when ``deadline`` interrupted it before its last batch."""
+    loss_sum = None  # on the device: read back only every PROGRESS_EVERY steps and at the end
+    batches = iter(loader)
+    interrupted = False
+    try:
+        while True:
+            t0 = time.perf_counter()
+            try:
+                batch = next(batches)
+            except StopIteration:
+                break
+            t1 = time.perf_counter()
+            loss = step(batch)
+            loss_sum = loss if loss_sum is None else loss_sum + loss
+            items = task.batch_items(batch)
+            t2 = time.perf_counter()
+            for a in (acc, total):
+                a["steps"] += 1
+                a["items"] += items
+                a["seconds"] += t2 - t0
+                a["wait"] += t1 - t0
+            bar.update(1)
+            if acc["steps"] % PROGRESS_EVERY == 0:
+                bar.set_postfix({"loss": f"{(acc['loss_sum'] + float(loss_sum)) / acc['steps']:.4f}",
+                                 f"{task.item_name}/s": f"{acc['items'] / max(acc['seconds'], 1e-9):,.0f}",
+                                 "wait": f"{100 * acc['wait'] / max(acc['seconds'], 1e-9):.0f}%"})
+            if t2 > deadline and loader.batches_done < len(loader):
+                interrupted = True
+                break
+    finally:
+        close = getattr(batches, "close", None)  # a generator: stop its prefetch threads now
+        if close is not None:
+            close()
+        bar.close()
+    if loss_sum is not None:
+        acc["loss_sum"] += float(loss_sum)
+    return interrupted
+
+
 def fit(task: TrainTask, loader: ResumableLoader, out_dir: str | Path, *, epochs: int,
         device: str | torch.device = "cpu", lr: float = 3e-3, weight_decay: float = 0.01, warmup: float = 0.05,
         patience: int = 3, clip_norm: float | None = 1.0, max_minutes: float | None = None, resume: bool = True,
@@ -188,6 +230,20 @@ def fit(task: TrainTask, loader: ResumableLoader, out_dir: str | Path, *, epochs
               "config": task.config, **task.extra, **state}, ckpt_path)
 
     step_model = torch.compile(model) if device.type == "cuda" else model
+
+    def step(batch: dict) -> torch.Tensor:
+        with autocast(device):
+            loss = task.loss(step_model, batch)
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if clip_norm is not None:
+            scaler.unscale_(optimizer)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
+        scaler.step(optimizer)
+        scaler.update()
+        scheduler.step()
+        return loss.detach()
+
     deadline = t_start + 60 * max_minutes if max_minutes is not None else math.inf
     total = _fresh_epoch()  # this call's steps, for the result
     stopped = state["stopped"] if already_trained else ""
@@ -198,49 +254,9 @@ def fit(task: TrainTask, loader: ResumableLoader, out_dir: str | Path, *, epochs
             loader.set_epoch(epoch)
             model.train()
             acc = state["partial"]  # carries the first part of an epoch interrupted by a time limit
-            bar = tqdm(total=len(loader), initial=loader.batches_done, desc=f"epoch {epoch + 1}/{epochs}",
-                       unit="batch", disable=not progress, leave=False)
-            loss_sum = torch.zeros((), device=device)
-            batches = iter(loader)
-            interrupted = False
-            while True:
-                t0 = time.perf_counter()
-                try:
-                    batch = next(batches)
-                except StopIteration:
-                    break
-                t1 = time.perf_counter()
-                with autocast(device):
-                    loss = task.loss(step_model, batch)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if clip_norm is not None:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                scheduler.step()
-                loss_sum += loss.detach()
-                items = task.batch_items(batch)
-                t2 = time.perf_counter()
-                for a in (acc, total):
-                    a["steps"] += 1
-                    a["items"] += items
-                    a["seconds"] += t2 - t0
-                    a["wait"] += t1 - t0
-                bar.update(1)
-                if acc["steps"] % PROGRESS_EVERY == 0:
-                    bar.set_postfix({"loss": f"{(acc['loss_sum'] + float(loss_sum)) / acc['steps']:.4f}",
-                                     f"{task.item_name}/s": f"{acc['items'] / max(acc['seconds'], 1e-9):,.0f}",
-                                     "wait": f"{100 * acc['wait'] / max(acc['seconds'], 1e-9):.0f}%"})
-                if t2 > deadline and loader.batches_done < len(loader):
-                    interrupted = True
-                    break
-            close = getattr(batches, "close", None)  # a generator: stop its prefetch threads now
-            if close is not None:
-                close()
-            bar.close()
-            acc["loss_sum"] += float(loss_sum)
+            interrupted = _run_epoch(loader, step, task, acc, total, deadline,
+                                     tqdm(total=len(loader), initial=loader.batches_done, unit="batch",
+                                          desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False))
             if interrupted:
                 stopped = "time_limit"
                 save_checkpoint()  # holds the loader's position inside the epoch and this epoch's sums
