@@ -102,7 +102,7 @@ def test_early_stopping_then_rerun_trains_nothing(store, tmp_path):
     again = fit(task(store), loader(store), tmp_path, epochs=9, progress=False)
     assert again.already_trained and again.items_trained == 0 and again.stopped == "early_stopping"
     assert again.note.startswith("already trained: stopped early at epoch 2/9")
-    assert str(tmp_path / "best.pt") in again.note and again.lines()[0] == again.note
+    assert str(tmp_path / "best.pt") in again.note and again.lines()[0] == again.note and len(again.lines()) == 2
 
 
 def test_completed_rerun_says_so_and_more_epochs_continue(store, tmp_path):

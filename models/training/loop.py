@@ -97,14 +97,16 @@ class FitResult:
     history: list[dict] = field(default_factory=list)
 
     def lines(self) -> list[str]:
-        out = [self.note] if self.already_trained else []
-        out += [f"epochs         {self.epochs_completed}/{self.epochs_requested} ({self.stopped})",
+        history = f"history        {self.history_csv} (TensorBoard events in {self.out_dir})"
+        if self.already_trained:
+            return [self.note, history]
+        out = [f"epochs         {self.epochs_completed}/{self.epochs_requested} ({self.stopped})",
                 f"best {self.metric:<9} {self.best_metric:.4f} (epoch {self.best_epoch})",
                 f"{self.item_name:<14} {self.items_trained} in {self.train_seconds:.1f} s "
                 f"({self.items_per_s:,.0f} {self.item_name}/s, data wait {100 * self.data_wait_share:.1f} %)",
                 f"checkpoint     {self.checkpoint}",
                 f"best model     {self.best_checkpoint or '-'}",
-                f"history        {self.history_csv} (TensorBoard events in {self.out_dir})"]
+                history]
         if self.resumed_from:
             out.append(f"resumed from   epoch {self.resumed_from['epoch']}, batch {self.resumed_from['batch']}")
         return out
@@ -115,7 +117,8 @@ class FitResult:
         best = f"best model {self.best_checkpoint} (epoch {self.best_epoch})"
         if self.stopped == "early_stopping":
             return (f"already trained: stopped early at epoch {self.epochs_completed}/{self.epochs_requested} "
-                    f"(no better {self.metric}); {best}; use another OUT_DIR or --no-resume to train again")
+                    f"(early stopping: no better {self.metric} after epoch {self.best_epoch}); {best}; "
+                    "use another OUT_DIR or --no-resume to train again")
         return (f"already trained: {self.epochs_completed}/{self.epochs_requested} epochs completed; {best}; "
                 "use another OUT_DIR or more --epochs")
 
