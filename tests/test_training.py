@@ -130,6 +130,11 @@ def test_checkpoint_of_other_config_or_loader_rejected(store, tmp_path):
         fit(other, loader(store), tmp_path, epochs=2, progress=False)
     with pytest.raises(FstoreError, match="cannot resume mid-epoch.*seed"):
         fit(task(store), loader(store, seed=1), tmp_path, epochs=2, progress=False)
+    old = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del old["rng"], old["partial"]  # as written before the shared loop
+    torch.save(old, tmp_path / "checkpoint.pt")
+    with pytest.raises(FstoreError, match=r"not a resumable checkpoint of this version \(no partial, rng\)"):
+        fit(task(store), loader(store), tmp_path, epochs=2, progress=False)
 
 
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):

@@ -17,6 +17,8 @@ __all__ = ["BEST", "CHECKPOINT", "HISTORY", "Events", "config_mismatch", "load_c
            "write_history_csv"]
 
 CHECKPOINT, BEST, HISTORY = "checkpoint.pt", "best.pt", "history.csv"
+RESUME_KEYS = frozenset({"model", "optimizer", "scheduler", "scaler", "loader", "rng", "config", "epoch",
+                         "best_metric", "best_epoch", "bad_epochs", "stopped", "history", "partial"})
 
 
 def config_mismatch(saved: dict, wanted: dict) -> list[str]:
@@ -36,7 +38,11 @@ def load_checkpoint(path: Path, config: dict, device: torch.device) -> dict:
     except Exception as e:  # truncated or foreign file
         raise FstoreError(f"{path}: unreadable checkpoint ({type(e).__name__}: {e}); "
                           "delete it or start afresh (--no-resume)") from None
-    saved = ckpt.get("config", {}) if isinstance(ckpt, dict) else {}
+    missing = sorted(RESUME_KEYS - set(ckpt)) if isinstance(ckpt, dict) else sorted(RESUME_KEYS)
+    if missing:  # e.g. written before the shared loop: its best.pt still evaluates, the run cannot resume
+        raise FstoreError(f"{path}: not a resumable checkpoint of this version (no {', '.join(missing)}); "
+                          "use another output directory or start afresh (--no-resume)")
+    saved = ckpt["config"]
     diff = config_mismatch(saved, config)
     if diff:
         what = ", ".join(f"{k} (checkpoint {saved.get(k, 'missing')!r}, requested {config.get(k, 'missing')!r})"
