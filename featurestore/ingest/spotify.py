@@ -34,8 +34,8 @@ from ..quantize import ExactQuantizer, choose_quantizer
 from ..schemas import mssd as S
 from ..store import Dictionary, FeatureTableWriter, IdListWriter, InputError, RaggedWriter, staged_directory
 from ..store.manifest import sha256_file, write_manifest
-from .csv_reading import read_typed_csv
 from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
+from .table import read_typed_csv
 
 FIT_SAMPLE_ROWS = 32_768  # quantizer fitting sample in all (plus the exact min/max of every column)
 KEEP_TRACK_BYTES = 256 << 20  # track blocks kept in memory between fitting and encoding
