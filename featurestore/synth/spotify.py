@@ -74,6 +74,7 @@ import numpy as np
 import polars as pl
 
 from ..schemas import mssd as S
+from .audio_common import prepare_out_dir
 
 __all__ = [
     "BOOL_COLUMNS",
@@ -468,6 +469,7 @@ def synth_spotify(
     train_files: int = 4,
     test_fraction: float = 0.1,
     gzip: bool = False,
+    overwrite: bool = False,
 ) -> SynthSummary:
     """Write a synthetic MSSD release under ``out_dir`` (layout and planted signal: see the module doc).
 
@@ -480,7 +482,7 @@ def synth_spotify(
         raise ValueError("sessions, tracks and train_files must be >= 1")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError("test_fraction must be in [0, 1)")
-    out = Path(out_dir)
+    out = prepare_out_dir(out_dir, overwrite)
     ext = ".csv.gz" if gzip else ".csv"
     n_test = round(sessions * test_fraction)
     n_train = sessions - n_test
