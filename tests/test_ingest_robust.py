@@ -17,7 +17,7 @@ from featurestore.cli import main
 from featurestore.ingest.fsd import ingest_fsd, load_wav
 from featurestore.ingest.yandex import ingest_yandex
 from featurestore.store import FstoreError, InputError, Store
-from featurestore.store.dictionary import Dictionary
+from featurestore.store.dictionary import Dictionary, IdListWriter
 from featurestore.synth.fsd import synth_fsd
 from featurestore.synth.speakers import synth_speakers
 from featurestore.synth.spotify import synth_spotify
@@ -152,10 +152,12 @@ def speakers_raw(tmp_path_factory) -> Path:
     return d
 
 
+@pytest.mark.parametrize("phase", ["encode", "commit"])
 @pytest.mark.parametrize("dataset", ["speakers", "spotify"])
-def test_full_disk_is_one_line_and_leaves_nothing(dataset: str, speakers_raw: Path, raw: Path, tmp_path: Path,
-                                                  monkeypatch) -> None:
-    monkeypatch.setattr(Dictionary, "write", _disk_full)
+def test_full_disk_is_one_line_and_leaves_nothing(dataset: str, phase: str, speakers_raw: Path, raw: Path,
+                                                  tmp_path: Path, monkeypatch) -> None:
+    # encode: while tables are written (id lists); commit: dictionaries, written at the end
+    monkeypatch.setattr(*{"encode": (IdListWriter, "append"), "commit": (Dictionary, "write")}[phase], _disk_full)
     src = {"speakers": speakers_raw, "spotify": raw}[dataset]
     target = tmp_path / "out" / "s.fstore"
     result = CliRunner().invoke(main, ["ingest", dataset, str(src), str(target)])

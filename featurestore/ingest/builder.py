@@ -141,7 +141,8 @@ class StoreBuilder:
         self._ids: list[IdListWriter] = []
         self._sources: list[dict] | None = None
         self._extra: dict = {}
-        self._cleanup = contextlib.ExitStack()
+        self._bars = contextlib.ExitStack()
+        self._on_failure: list[Callable[[], None]] = []
         self._t0 = time.perf_counter()
 
     # --- inside the block ---------------------------------------------------------------------
@@ -155,12 +156,12 @@ class StoreBuilder:
 
     def bar(self, total: int, unit: str, desc: str) -> tqdm:
         """A progress bar, closed when the build ends (shown only with ``progress``)."""
-        return self._cleanup.enter_context(tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc,
+        return self._bars.enter_context(tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc,
                                                 disable=not self.progress))
 
     def on_failure(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` (e.g. a writer's ``abort``) before the staging directory is removed."""
-        self._cleanup.callback(callback)
+        self._on_failure.append(callback)
 
     def dictionary(self, name: str, values: list[str] | None = None) -> Dictionary:
         """The vocabulary ``dicts/<name>.parquet``, created on first use (with ``values``, in order)."""
@@ -212,7 +213,7 @@ class StoreBuilder:
         for name, d in self._dicts.items():
             d.write(self.stage / "dicts" / f"{name}.parquet")
         manifest = write_manifest(self.stage, self.summary.dataset, self.tables, self._sources, self._extra)
-        self._cleanup.close()
+        self._bars.close()
         self._staging.__exit__(None, None, None)  # the commit: rename into place
         s = self.summary
         s.tables = self.tables
@@ -222,7 +223,10 @@ class StoreBuilder:
 
     def _abort(self, exc: BaseException) -> None:
         try:
-            self._cleanup.close()
+            self._bars.close()
+            for callback in reversed(self._on_failure):
+                with contextlib.suppress(Exception):  # the original error is the one to report
+                    callback()
         finally:
             with contextlib.suppress(BaseException):
                 self._staging.__exit__(type(exc), exc, exc.__traceback__)  # removes the staging directory

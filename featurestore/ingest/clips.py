@@ -57,7 +57,8 @@ class ClipSplit:
 
 class ClipSource(Protocol):
     """What a clip dataset tells ``ingest_clips``. ``read()`` validates all metadata (not the contents of
-    feature files) and fills the attributes below; ``load(clip.item)`` returns one (frames, bins) float array."""
+    feature files) and fills the attributes below, every feature file checked to exist; ``load(clip)``
+    returns one (frames, bins) float array, validated."""
 
     dataset: str            # manifest "dataset"
     name: str               # short name for progress bars

@@ -9,7 +9,7 @@ import numba
 import numpy as np
 import polars as pl
 
-from ..schemas.mssd import first_half_length
+from ..schemas.mssd import MAX_SESSION_LENGTH, MIN_SESSION_LENGTH, first_half_length
 from ..store.errors import InputError
 
 _first_half = numba.njit(first_half_length)
@@ -55,7 +55,7 @@ def _first_bad_row(starts_mask, slen, pos, part):
         L = slen[run_start]
         if slen[r] != L:
             return _LENGTH_CHANGES, r, L
-        if L < 1 or L > 255:
+        if L < MIN_SESSION_LENGTH or L > MAX_SESSION_LENGTH:
             return _LENGTH_RANGE, r, L
         first = _first_half(L) + 1 if part == 2 else 1
         if pos[r] != first + (r - run_start):
@@ -78,7 +78,7 @@ def session_runs(df: pl.DataFrame, path: Path, part: str = FULL) -> Runs:
         raise InputError(path, f"session {sid[r]!r}: session_length changes within the session", line=r + 2,
                          column="session_length")
     if code == _LENGTH_RANGE:
-        raise InputError(path, f"session_length {slen[r]} outside 1..255", line=r + 2, column="session_length")
+        raise InputError(path, f"session_length {slen[r]} outside {MIN_SESSION_LENGTH}..{MAX_SESSION_LENGTH}", line=r + 2, column="session_length")
     if code == _POSITION:
         raise InputError(path, f"session {sid[r]!r}: rows out of order (position {pos[r]} where {want} expected)",
                          line=r + 2, column="session_position")
