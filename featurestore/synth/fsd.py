@@ -10,6 +10,8 @@ Layout written under ``out_dir`` (DATASETS.md section 4)::
     test/{fname}           a handful of unlabelled test clips
     sample_submission.csv  "fname" plus one column per class (the class list), one zero row per test clip
 
+With ``noisy=0`` ``train_noisy.csv`` is header-only, as a release with no noisy clips would be (ingest
+reads it as zero noisy clips). ``out_dir`` must be empty or absent unless ``overwrite`` (which clears it).
 ``fname`` is 8 lower-case hex digits + ``.wav``, drawn from the seeded generator, unique over all splits;
 CSV rows are sorted by fname. There is no separate class-list file: as in the real release, the class
 list is the header of ``sample_submission.csv`` (alphabetical order). Up to 80 classes use the real
