@@ -44,6 +44,7 @@ class IngestSummary:
     frame_bytes: int = 0
     seconds: float = 0.0
     notes: list = field(default_factory=list)
+    row_unit: str = "sessions"  # what a row of a ragged table is, for lines()
 
     def _of(self, kind: str, key: str) -> dict[str, int]:
         return {n: t[key] for n, t in self.tables.items() if t["kind"] == kind}
@@ -90,9 +91,10 @@ class IngestSummary:
 
     def _session_lines(self) -> list[str]:
         ev = max(self.total_events, 1)
+        tables = self._of("feature_table", "rows")
         return [
-            f"tracks         {self.tracks}",
-            *[f"{k:<14} {self.sessions[k]} sessions, {self.events[k]} events" for k in self.sessions],
+            *[f"{k:<14} {n}" for k, n in tables.items()],
+            *[f"{k:<14} {self.sessions[k]} {self.row_unit}, {self.events[k]} events" for k in self.sessions],
             f"bytes on disk  {self.bytes_on_disk / 1e6:.2f} MB ({self.bytes_on_disk / ev:.2f} bytes/event, "
             f"raw CSV {self.raw_bytes / ev:.1f} bytes/event)",
             f"seconds        {self.seconds:.2f} ({self.total_events / max(self.seconds, 1e-9):,.0f} events/s)",
