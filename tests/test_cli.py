@@ -39,6 +39,20 @@ def test_every_family_registers_synth_and_ingest_with_overwrite():
         assert r.exit_code == 0 and "--overwrite" in r.output and "Clear a non-empty OUT first" in r.output
 
 
+def test_synth_refuses_a_used_folder_and_overwrite_clears_it(tmp_path):
+    out = tmp_path / "raw"
+    out.mkdir()
+    (out / "stale.csv").write_text("left by an earlier run\n")
+    args = ["synth", "speakers", str(out), "--speakers", "3", "--utterances", "4", "--test-utterances", "2"]
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 1 and "Traceback" not in r.output
+    assert r.output.startswith("Error: ") and str(out) in r.output and "--overwrite" in r.output
+    assert (out / "stale.csv").exists()
+    r = CliRunner().invoke(main, [*args, "--overwrite"])
+    assert r.exit_code == 0, r.output
+    assert not (out / "stale.csv").exists() and (out / "Dataset" / "mapping.json").is_file()
+
+
 def test_train_and_evaluate_share_the_contract_options():
     for group, expected in (("train", {"--epochs", "--max-minutes", "--device", "--seed", "--no-resume"}),
                             ("evaluate", {"--out", "--metrics-json", "--device"})):

@@ -48,12 +48,6 @@ def print_ingest_summary(raw_dir: Path, store: Path, summary: Any) -> None:
     echo_lines(summary.lines(), "  ")
 
 
-def synth_overwrite(overwrite: bool) -> dict[str, bool]:
-    """The ``overwrite`` keyword for a ``synth_*`` call. Passed only when set: the library functions gain
-    the parameter on another branch of issue 8; after that merge, pass ``overwrite=overwrite`` directly."""
-    return {"overwrite": True} if overwrite else {}
-
-
 # --- shared options --------------------------------------------------------------------------------
 
 def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:

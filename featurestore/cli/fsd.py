@@ -15,7 +15,6 @@ from .common import (
     SEED,
     SYNTH_OUT,
     print_ingest_summary,
-    synth_overwrite,
     user_errors,
 )
 
@@ -38,7 +37,7 @@ def synth_cmd(out: Path, curated: int, noisy: int, classes: int, test_clips: int
     from ..synth.fsd import synth_fsd
 
     s = synth_fsd(out, curated=curated, noisy=noisy, classes=classes, test_clips=test_clips,
-                  max_seconds=max_seconds, seed=seed, **synth_overwrite(overwrite))
+                  max_seconds=max_seconds, seed=seed, overwrite=overwrite)
     click.echo(f"wrote {s.files} files to {out}: {s.clips} clips, {s.classes} classes, {s.bytes / 1e6:.1f} MB")
 
 

@@ -16,7 +16,6 @@ from .common import (
     SEED,
     SYNTH_OUT,
     print_ingest_summary,
-    synth_overwrite,
     user_errors,
 )
 
@@ -36,7 +35,7 @@ def synth_cmd(out: Path, speakers: int, utterances: int, test_utterances: int, s
     from ..synth.speakers import synth_speakers
 
     s = synth_speakers(out, speakers=speakers, utterances_per_speaker=utterances,
-                       test_utterances=test_utterances, seed=seed, **synth_overwrite(overwrite))
+                       test_utterances=test_utterances, seed=seed, overwrite=overwrite)
     click.echo(f"wrote {s.files} files to {out}: {s.clips} utterances, {s.classes} speakers, {s.bytes / 1e6:.1f} MB")
 
 

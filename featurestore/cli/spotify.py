@@ -16,7 +16,6 @@ from .common import (
     evaluate_options,
     print_ingest_summary,
     report_scores,
-    synth_overwrite,
     train_options,
     user_errors,
 )
@@ -39,7 +38,7 @@ def synth_cmd(out: Path, sessions: int, tracks: int, seed: int, train_files: int
     from ..synth.spotify import synth_spotify
 
     s = synth_spotify(out, sessions=sessions, tracks=tracks, seed=seed, train_files=train_files, gzip=gz,
-                      **synth_overwrite(overwrite))
+                      overwrite=overwrite)
     click.echo(f"wrote {len(s.files)} files to {out}: {s.n_events} events, {s.n_tracks} tracks")
 
 

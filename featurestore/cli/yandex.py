@@ -16,7 +16,6 @@ from .common import (
     SEED,
     SYNTH_OUT,
     print_ingest_summary,
-    synth_overwrite,
     user_errors,
 )
 
@@ -35,7 +34,7 @@ def synth_cmd(out: Path, tracks: int, artists: int, test_tracks: int, seed: int,
     from ..synth.yandex import synth_yandex
 
     s = synth_yandex(out, tracks=tracks, artists=artists, test_tracks=test_tracks, seed=seed,
-                     **synth_overwrite(overwrite))
+                     overwrite=overwrite)
     click.echo(f"wrote {s.files} files to {out}: {s.clips} tracks, {s.classes} train artists, {s.bytes / 1e6:.1f} MB")
 
 
