@@ -7,7 +7,6 @@ from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-SHARED = ROOT.parent / "shared"
 
 settings.register_profile(
     "fstore", deadline=None, max_examples=int(os.environ.get("FSTORE_HYPOTHESIS_EXAMPLES", "40")),
@@ -36,9 +35,3 @@ def store(raw, tmp_path_factory):
     ingest_spotify(raw, path, progress=False)
     return Store(path)
 
-
-@pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.skip(f"{SHARED} not present")
-    return SHARED

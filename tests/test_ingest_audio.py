@@ -382,7 +382,7 @@ FSD_CASES: dict[str, tuple[Callable[[Path], Path], str]] = {
     "sample rate": (_f_rewrite(rate=22050), r"sample rate 22050 Hz, expected 44100 Hz"),
     "unknown label": (_f_line("aaaaaaaa.wav,Not_a_class\n"),
                       r"line 2, column 'labels': label 'Not_a_class' is not a class of sample_submission.csv"),
-    "three fields": (_f_line("aaaaaaaa.wav,Bark,Meow\n", at=3), r"line 3: 3 fields, expected 2"),
+    "three fields": (_f_line("aaaaaaaa.wav,Bark,Meow\n", at=3), r"line 3: 3 comma-separated fields, header has 2"),
     "empty label": (_f_line('aaaaaaaa.wav,"Bark,"\n', "train_noisy.csv"), r"line 2, column 'labels': empty label"),
     "open quote": (_f_line('aaaaaaaa.wav,"Bark\n'), r"line 2: malformed CSV record"),
     "bad header": (lambda r: (_edit(r / "train_noisy.csv", lambda ls: ["name,labels\n", *ls[1:]]),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 from pathlib import Path
@@ -12,13 +13,13 @@ from click.testing import CliRunner
 
 from featurestore.cli import main
 from featurestore.ingest.spotify import ingest_spotify
+from featurestore.schemas.mssd import BATCH_LOG_COLUMNS, MAX_HALF
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
-from loaders.session_cache import LOG_COLUMNS
 from models.skip import SkipModel, baselines, predict_test, score_submission, train_skip
 from models.skip.evaluate import ground_truth
 
-H, C, F = 10, 29, len(LOG_COLUMNS)
+H, C, F = MAX_HALF, 29, len(BATCH_LOG_COLUMNS)
 
 
 def _variant(raw: Path, tmp: Path, drop: str) -> Store:
@@ -76,7 +77,7 @@ def test_padding_never_leaks():
         assert torch.equal(model.batch_logits(y), ref)
         # and the first half does matter: flip a valid skip
         z = {k: v.clone() for k, v in x.items()}
-        z["ctx_log"][0, 4, LOG_COLUMNS.index("skip_2")] ^= 1
+        z["ctx_log"][0, 4, BATCH_LOG_COLUMNS.index("skip_2")] ^= 1
         assert not torch.equal(model.batch_logits(z)[0], ref[0])
         assert torch.equal(model.batch_logits(z)[1:], ref[1:])  # sessions stay independent
 
@@ -90,7 +91,7 @@ def test_train_writes_checkpoints(trained):
     assert 0.0 <= r.best_val_aa <= 1.0 and r.best_epoch == 1
     assert r.sessions_per_s > 0 and 0.0 <= r.data_wait_share <= 1.0
     ckpt = torch.load(out / "checkpoint.pt", weights_only=True)
-    assert {"model", "optimizer", "scheduler", "loader", "epoch", "best_val_aa", "config"} <= set(ckpt)
+    assert {"model", "optimizer", "scheduler", "loader", "epoch", "best_metric", "config"} <= set(ckpt)
     assert ckpt["epoch"] == 1 and ckpt["config"]["d_model"] == 16
     assert not list(out.glob(".*tmp*"))  # atomic writes leave nothing behind
 
@@ -167,6 +168,11 @@ def test_store_without_test_split_or_ground_truth(raw, trained, tmp_path):
     sub = predict_test(no_truth, trained[1].best_checkpoint, tmp_path / "y.txt")  # predicting still works
     with pytest.raises(FstoreError, match="store has no test ground truth"):
         score_submission(no_truth, sub)
+    metrics = tmp_path / "m.json"  # asked for scores it cannot compute: one line, exit 1, no file
+    r = CliRunner().invoke(main, ["evaluate", "skip", str(no_truth.path), str(trained[1].best_checkpoint),
+                                  "--out", str(tmp_path / "z.txt"), "--metrics-json", str(metrics)])
+    assert r.exit_code == 1 and r.output.endswith(f"no test ground truth; submission not scored, {metrics} not written\n")
+    assert not metrics.exists()
 
 
 # --- CLI -------------------------------------------------------------------------------------
@@ -177,11 +183,21 @@ def test_cli_train_and_evaluate(store, tmp_path):
     r = runner.invoke(main, ["train", "skip", str(store.path), str(out), "--epochs", "1", "--batch-size", "128"])
     assert r.exit_code == 0, r.output
     assert "sessions/s" in r.output
-    sub = tmp_path / "sub.txt"
-    r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(out / "best.pt"), "--out", str(sub)])
+    assert (out / "history.csv").is_file() and list(out.glob("events.out.tfevents.*"))
+    r = runner.invoke(main, ["train", "skip", str(store.path), str(out), "--epochs", "1", "--batch-size", "128"])
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith(f"already trained: 1/1 epochs completed; best model {out / 'best.pt'} (epoch 1)")
+    sub, metrics = tmp_path / "sub.txt", tmp_path / "metrics.json"
+    r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(out / "best.pt"), "--out", str(sub),
+                             "--metrics-json", str(metrics)])
     assert r.exit_code == 0, r.output
     for name in ("model", "random", "all_skip", "copy_last"):
         assert name in r.output
+    doc = json.loads(metrics.read_text())
+    assert doc["metric"] == "mean_average_accuracy" and doc["split"] == "test"
+    assert set(doc["scores"]) == {"model", "random", "all_skip", "copy_last"}
+    assert doc["scores"]["model"] == score_submission(store, sub).mean_average_accuracy
+    assert doc["scores"]["copy_last"] == baselines(store)["copy_last"].mean_average_accuracy
     assert len(sub.read_text().splitlines()) == store.tables["test"]["rows"]
     r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(tmp_path / "missing.pt")])
     assert r.exit_code == 1 and "checkpoint not found" in r.output

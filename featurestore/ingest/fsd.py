@@ -30,110 +30,100 @@ values outside that range are clipped and counted (``clipped`` in the table's pe
 ``two_pass`` the exact per-bin min / max over every clip is added from a first pass, so nothing is
 clipped, at the price of computing every log-mel twice (off by default: the mel is the costly part).
 
+Zero noisy clips: ``train_noisy.csv`` may be header-only (``fstore synth fsd --noisy 0`` writes one, as
+the release always has both files); it is then zero noisy clips. A header-only ``train_curated.csv`` or a
+missing CSV is an error. CSVs are read with ``table.read_table`` (a BOM, CRLF, blank lines at the end
+and spaces around names are accepted). WAV files: plain RIFF/WAVE and WAVE_FORMAT_EXTENSIBLE (WAVEX)
+headers, PCM samples.
+
 Bad input (InputError naming the file, and the line for CSV problems; nothing is committed): missing
 CSV, wrong header, malformed CSV line (unterminated quote, wrong number of fields, empty fname or
 label, a label listed twice), duplicate fname, unknown label (class list from sample_submission.csv),
-missing wav, unreadable or non-WAV file, non-PCM subtype, empty wav, wrong sample rate.
+missing wav, unreadable or non-WAV file, non-PCM subtype, empty wav, a wav truncated inside its data
+(the header promises more samples than the file holds), wrong sample rate.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
 import os
-import time
-from collections import deque
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ThreadPoolExecutor
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 import torch
 import torchaudio
-import zarr
-from tqdm import tqdm
 
-from ..store import Dictionary, InputError, staged_directory, write_manifest
-from ..store.frame_writer import FrameWriter, RangeScan
-from .frames_common import FrameIngestSummary, refuse_existing, source_entries, write_ids
+from ..schemas import fsd as S
+from ..store import InputError
+from .builder import IngestSummary
+from .clips import Clip, ClipSplit, ingest_clips
+from .table import read_table
 
-SPLITS = (("train_curated", True), ("train_noisy", False))
-TOP_DB = 80.0
-F_MIN = 20.0
-
-
-def _csv_rows(path: Path) -> tuple[list[str], list[tuple[int, list[str]]]]:
-    """Header and (line, fields) rows of a CSV file; csv errors become InputError with the line."""
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    rows = []
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        reader = csv.reader(fh, strict=True)
-        start = 1
-        try:
-            header = [h.strip() for h in next(reader, [])]
-            if not header:
-                raise InputError(path, "file is empty")
-            start = reader.line_num + 1
-            for row in reader:
-                if row:  # blank lines are skipped
-                    rows.append((start, row))
-                start = reader.line_num + 1
-        except csv.Error as e:  # report the line where the broken record starts (e.g. an unclosed quote)
-            raise InputError(path, f"malformed CSV record ({e}, at line {reader.line_num})",
-                             line=start) from None
-    return header, rows
+TOP_DB = S.TOP_DB
+F_MIN = S.F_MIN
+WAV_FORMATS = ("WAV", "WAVEX")  # RIFF/WAVE with a plain or a WAVE_FORMAT_EXTENSIBLE fmt chunk
 
 
-def read_labels(path: Path) -> list[tuple[int, str, list[str]]]:
+def read_labels(path: Path, allow_empty: bool = False) -> list[tuple[int, str, list[str]]]:
     """(line, fname, labels) of a ``fname,labels`` file."""
-    header, rows = _csv_rows(path)
-    if header != ["fname", "labels"]:
-        raise InputError(path, f"header {header} is not ['fname', 'labels']", line=1)
+    table = read_table(path, S.LABEL_COLUMNS, exact=True, allow_empty=allow_empty)
     out = []
-    for line, row in rows:
-        if len(row) != 2:
-            raise InputError(path, f"{len(row)} fields, expected 2 (fname,labels)", line=line)
-        fname = row[0].strip()
+    for line, (fname, field) in table.rows:
         if not fname:
-            raise InputError(path, "empty value", line=line, column="fname")
-        labels = [x.strip() for x in row[1].split(",")]
+            raise InputError(path, "empty value", line=line, column=S.FNAME)
+        labels = [x.strip() for x in field.split(S.LABEL_SEPARATOR)]
         if not all(labels):
-            raise InputError(path, f"empty label in {row[1]!r}", line=line, column="labels")
+            raise InputError(path, f"empty label in {field!r}", line=line, column=S.LABELS)
         if len(set(labels)) != len(labels):
-            raise InputError(path, f"a label is listed twice in {row[1]!r}", line=line, column="labels")
+            raise InputError(path, f"a label is listed twice in {field!r}", line=line, column=S.LABELS)
         out.append((line, fname, labels))
-    if not out:
-        raise InputError(path, "no data rows (header only)")
     return out
 
 
 def read_submission(path: Path) -> tuple[list[str], list[tuple[int, str]]]:
     """Class list (header after ``fname``) and (line, fname) rows of sample_submission.csv."""
-    header, rows = _csv_rows(path)
-    if not header or header[0] != "fname" or len(header) < 2:
-        raise InputError(path, f"header {header[:4]}... must be fname followed by the class names", line=1)
-    classes = header[1:]
-    if len(set(classes)) != len(classes) or not all(classes):
+    table = read_table(path, [S.FNAME], allow_empty=True)
+    if table.header[0] != S.FNAME or len(table.header) < 2:
+        raise InputError(path, f"header {table.header[:4]}... must be fname followed by the class names", line=1)
+    if not all(table.header):
         raise InputError(path, "class names in the header must be distinct and non-empty", line=1)
-    out = []
-    for line, row in rows:
-        if len(row) != len(header) or not row[0].strip():
-            raise InputError(path, f"{len(row)} fields (header has {len(header)}) or empty fname", line=line)
-        out.append((line, row[0].strip()))
-    return classes, out
+    return table.header[1:], [(line, row[S.FNAME]) for line, row in table.records([S.FNAME])]
+
+
+def _check_wav_length(path: Path) -> None:
+    """Reject a RIFF file whose data chunk is cut short: libsndfile would silently read what is there."""
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return  # not RIFF/WAVE: soundfile's own checks report it
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            chunk, length = struct.unpack("<4sI", f.read(8))
+            if chunk == b"data":
+                if length in (0, 0xFFFFFFFF):  # streamed writers leave the size open
+                    return
+                held = size - pos - 8
+                if held < length:
+                    raise InputError(path, f"truncated wav: the header promises {length} bytes of samples, "
+                                           f"the file holds {held}")
+                return
+            pos += 8 + length + (length & 1)  # chunks are padded to even sizes
 
 
 def load_wav(path: Path, sample_rate: int) -> np.ndarray:
-    """Mono float32 samples of a PCM WAV file at ``sample_rate``, validated."""
+    """Mono float32 samples of a PCM WAV (or WAVEX) file at ``sample_rate``, validated."""
     if not path.is_file():
         raise InputError(path, "wav file not found")
     try:
         info = sf.info(str(path))
     except RuntimeError as e:
         raise InputError(path, f"not a readable audio file ({str(e).splitlines()[0]})") from None
-    if info.format != "WAV":
+    if info.format not in WAV_FORMATS:
         raise InputError(path, f"format {info.format}, expected WAV")
     if not info.subtype.startswith("PCM"):
         raise InputError(path, f"subtype {info.subtype} is not PCM")
@@ -141,19 +131,21 @@ def load_wav(path: Path, sample_rate: int) -> np.ndarray:
         raise InputError(path, "empty wav (no samples)")
     if info.samplerate != sample_rate:
         raise InputError(path, f"sample rate {info.samplerate} Hz, expected {sample_rate} Hz")
+    _check_wav_length(path)
     try:
         x, _ = sf.read(str(path), dtype="float32", always_2d=True)
     except RuntimeError as e:
         raise InputError(path, f"unreadable wav ({str(e).splitlines()[0]})") from None
-    if len(x) == 0:
-        raise InputError(path, "empty wav (no samples)")
+    if len(x) != info.frames:
+        raise InputError(path, f"truncated wav: {len(x)} samples read, the header promises {info.frames}")
     return x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
 
 
 class LogMel:
     """The log-mel transform of the module docstring: ``__call__(samples) -> (frames, n_mels)`` float32."""
 
-    def __init__(self, sample_rate: int = 44100, n_fft: int = 1764, hop: int = 220, n_mels: int = 64):
+    def __init__(self, sample_rate: int = S.SAMPLE_RATE, n_fft: int = S.N_FFT, hop: int = S.HOP,
+                 n_mels: int = S.N_MELS):
         self.n_fft, self.hop = n_fft, hop
         self.mel = torchaudio.transforms.MelSpectrogram(
             sample_rate=sample_rate, n_fft=n_fft, win_length=n_fft, hop_length=hop, n_mels=n_mels, f_min=F_MIN,
@@ -175,27 +167,6 @@ class LogMel:
         return out[: 1 + n // self.hop]
 
 
-def ordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
-    """``map(fn, items)`` on a thread pool, in order, at most ``2 * workers`` results ahead (bounded memory).
-
-    The first exception in item order is raised; queued work is cancelled.
-    """
-    if workers <= 1:
-        yield from map(fn, items)
-        return
-    pool = ThreadPoolExecutor(workers)
-    window: deque[Future] = deque()
-    try:
-        for item in items:
-            window.append(pool.submit(fn, item))
-            if len(window) >= 2 * workers:
-                yield window.popleft().result()
-        while window:
-            yield window.popleft().result()
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
-
-
 @contextlib.contextmanager
 def _torch_threads(n: int) -> Iterator[None]:
     """One intra-op thread per clip transform (clips run in parallel instead), restored afterwards."""
@@ -207,110 +178,84 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
+class FsdSource:
+    """The source adapter of an FSDKaggle2019 release (see ``clips.ClipSource``)."""
+
+    dataset, name, unit = "fsdkaggle2019", "fsd", "clip"
+    pattern = "{train_curated,train_noisy,test}/*.wav"
+
+    def __init__(self, raw_dir: str | Path, logmel: LogMel, sample_rate: int):
+        self.raw_dir = Path(raw_dir)
+        self.logmel, self.sample_rate = logmel, sample_rate
+        self.bins = logmel.config["n_mels"]
+        self.splits: list[ClipSplit] = []
+        self.meta_files: list[Path] = []
+        self.dictionaries: dict[str, list[str]] = {}
+        self.notes: list[str] = []
+
+    def read(self) -> None:
+        raw = self.raw_dir
+        if not raw.is_dir():
+            raise InputError(raw, "raw directory not found")
+        train: list[Clip] = []
+        where: dict[str, tuple[Path, int]] = {}  # fname -> (csv, line)
+        for split, curated in S.TRAIN_SPLITS:
+            meta = raw / f"{split}.csv"
+            self.meta_files.append(meta)
+            for line, fname, labels in read_labels(meta, allow_empty=not curated):
+                if fname in where:
+                    first, first_line = where[fname]
+                    raise InputError(meta, f"fname {fname!r} appears twice (first in {first.name}, line {first_line})",
+                                     line=line, column=S.FNAME)
+                where[fname] = (meta, line)
+                train.append(Clip(fname, raw / split / fname, {"curated": int(curated)}, labels))
+        sub = raw / S.SUBMISSION
+        test: list[Clip] = []
+        if sub.is_file():
+            self.meta_files.append(sub)
+            classes, sub_rows = read_submission(sub)
+            self.dictionaries["class"] = classes
+            known = set(classes)
+            for clip in train:
+                for lab in clip.labels:
+                    if lab not in known:
+                        meta, line = where[clip.id]
+                        raise InputError(meta, f"label {lab!r} is not a class of {sub.name}", line=line,
+                                         column=S.LABELS)
+            if (raw / S.TEST_DIR).is_dir():
+                test = [Clip(fname, raw / S.TEST_DIR / fname) for _, fname in sub_rows]
+            else:
+                self.notes.append(f"{sub.name} but no {S.TEST_DIR}/ directory: store has no test split")
+        else:
+            self.notes.append(f"no {sub.name}: class list = labels in file order, no test split")
+        for clip in train:
+            if not clip.path.is_file():
+                meta, line = where[clip.id]
+                raise InputError(clip.path, f"wav file not found (listed in {meta.name}, line {line})")
+        for clip in test:
+            if not clip.path.is_file():
+                raise InputError(clip.path, f"wav file not found (listed in {sub.name})")
+        attrs = {"logmel": self.logmel.config}
+        self.splits.append(ClipSplit("train", train, {"curated": {"dtype": "uint8", "type": "bool"}},
+                                     labels={"dictionary": "class", "dtype": "int16"}, attrs=attrs))
+        if test:
+            self.splits.append(ClipSplit("test", test, attrs=attrs))
+
+    def load(self, clip: Clip) -> np.ndarray:
+        return self.logmel(load_wav(clip.path, self.sample_rate))
+
+
 def ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False, progress: bool = True,
-               sample_rate: int = 44100, n_fft: int = 1764, hop: int = 220, n_mels: int = 64,
+               sample_rate: int = S.SAMPLE_RATE, n_fft: int = S.N_FFT, hop: int = S.HOP, n_mels: int = S.N_MELS,
                sample_frames: int | None = None, kind: str = "affine", two_pass: bool = False,
-               workers: int | None = None) -> FrameIngestSummary:
+               workers: int | None = None) -> IngestSummary:
     """Ingest an FSDKaggle2019 release (or a synthetic one) into a new store at ``store_path``.
 
     Clips are decoded and transformed by ``workers`` threads (default: CPU count, at most 16), each
     torch transform single-threaded, and written in order.
     """
     workers = workers or min(16, os.cpu_count() or 1)
+    source = FsdSource(raw_dir, LogMel(sample_rate, n_fft, hop, n_mels), sample_rate)
     with _torch_threads(1):
-        return _ingest_fsd(raw_dir, store_path, overwrite, progress, sample_rate, n_fft, hop, n_mels,
-                           sample_frames, kind, two_pass, workers)
-
-
-def _ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool, progress: bool, sample_rate: int,
-                n_fft: int, hop: int, n_mels: int, sample_frames: int | None, kind: str, two_pass: bool,
-                workers: int) -> FrameIngestSummary:
-    t0 = time.perf_counter()
-    raw_dir = Path(raw_dir)
-    refuse_existing(store_path, overwrite)
-    if not raw_dir.is_dir():
-        raise InputError(raw_dir, "raw directory not found")
-    metas = [raw_dir / f"{s}.csv" for s, _ in SPLITS]
-    train = []  # (wav path, fname, labels, curated)
-    seen: dict[str, tuple[Path, int]] = {}
-    for (split, curated), meta in zip(SPLITS, metas, strict=True):
-        for line, fname, labels in read_labels(meta):
-            if fname in seen:
-                first, first_line = seen[fname]
-                raise InputError(meta, f"fname {fname!r} appears twice (first in {first.name}, line {first_line})",
-                                 line=line, column="fname")
-            seen[fname] = (meta, line)
-            train.append((raw_dir / split / fname, fname, labels, curated, meta, line))
-    sub = raw_dir / "sample_submission.csv"
-    test: list[tuple[Path, str]] = []
-    notes = []
-    if sub.is_file():
-        metas.append(sub)
-        class_list, sub_rows = read_submission(sub)
-        classes = Dictionary(class_list)
-        known = set(class_list)
-        for _, _, labels, _, meta, line in train:
-            for lab in labels:
-                if lab not in known:
-                    raise InputError(meta, f"label {lab!r} is not a class of {sub.name}", line=line, column="labels")
-        if (raw_dir / "test").is_dir():
-            test = [(raw_dir / "test" / fname, fname) for _, fname in sub_rows]
-        else:
-            notes.append("sample_submission.csv but no test/ directory: store has no test split")
-    else:
-        classes = Dictionary()
-        for _, _, labels, *_ in train:
-            classes.extend(labels)
-        notes.append("no sample_submission.csv: class list = labels in file order, no test split")
-    for path, _, _, _, meta, line in train:
-        if not path.is_file():
-            raise InputError(path, f"wav file not found (listed in {meta.name}, line {line})")
-    for path, _ in test:
-        if not path.is_file():
-            raise InputError(path, f"wav file not found (listed in {sub.name})")
-    wavs = [t[0] for t in train] + [p for p, _ in test]
-    wav_bytes = sum(p.stat().st_size for p in wavs)
-    summary = FrameIngestSummary("fsdkaggle2019", files=len(metas) + len(wavs),
-                                 raw_bytes=wav_bytes + sum(m.stat().st_size for m in metas), notes=notes)
-    logmel = LogMel(sample_rate, n_fft, hop, n_mels)
-
-    def features(path: Path) -> np.ndarray:
-        return logmel(load_wav(path, sample_rate))
-
-    extremes = None
-    if two_pass:
-        extremes = RangeScan(n_mels)
-        for frames in tqdm(ordered_map(features, wavs, workers), total=len(wavs), unit="clip", desc="scan fsd",
-                           disable=not progress):
-            extremes.update(frames)
-    with staged_directory(store_path, overwrite) as stage, contextlib.ExitStack() as cleanup, tqdm(
-        total=len(wavs), unit="clip", desc="ingest fsd", disable=not progress
-    ) as bar:
-        root = zarr.open_group(stage, mode="w", zarr_format=3)
-        (stage / "dicts").mkdir()
-        (stage / "ids").mkdir()
-        tables = {}
-        writer = FrameWriter(root, "train", n_mels, kind=kind, sample_frames=sample_frames, extremes=extremes,
-                             columns={"curated": {"dtype": "uint8", "type": "bool"}},
-                             labels={"dictionary": "class", "dtype": "int16"})
-        cleanup.callback(writer.abort)
-        for frames, (_, _, labels, curated, _, _) in zip(ordered_map(features, [t[0] for t in train], workers),
-                                                          train, strict=True):
-            codes = [classes.add(lab) for lab in labels]
-            writer.append(frames, {"curated": int(curated)}, labels=codes)
-            bar.update(1)
-        tables["train"] = writer.close(split="train", logmel=logmel.config)
-        write_ids(stage, "train", [t[1] for t in train])
-        if test:
-            tw = FrameWriter(root, "test", n_mels, quantizers=writer.quantizers)
-            cleanup.callback(tw.abort)
-            for frames in ordered_map(features, [p for p, _ in test], workers):
-                tw.append(frames)
-                bar.update(1)
-            tables["test"] = tw.close(split="test", logmel=logmel.config, quantizers_from="train",
-                                      exact_range=two_pass)
-            write_ids(stage, "test", [f for _, f in test])
-        classes.write(stage / "dicts" / "class.parquet")
-        sources = source_entries(raw_dir, metas, len(wavs), wav_bytes, "{train_curated,train_noisy,test}/*.wav")
-        manifest = write_manifest(stage, "fsdkaggle2019", tables, sources)
-    return summary.finish(manifest, t0)
+        return ingest_clips(source, store_path, overwrite=overwrite, progress=progress,
+                            sample_frames=sample_frames, kind=kind, two_pass=two_pass, workers=workers)

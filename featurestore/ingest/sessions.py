@@ -9,7 +9,10 @@ import numba
 import numpy as np
 import polars as pl
 
+from ..schemas.mssd import MAX_SESSION_LENGTH, MIN_SESSION_LENGTH, first_half_length
 from ..store.errors import InputError
+
+_first_half = numba.njit(first_half_length)
 
 # which positions a file holds of each session
 FULL, FIRST_HALF, SECOND_HALF = "full", "first_half", "second_half"
@@ -33,7 +36,7 @@ _OK, _LENGTH_CHANGES, _LENGTH_RANGE, _POSITION, _COUNT = 0, 1, 2, 3, 4
 def _first_bad_row(starts_mask, slen, pos, part):
     """One pass over a file's rows: (error code, row, expected value) of the first bad row.
 
-    part 0/1/2 = FULL / FIRST_HALF / SECOND_HALF. Position p is in the second half when 2p > L.
+    part 0/1/2 = FULL / FIRST_HALF / SECOND_HALF; the first half is ``first_half_length(L)`` rows.
     """
     n = starts_mask.shape[0]
     run_start = 0
@@ -42,7 +45,8 @@ def _first_bad_row(starts_mask, slen, pos, part):
             if r > 0:  # close the run that ended at r - 1
                 L = slen[run_start]
                 count = r - run_start
-                want = L if part == 0 else (L // 2 if part == 1 else L - L // 2)
+                half = _first_half(L)
+                want = L if part == 0 else (half if part == 1 else L - half)
                 if count != want:
                     return _COUNT, run_start, want
             if r == n:
@@ -51,9 +55,9 @@ def _first_bad_row(starts_mask, slen, pos, part):
         L = slen[run_start]
         if slen[r] != L:
             return _LENGTH_CHANGES, r, L
-        if L < 1 or L > 255:
+        if L < MIN_SESSION_LENGTH or L > MAX_SESSION_LENGTH:
             return _LENGTH_RANGE, r, L
-        first = L // 2 + 1 if part == 2 else 1
+        first = _first_half(L) + 1 if part == 2 else 1
         if pos[r] != first + (r - run_start):
             return _POSITION, r, first + (r - run_start)
     return _OK, -1, 0
@@ -62,8 +66,8 @@ def _first_bad_row(starts_mask, slen, pos, part):
 def session_runs(df: pl.DataFrame, path: Path, part: str = FULL) -> Runs:
     """Split rows into sessions and check each is contiguous, ordered and of the stated length.
 
-    part: FULL (positions 1..L), FIRST_HALF (1..L//2) or SECOND_HALF (L//2+1..L), the MSSD rule
-    being that position p is in the second half when 2p > L.
+    part: FULL (positions 1..L), FIRST_HALF (1..h) or SECOND_HALF (h+1..L), h = ``first_half_length(L)``
+    (schemas/mssd.py).
     """
     sid = df["session_id"]
     starts_mask = (sid != sid.shift(1)).fill_null(True).to_numpy()
@@ -74,7 +78,7 @@ def session_runs(df: pl.DataFrame, path: Path, part: str = FULL) -> Runs:
         raise InputError(path, f"session {sid[r]!r}: session_length changes within the session", line=r + 2,
                          column="session_length")
     if code == _LENGTH_RANGE:
-        raise InputError(path, f"session_length {slen[r]} outside 1..255", line=r + 2, column="session_length")
+        raise InputError(path, f"session_length {slen[r]} outside {MIN_SESSION_LENGTH}..{MAX_SESSION_LENGTH}", line=r + 2, column="session_length")
     if code == _POSITION:
         raise InputError(path, f"session {sid[r]!r}: rows out of order (position {pos[r]} where {want} expected)",
                          line=r + 2, column="session_position")

@@ -27,37 +27,21 @@ metadata.json, a tensor length disagreeing with its mel_len.
 
 from __future__ import annotations
 
-import contextlib
-import json
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import zarr
-from tqdm import tqdm
 
-from ..store import Dictionary, InputError, staged_directory, write_manifest
-from ..store.frame_writer import FrameWriter, RangeScan
-from .frames_common import FrameIngestSummary, refuse_existing, source_entries, write_ids
-
-
-def _json(path: Path) -> dict:
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    try:
-        obj = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(path, f"not valid JSON ({e.msg})", line=e.lineno) from None
-    except UnicodeDecodeError:
-        raise InputError(path, "not UTF-8 text") from None
-    if not isinstance(obj, dict):
-        raise InputError(path, "top level is not a JSON object")
-    return obj
+from ..schemas import speakers as S
+from ..store import InputError
+from .builder import IngestSummary
+from .clips import Clip, ClipSplit, ingest_clips
+from .table import json_records, read_json
 
 
-def _speakers(path: Path) -> Dictionary:
-    m = _json(path)
+def _speakers(path: Path) -> list[str]:
+    """Speaker names in speaker2id order (code i = the speaker with id i)."""
+    m = read_json(path)
     s2i = m.get("speaker2id")
     if not isinstance(s2i, dict) or not s2i:
         raise InputError(path, "no speaker2id object")
@@ -67,7 +51,7 @@ def _speakers(path: Path) -> Dictionary:
     i2s = m.get("id2speaker")
     if i2s is not None and i2s != {str(i): s for s, i in s2i.items()}:
         raise InputError(path, "id2speaker disagrees with speaker2id")
-    return Dictionary([s for s, _ in sorted(s2i.items(), key=lambda kv: kv[1])])
+    return [s for s, _ in sorted(s2i.items(), key=lambda kv: kv[1])]
 
 
 def _n_mels(path: Path, obj: dict) -> int:
@@ -77,12 +61,14 @@ def _n_mels(path: Path, obj: dict) -> int:
     return n
 
 
-def _entry(path: Path, u, where: str) -> tuple[str, int]:
-    if not isinstance(u, dict) or not isinstance(u.get("feature_path"), str) or not isinstance(u.get("mel_len"), int):
-        raise InputError(path, f"{where}: expected {{'feature_path': str, 'mel_len': int}}, got {u!r}"[:300])
-    if u["mel_len"] < 0:
-        raise InputError(path, f"{where}: negative mel_len {u['mel_len']}")
-    return u["feature_path"], u["mel_len"]
+def _utterances(path: Path, items: object, where: str) -> list[tuple[str, int]]:
+    """(feature_path, mel_len) of an array of utterance entries."""
+    out = []
+    for k, u in enumerate(json_records(path, items, S.UTTERANCE, where)):
+        if u["mel_len"] < 0:
+            raise InputError(path, f"{where}[{k}], field 'mel_len': negative mel_len {u['mel_len']}")
+        out.append((u["feature_path"], u["mel_len"]))
+    return out
 
 
 def load_utterance(path: Path, mel_len: int, n_mels: int, meta: Path) -> torch.Tensor:
@@ -111,112 +97,92 @@ def _frames(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
+class SpeakersSource:
+    """The source adapter of the speaker homework data (see ``clips.ClipSource``)."""
+
+    dataset, name, unit = "speakers-voxceleb-mel", "speakers", "utt"
+
+    def __init__(self, raw_dir: str | Path):
+        self.raw_dir = Path(raw_dir)
+        self.splits: list[ClipSplit] = []
+        self.meta_files: list[Path] = []
+        self.dictionaries: dict[str, list[str]] = {}
+        self.notes: list[str] = []
+        self.bins = 0
+        self.pattern = S.FEATURE_GLOB
+
+    def read(self) -> None:
+        if not self.raw_dir.is_dir():
+            raise InputError(self.raw_dir, "raw directory not found")
+        root = self.raw_dir / S.DATASET_DIR if (self.raw_dir / S.DATASET_DIR).is_dir() else self.raw_dir
+        self.pattern = str(root.relative_to(self.raw_dir) / S.FEATURE_GLOB)
+        mapping, meta_p, test_p, labels_p = (root / n for n in (S.MAPPING, S.METADATA, S.TESTDATA, S.TEST_LABELS))
+        speakers = _speakers(mapping)
+        self.dictionaries["speaker"] = speakers
+        known = set(speakers)
+        meta = read_json(meta_p)
+        self.bins = n_mels = _n_mels(meta_p, meta)
+        per_speaker = meta.get("speakers")
+        if not isinstance(per_speaker, dict):
+            raise InputError(meta_p, "no speakers object")
+        seen: dict[str, Path] = {}
+
+        def clip(fp: str, n: int, listed_in: Path, values: dict | None = None) -> Clip:
+            if fp in seen:
+                raise InputError(listed_in, f"feature path {fp!r} appears twice (also in {seen[fp].name})")
+            seen[fp] = listed_in
+            return Clip(fp, root / fp, values or {}, extra=(n, n_mels, listed_in))
+
+        train = []
+        for spk, utts in per_speaker.items():
+            if spk not in known:
+                raise InputError(meta_p, f"speaker {spk!r} is not in {mapping.name}")
+            train += [clip(fp, n, meta_p, {"speaker": spk}) for fp, n in _utterances(meta_p, utts, f"speakers[{spk!r}]")]
+        self.meta_files = [mapping, meta_p]
+        speaker_col = {"speaker": {"dtype": "int32", "dictionary": "speaker"}}
+        self.splits.append(ClipSplit("train", train, speaker_col))
+        if not test_p.is_file():
+            self.notes.append(f"no {S.TESTDATA}: store has no test split")
+        else:
+            self.meta_files.append(test_p)
+            tmeta = read_json(test_p)
+            if _n_mels(test_p, tmeta) != n_mels:
+                raise InputError(test_p, f"n_mels {tmeta['n_mels']} but {meta_p.name} says {n_mels}")
+            if not isinstance(tmeta.get("utterances"), list):
+                raise InputError(test_p, "no utterances list")
+            test = [clip(fp, n, test_p) for fp, n in _utterances(test_p, tmeta["utterances"], "utterances")]
+            labelled = labels_p.is_file()
+            if labelled:
+                self.meta_files.append(labels_p)
+                test_labels = read_json(labels_p)
+                for c in test:
+                    spk = test_labels.get(c.id)
+                    if spk is None:
+                        raise InputError(labels_p, f"no label for test utterance {c.id!r}")
+                    if spk not in known:
+                        raise InputError(labels_p, f"speaker {spk!r} (of {c.id!r}) is not in {mapping.name}")
+                    c.values["speaker"] = spk
+            else:
+                self.notes.append(f"no {S.TEST_LABELS}: test utterances are unlabelled")
+            self.splits.append(ClipSplit("test", test, speaker_col if labelled else {}, attrs={"labelled": labelled}))
+        for c in train + (self.splits[1].clips if len(self.splits) > 1 else []):
+            if not c.path.is_file():
+                raise InputError(c.path, f"feature file not found (listed in {seen[c.id].name})")
+
+    def load(self, clip: Clip) -> np.ndarray:
+        n, n_mels, listed_in = clip.extra
+        return _frames(load_utterance(clip.path, n, n_mels, listed_in))
+
+
+def _frames(t: torch.Tensor) -> np.ndarray:
+    if t.dtype not in (torch.float32, torch.float64):
+        t = t.to(torch.float32)
+    return t.detach().numpy()
+
+
 def ingest_speakers(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False, progress: bool = True,
                     sample_frames: int | None = None, kind: str = "affine", two_pass: bool = True
-                    ) -> FrameIngestSummary:
+                    ) -> IngestSummary:
     """Ingest the speaker-classification homework data (or a synthetic one) into ``store_path``."""
-    t0 = time.perf_counter()
-    raw_dir = Path(raw_dir)
-    refuse_existing(store_path, overwrite)
-    if not raw_dir.is_dir():
-        raise InputError(raw_dir, "raw directory not found")
-    root_dir = raw_dir / "Dataset" if (raw_dir / "Dataset").is_dir() else raw_dir
-    mapping, meta_p, test_p, labels_p = (root_dir / n for n in
-                                         ("mapping.json", "metadata.json", "testdata.json", "test_labels.json"))
-    speakers = _speakers(mapping)
-    known = set(speakers.values)
-    meta = _json(meta_p)
-    n_mels = _n_mels(meta_p, meta)
-    per_speaker = meta.get("speakers")
-    if not isinstance(per_speaker, dict):
-        raise InputError(meta_p, "no speakers object")
-    seen: dict[str, Path] = {}
-
-    def claim(fp: str, where: Path) -> None:
-        if fp in seen:
-            raise InputError(where, f"feature path {fp!r} appears twice (also in {seen[fp].name})")
-        seen[fp] = where
-
-    train = []  # (feature_path, mel_len, speaker code)
-    for spk, utts in per_speaker.items():
-        if spk not in known:
-            raise InputError(meta_p, f"speaker {spk!r} is not in {mapping.name}")
-        if not isinstance(utts, list):
-            raise InputError(meta_p, f"speaker {spk!r}: utterances are not a list")
-        for k, u in enumerate(utts):
-            fp, n = _entry(meta_p, u, f"speakers[{spk!r}][{k}]")
-            claim(fp, meta_p)
-            train.append((fp, n, speakers.add(spk)))
-    metas = [mapping, meta_p]
-    test, test_labels = [], None
-    notes = []
-    if test_p.is_file():
-        metas.append(test_p)
-        tmeta = _json(test_p)
-        if _n_mels(test_p, tmeta) != n_mels:
-            raise InputError(test_p, f"n_mels {tmeta['n_mels']} but {meta_p.name} says {n_mels}")
-        utts = tmeta.get("utterances")
-        if not isinstance(utts, list):
-            raise InputError(test_p, "no utterances list")
-        for k, u in enumerate(utts):
-            fp, n = _entry(test_p, u, f"utterances[{k}]")
-            claim(fp, test_p)
-            test.append((fp, n))
-        if labels_p.is_file():
-            metas.append(labels_p)
-            test_labels = _json(labels_p)
-            for fp, _ in test:
-                spk = test_labels.get(fp)
-                if spk is None:
-                    raise InputError(labels_p, f"no label for test utterance {fp!r}")
-                if spk not in known:
-                    raise InputError(labels_p, f"speaker {spk!r} (of {fp!r}) is not in {mapping.name}")
-        else:
-            notes.append("no test_labels.json: test utterances are unlabelled")
-    else:
-        notes.append("no testdata.json: store has no test split")
-    for fp, _, *_ in train + test:
-        p = root_dir / fp
-        if not p.is_file():
-            raise InputError(p, f"feature file not found (listed in {seen[fp].name})")
-    pt_bytes = sum((root_dir / fp).stat().st_size for fp, *_ in train + test)
-    summary = FrameIngestSummary("speakers-voxceleb-mel", files=len(metas) + len(train) + len(test),
-                                 raw_bytes=pt_bytes + sum(m.stat().st_size for m in metas), notes=notes)
-    extremes = None
-    if two_pass:
-        extremes = RangeScan(n_mels)
-        items = [(fp, n, meta_p) for fp, n, _ in train] + [(fp, n, test_p) for fp, n in test]
-        for fp, n, where in tqdm(items, unit="utt", desc="scan speakers", disable=not progress):
-            extremes.update(_frames(load_utterance(root_dir / fp, n, n_mels, where)))
-    with staged_directory(store_path, overwrite) as stage, contextlib.ExitStack() as cleanup, tqdm(
-        total=len(train) + len(test), unit="utt", desc="ingest speakers", disable=not progress
-    ) as bar:
-        root = zarr.open_group(stage, mode="w", zarr_format=3)
-        (stage / "dicts").mkdir()
-        (stage / "ids").mkdir()
-        speaker_col = {"speaker": {"dtype": "int32", "dictionary": "speaker"}}
-        tables = {}
-        writer = FrameWriter(root, "train", n_mels, kind=kind, sample_frames=sample_frames, extremes=extremes,
-                             columns=speaker_col)
-        cleanup.callback(writer.abort)
-        for fp, n, code in train:
-            writer.append(_frames(load_utterance(root_dir / fp, n, n_mels, meta_p)), {"speaker": code})
-            bar.update(1)
-        tables["train"] = writer.close(split="train")
-        write_ids(stage, "train", [fp for fp, *_ in train])
-        if test_p.is_file():
-            labelled = test_labels is not None
-            tw = FrameWriter(root, "test", n_mels, quantizers=writer.quantizers,
-                             columns=speaker_col if labelled else None)
-            cleanup.callback(tw.abort)
-            for fp, n in test:
-                values = {"speaker": speakers.add(test_labels[fp])} if labelled else None
-                tw.append(_frames(load_utterance(root_dir / fp, n, n_mels, test_p)), values)
-                bar.update(1)
-            tables["test"] = tw.close(split="test", labelled=labelled, quantizers_from="train", exact_range=two_pass)
-            write_ids(stage, "test", [fp for fp, _ in test])
-        speakers.write(stage / "dicts" / "speaker.parquet")
-        pattern = str(root_dir.relative_to(raw_dir) / "uttr-*.pt")
-        sources = source_entries(raw_dir, metas, len(train) + len(test), pt_bytes, pattern)
-        manifest = write_manifest(stage, "speakers-voxceleb-mel", tables, sources)
-    return summary.finish(manifest, t0)
+    return ingest_clips(SpeakersSource(raw_dir), store_path, overwrite=overwrite, progress=progress,
+                        sample_frames=sample_frames, kind=kind, two_pass=two_pass)

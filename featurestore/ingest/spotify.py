@@ -20,9 +20,7 @@ Open vocabularies: unseen context_type / reason values are added to the dictiona
 
 from __future__ import annotations
 
-import time
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -32,41 +30,13 @@ from tqdm import tqdm
 
 from ..quantize import ExactQuantizer, choose_quantizer
 from ..schemas import mssd as S
-from ..store import Dictionary, FeatureTableWriter, IdListWriter, InputError, RaggedWriter, staged_directory
-from ..store.manifest import sha256_file, write_manifest
-from .csv_reading import read_typed_csv
+from ..store import Dictionary, FeatureTableWriter, InputError, RaggedWriter
+from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
 from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
+from .table import read_typed_csv
 
 FIT_SAMPLE_ROWS = 32_768  # quantizer fitting sample in all (plus the exact min/max of every column)
 KEEP_TRACK_BYTES = 256 << 20  # track blocks kept in memory between fitting and encoding
-
-
-@dataclass
-class IngestSummary:
-    files: int = 0
-    raw_bytes: int = 0
-    tracks: int = 0
-    sessions: dict = field(default_factory=dict)
-    events: dict = field(default_factory=dict)
-    bytes_on_disk: int = 0
-    seconds: float = 0.0
-    notes: list = field(default_factory=list)
-
-    @property
-    def total_events(self) -> int:
-        return sum(self.events.values())
-
-    def lines(self) -> list[str]:
-        ev = self.total_events
-        out = [
-            f"files          {self.files} ({self.raw_bytes / 1e6:.1f} MB raw)",
-            f"tracks         {self.tracks}",
-            *[f"{k:<14} {self.sessions[k]} sessions, {self.events[k]} events" for k in self.sessions],
-            f"bytes on disk  {self.bytes_on_disk / 1e6:.2f} MB ({self.bytes_on_disk / max(ev, 1):.2f} bytes/event, "
-            f"raw CSV {self.raw_bytes / max(ev, 1):.1f} bytes/event)",
-            f"seconds        {self.seconds:.2f} ({ev / max(self.seconds, 1e-9):,.0f} events/s)",
-        ]
-        return out + [f"note           {n}" for n in self.notes]
 
 
 def _glob(folder: Path, pattern: str) -> list[Path]:
@@ -212,9 +182,9 @@ class _FilePipeline:
             self._pool.shutdown(cancel_futures=True)
 
 
-def _ingest_train(paths, group, ids_dir, enc, registry, bar) -> RaggedWriter:
-    writer = RaggedWriter(group, "train", S.EVENT_COLUMNS)
-    ids = IdListWriter(ids_dir / "train.parquet")
+def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar) -> RaggedWriter:
+    writer = RaggedWriter(builder.root, "train", S.EVENT_COLUMNS)
+    ids = builder.ids("train")
 
     def process(p: Path, df: pl.DataFrame) -> None:
         runs = session_runs(df, p, FULL)
@@ -231,7 +201,6 @@ def _ingest_train(paths, group, ids_dir, enc, registry, bar) -> RaggedWriter:
         pipeline.wait()
     finally:
         pipeline.close()
-        ids.close()
     return writer
 
 
@@ -269,9 +238,9 @@ def _merge_halves(pre: pl.DataFrame, pre_runs: Runs, post: pl.DataFrame, post_ru
     return merged, lengths, lines
 
 
-def _ingest_test(triples, group, ids_dir, enc, registry, bar) -> tuple[RaggedWriter, bool]:
-    writer = RaggedWriter(group, "test", S.EVENT_COLUMNS)
-    ids = IdListWriter(ids_dir / "test.parquet")
+def _ingest_test(triples, builder: StoreBuilder, enc, registry, bar) -> tuple[RaggedWriter, bool]:
+    writer = RaggedWriter(builder.root, "test", S.EVENT_COLUMNS)
+    ids = builder.ids("test")
     labelled = [gt is not None for _, _, gt in triples]
     if any(labelled) and not all(labelled):
         raise InputError(triples[0][0].parent, "ground_truth_* files exist for some test dates but not all")
@@ -285,7 +254,6 @@ def _ingest_test(triples, group, ids_dir, enc, registry, bar) -> tuple[RaggedWri
         writer.append(lengths, enc.columns(merged, pre_path, lines))
         ids.append(pre_runs.session_ids)
         bar.update(sum(p.stat().st_size for p in (pre_path, inp, gt) if p is not None))
-    ids.close()
     return writer, bool(labelled and all(labelled))
 
 
@@ -298,46 +266,28 @@ def _run_ids(path: Path) -> pl.Series:
 def ingest_spotify(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False,
                    progress: bool = True, source_checksums: bool = True) -> IngestSummary:
     """Ingest an MSSD release (or a synthetic one) into a new store at ``store_path``."""
-    t0 = time.perf_counter()
+    refuse_existing(store_path, overwrite)
     raw_dir = Path(raw_dir)
     files = discover(raw_dir)
     test_files = [p for t in files["test"] for p in t if p is not None]
     all_files = files["tracks"] + files["train"] + test_files
-    summary = IngestSummary(files=len(all_files), raw_bytes=sum(p.stat().st_size for p in all_files))
-    with staged_directory(store_path, overwrite) as stage, tqdm(
-        total=summary.raw_bytes, unit="B", unit_scale=True, desc="ingest spotify", disable=not progress
-    ) as bar:
-        root = zarr.open_group(stage, mode="w", zarr_format=3)
-        (stage / "dicts").mkdir()
-        (stage / "ids").mkdir()
-        track_codes = _ingest_tracks(files["tracks"], root, bar)
-        track_ids = IdListWriter(stage / "ids" / "tracks.parquet")
-        track_ids.append(track_codes[S.TRACK_ID])
-        track_ids.close()
+    raw_bytes = sum(p.stat().st_size for p in all_files)
+    with StoreBuilder(store_path, "spotify-mssd", overwrite=overwrite, progress=progress, files=len(all_files),
+                      raw_bytes=raw_bytes) as b:
+        bar = b.bar(raw_bytes, "B", "ingest spotify")
+        track_codes = _ingest_tracks(files["tracks"], b.root, bar)
+        b.write_ids("tracks", track_codes[S.TRACK_ID])
+        b.table("tracks", dict(b.root["tracks"].attrs))
         enc = _SessionEncoder(track_codes)
-        registry = SessionIdRegistry()
-        tables = {"tracks": dict(root["tracks"].attrs)}
-        train = _ingest_train(files["train"], root, stage / "ids", enc, registry, bar)
-        tables["train"] = train.close(split="train")
-        if files["test"]:
-            test, labelled = _ingest_test(files["test"], root, stage / "ids", enc, registry, bar)
-            tables["test"] = test.close(split="test", second_half_labels=labelled)
-        else:
-            summary.notes.append("no test_set/log_prehistory_* files: store has no test split")
-        registry.check(_run_ids)
         for name, d in enc.dicts.items():
-            d.write(stage / "dicts" / f"{name}.parquet")
-        sources = [
-            {"path": str(p.relative_to(raw_dir)), "bytes": p.stat().st_size,
-             **({"sha256": sha256_file(p)} if source_checksums else {})}
-            for p in all_files
-        ]
-        manifest = write_manifest(stage, "spotify-mssd", tables, sources)
-    summary.tracks = tables["tracks"]["rows"]
-    for name in ("train", "test"):
-        if name in tables:
-            summary.sessions[name] = tables[name]["rows"]
-            summary.events[name] = tables[name]["events"]
-    summary.bytes_on_disk = sum(f["bytes"] for f in manifest["files"].values())
-    summary.seconds = time.perf_counter() - t0
-    return summary
+            b.adopt_dictionary(name, d)
+        registry = SessionIdRegistry()
+        b.table("train", _ingest_train(files["train"], b, enc, registry, bar).close(split="train"))
+        if files["test"]:
+            test, labelled = _ingest_test(files["test"], b, enc, registry, bar)
+            b.table("test", test.close(split="test", second_half_labels=labelled))
+        else:
+            b.summary.notes.append("no test_set/log_prehistory_* files: store has no test split")
+        registry.check(_run_ids)
+        b.finish(file_sources(raw_dir, all_files, checksums=source_checksums))
+    return b.summary

@@ -20,61 +20,32 @@ the exact per-feature min / max over every train and test track from a first rea
 also validates every file before anything is written), so no value is clipped. Then every track is
 streamed. Memory: the sample, never all frames.
 
-Bad input (InputError naming the file and, for TSV problems, the line; nothing is committed):
-missing meta file, header without the expected columns, a line with the wrong number of fields or an
-empty field, a duplicate track id (over train and test), a missing feature file, a file that is not
+The meta files are read with ``table.read_table`` (a BOM, CRLF, blank lines at the end and spaces
+around names are accepted). Bad input (InputError naming the file and, for TSV problems, the line;
+nothing is committed): missing meta file, header without the expected columns, a line with the wrong
+number of fields or an empty field, a blank line between rows, a duplicate track id (over train and test), a missing feature file, a file that is not
 a readable ``.npy``, a non-float dtype, a matrix that is not 2-D, whose first dimension is not 512 or
 whose T is outside 1..81.
 """
 
 from __future__ import annotations
 
-import contextlib
-import time
 from pathlib import Path
 
 import numpy as np
-import zarr
-from tqdm import tqdm
 
-from ..store import Dictionary, InputError, staged_directory, write_manifest
-from ..store.frame_writer import FrameWriter, RangeScan
-from .frames_common import FrameIngestSummary, refuse_existing, source_entries, write_ids
+from ..schemas import yandex as S
+from ..store import InputError
+from .builder import IngestSummary
+from .clips import Clip, ClipSplit, ingest_clips
+from .table import read_table
 
-FEATURES = 512
-MIN_STEPS = 1
-MAX_STEPS = 81
 NPY_MAGIC = b"\x93NUMPY"
-TRAIN_COLUMNS = ["trackid", "artistid", "archive_features_path"]
-TEST_COLUMNS = ["trackid", "archive_features_path"]
 
 
-def read_tsv(path: Path, columns: list[str]) -> list[tuple[int, dict[str, str]]]:
-    """(line number, {column: value}) for every data line; header must name ``columns``."""
-    if not path.is_file():
-        raise InputError(path, "file not found")
-    text = path.read_text(encoding="utf-8", errors="replace")
-    lines = text.splitlines()
-    if not lines:
-        raise InputError(path, "file is empty")
-    header = [h.strip() for h in lines[0].split("\t")]
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise InputError(path, f"missing column(s) {missing}; header has {header}", line=1)
-    pos = {c: header.index(c) for c in columns}
-    rows = []
-    for n, line in enumerate(lines[1:], start=2):
-        fields = line.split("\t")
-        if len(fields) != len(header):
-            raise InputError(path, f"{len(fields)} tab-separated fields, header has {len(header)}", line=n)
-        row = {c: fields[i].strip() for c, i in pos.items()}
-        for c, v in row.items():
-            if not v:
-                raise InputError(path, "empty value", line=n, column=c)
-        rows.append((n, row))
-    if not rows:
-        raise InputError(path, "no data rows (header only)")
-    return rows
+def read_meta(path: Path, columns: list[str]) -> list[tuple[int, dict[str, str]]]:
+    """(line number, {column: value}) for every data line of a meta TSV; header must name ``columns``."""
+    return read_table(path, columns).records(columns)
 
 
 def load_track(path: Path) -> np.ndarray:
@@ -93,11 +64,11 @@ def load_track(path: Path) -> np.ndarray:
     if a.dtype.kind != "f":
         raise InputError(path, f"dtype {a.dtype} is not floating point")
     if a.ndim != 2:
-        raise InputError(path, f"shape {a.shape} is not 2-D ({FEATURES} x T)")
-    if a.shape[0] != FEATURES:
-        raise InputError(path, f"shape {a.shape}: first dimension {a.shape[0]} != {FEATURES}")
-    if not MIN_STEPS <= a.shape[1] <= MAX_STEPS:
-        raise InputError(path, f"shape {a.shape}: T = {a.shape[1]} outside {MIN_STEPS}..{MAX_STEPS}")
+        raise InputError(path, f"shape {a.shape} is not 2-D ({S.FEATURES} x T)")
+    if a.shape[0] != S.FEATURES:
+        raise InputError(path, f"shape {a.shape}: first dimension {a.shape[0]} != {S.FEATURES}")
+    if not S.MIN_STEPS <= a.shape[1] <= S.MAX_STEPS:
+        raise InputError(path, f"shape {a.shape}: T = {a.shape[1]} outside {S.MIN_STEPS}..{S.MAX_STEPS}")
     return a.T
 
 
@@ -107,95 +78,68 @@ def _fold(rel: str) -> int:
 
 
 def _features_root(raw_dir: Path, split: str, meta: Path, rows: list[tuple[int, dict[str, str]]]) -> Path:
-    rel = rows[0][1]["archive_features_path"]
-    for root in (raw_dir, raw_dir / f"{split}_features"):
+    rel = rows[0][1][S.FEATURES_PATH]
+    for root in (raw_dir, raw_dir / S.FEATURE_ROOTS[split]):
         if (root / rel).is_file():
             return root
     raise InputError(raw_dir / rel, f"feature file not found (listed in {meta.name}, line {rows[0][0]})")
 
 
-def _resolve(raw_dir: Path, split: str, meta: Path, rows) -> list[Path]:
-    root = _features_root(raw_dir, split, meta, rows)
-    paths = []
-    for n, row in rows:
-        p = root / row["archive_features_path"]
-        if not p.is_file():
-            raise InputError(p, f"feature file not found (listed in {meta.name}, line {n})")
-        paths.append(p)
-    return paths
+class YandexSource:
+    """The source adapter of a Yandex Cup 2022 release (see ``clips.ClipSource``)."""
 
+    dataset, name, unit, bins = "yandex-cup-2022", "yandex", "track", S.FEATURES
+    pattern = f"*/*.npy ({S.FEATURES_PATH})"
 
-def _check_unique(splits: dict[str, tuple[Path, list]]) -> None:
-    seen: dict[str, tuple[Path, int]] = {}
-    for meta, rows in splits.values():
-        for n, row in rows:
-            tid = row["trackid"]
-            if tid in seen:
-                first, line = seen[tid]
-                raise InputError(meta, f"track id {tid!r} appears twice (first in {first.name}, line {line})",
-                                 line=n, column="trackid")
-            seen[tid] = (meta, n)
+    def __init__(self, raw_dir: str | Path):
+        self.raw_dir = Path(raw_dir)
+        self.splits: list[ClipSplit] = []
+        self.meta_files: list[Path] = []
+        self.dictionaries: dict[str, list[str]] = {}
+        self.notes: list[str] = []
+
+    def read(self) -> None:
+        if not self.raw_dir.is_dir():
+            raise InputError(self.raw_dir, "raw directory not found")
+        train_meta, test_meta = self.raw_dir / S.TRAIN_META, self.raw_dir / S.TEST_META
+        metas = {"train": (train_meta, read_meta(train_meta, S.TRAIN_COLUMNS))}
+        if test_meta.exists():
+            metas["test"] = (test_meta, read_meta(test_meta, S.TEST_COLUMNS))
+        else:
+            self.notes.append(f"no {S.TEST_META}: store has no test split")
+        seen: dict[str, tuple[Path, int]] = {}
+        for split, (meta, rows) in metas.items():
+            root = _features_root(self.raw_dir, split, meta, rows)
+            clips = []
+            for n, row in rows:
+                tid = row[S.TRACK_ID]
+                if tid in seen:
+                    first, line = seen[tid]
+                    raise InputError(meta, f"track id {tid!r} appears twice (first in {first.name}, line {line})",
+                                     line=n, column=S.TRACK_ID)
+                seen[tid] = (meta, n)
+                path = root / row[S.FEATURES_PATH]
+                if not path.is_file():
+                    raise InputError(path, f"feature file not found (listed in {meta.name}, line {n})")
+                values = {"fold": _fold(row[S.FEATURES_PATH])}
+                if split == "train":
+                    values["artist"] = row[S.ARTIST_ID]
+                clips.append(Clip(tid, path, values))
+            columns = {"fold": {"dtype": "int16", "meaning": f"first component of {S.FEATURES_PATH}"}}
+            if split == "train":
+                columns["artist"] = {"dtype": "int32", "dictionary": "artist"}
+                # grouped by artist (stable, meta order within an artist): the m clips an artist-balanced
+                # batch takes from one artist are then one contiguous read (loaders/balanced.py)
+                clips.sort(key=lambda c: c.values["artist"])
+            self.splits.append(ClipSplit(split, clips, columns, attrs={"source": meta.name}))
+            self.meta_files.append(meta)
+
+    def load(self, clip: Clip) -> np.ndarray:
+        return load_track(clip.path)
 
 
 def ingest_yandex(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False, progress: bool = True,
-                  sample_frames: int | None = None, kind: str = "affine", two_pass: bool = True) -> FrameIngestSummary:
+                  sample_frames: int | None = None, kind: str = "affine", two_pass: bool = True) -> IngestSummary:
     """Ingest a Yandex Cup 2022 release (or a synthetic one) into a new store at ``store_path``."""
-    t0 = time.perf_counter()
-    raw_dir = Path(raw_dir)
-    refuse_existing(store_path, overwrite)
-    if not raw_dir.is_dir():
-        raise InputError(raw_dir, "raw directory not found")
-    train_meta, test_meta = raw_dir / "train_meta.tsv", raw_dir / "test_meta.tsv"
-    splits = {"train": (train_meta, read_tsv(train_meta, TRAIN_COLUMNS))}
-    if test_meta.exists():
-        splits["test"] = (test_meta, read_tsv(test_meta, TEST_COLUMNS))
-    _check_unique(splits)
-    paths = {s: _resolve(raw_dir, s, meta, rows) for s, (meta, rows) in splits.items()}
-    # Train clips are stored grouped by artist (stable, meta order within an artist): the m clips an
-    # artist-balanced batch takes from one artist are then one contiguous read (loaders/balanced.py).
-    meta, rows = splits["train"]
-    by_artist = sorted(range(len(rows)), key=lambda i: rows[i][1]["artistid"])
-    splits["train"] = (meta, [rows[i] for i in by_artist])
-    paths["train"] = [paths["train"][i] for i in by_artist]
-    n_files = sum(len(p) for p in paths.values())
-    feature_bytes = sum(p.stat().st_size for ps in paths.values() for p in ps)
-    metas = [m for m, _ in splits.values()]
-    summary = FrameIngestSummary("yandex-cup-2022", files=len(metas) + n_files,
-                                 raw_bytes=feature_bytes + sum(m.stat().st_size for m in metas))
-    if "test" not in splits:
-        summary.notes.append("no test_meta.tsv: store has no test split")
-    extremes = None
-    if two_pass:
-        extremes = RangeScan(FEATURES)
-        for p in tqdm([p for ps in paths.values() for p in ps], unit="track", desc="scan yandex",
-                      disable=not progress):
-            extremes.update(load_track(p))
-    with staged_directory(store_path, overwrite) as stage, contextlib.ExitStack() as cleanup, tqdm(
-        total=n_files, unit="track", desc="ingest yandex", disable=not progress
-    ) as bar:
-        root = zarr.open_group(stage, mode="w", zarr_format=3)
-        (stage / "dicts").mkdir()
-        (stage / "ids").mkdir()
-        artists = Dictionary()
-        tables, quantizers = {}, None
-        for split, (meta, rows) in splits.items():
-            columns = {"fold": {"dtype": "int16", "meaning": "first component of archive_features_path"}}
-            if split == "train":
-                columns["artist"] = {"dtype": "int32", "dictionary": "artist"}
-            writer = FrameWriter(root, split, FEATURES, quantizers=quantizers, kind=kind,
-                                 sample_frames=sample_frames, extremes=extremes, columns=columns)
-            cleanup.callback(writer.abort)
-            for (_, row), path in zip(rows, paths[split], strict=True):
-                values = {"fold": _fold(row["archive_features_path"])}
-                if split == "train":
-                    values["artist"] = artists.add(row["artistid"])
-                writer.append(load_track(path), values)
-                bar.update(1)
-            shared = {"quantizers_from": "train", "exact_range": two_pass} if quantizers else {}
-            tables[split] = writer.close(split=split, source=meta.name, **shared)
-            quantizers = writer.quantizers
-            write_ids(stage, split, [row["trackid"] for _, row in rows])
-        artists.write(stage / "dicts" / "artist.parquet")
-        sources = source_entries(raw_dir, metas, n_files, feature_bytes, "*/*.npy (archive_features_path)")
-        manifest = write_manifest(stage, "yandex-cup-2022", tables, sources)
-    return summary.finish(manifest, t0)
+    return ingest_clips(YandexSource(raw_dir), store_path, overwrite=overwrite, progress=progress,
+                        sample_frames=sample_frames, kind=kind, two_pass=two_pass)

@@ -50,6 +50,16 @@ EVENT_COLUMNS: dict[str, dict] = {
 }
 
 MIN_SESSION_LENGTH, MAX_SESSION_LENGTH = 1, 255  # real data: 10..20; we accept any length a uint8 holds
+SYNTH_SESSION_LENGTHS = (10, 20)  # the real data's range, which the synthetic generator draws from
+
+# Known vocabularies of the open categorical columns (ingest adds any other value it meets)
+CONTEXT_TYPES: tuple[str, ...] = (
+    "editorial_playlist", "user_collection", "catalog", "radio", "charts", "personalized_playlist",
+)
+REASONS: tuple[str, ...] = (
+    "appload", "trackdone", "clickrow", "fwdbtn", "backbtn", "remote", "trackerror", "playbtn", "endplay",
+    "popup", "clickside", "uriopen", "logout",
+)
 
 # --- track features (track_features/tf_*.csv) ----------------------------------------------------
 TRACK_ID = "track_id"

@@ -9,8 +9,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from .errors import StoreError
+
 if TYPE_CHECKING:  # polars is needed to write stores, not to read them (GPU readers stay light)
     import polars as pl
+
+
+def _read_parquet(path: str | Path, columns: list[str], what: str) -> pa.Table:
+    """A store's Parquet file; a missing, damaged or foreign one is a StoreError naming it."""
+    if not Path(path).is_file():
+        raise StoreError(f"{path}: {what} file missing (damaged store)")
+    try:
+        return pq.read_table(path, columns=columns)
+    except (pa.ArrowException, OSError, KeyError) as e:
+        first = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise StoreError(f"{path}: unreadable {what} ({first[:200]})") from None
 
 
 class Dictionary:
@@ -57,10 +70,10 @@ class Dictionary:
 
     @classmethod
     def read(cls, path: str | Path) -> Dictionary:
-        table = pq.read_table(path)
+        table = _read_parquet(path, ["code", "value"], "dictionary")
         codes = table.column("code").to_numpy()
         if not np.array_equal(codes, np.arange(len(codes))):
-            raise ValueError(f"{path}: dictionary codes are not 0..n-1 in order")
+            raise StoreError(f"{path}: dictionary codes are not 0..n-1 in order")
         return cls(table.column("value").to_pylist())
 
 
@@ -91,6 +104,6 @@ class IdListWriter:
 
 def read_id_list(path: str | Path, start: int = 0, stop: int | None = None) -> list[str]:
     """Ids with codes in [start, stop), read without loading the whole file into Python strings."""
-    table = pq.read_table(path, columns=["value"])
+    table = _read_parquet(path, ["value"], "id list")
     stop = table.num_rows if stop is None else stop
     return table.column("value").slice(start, stop - start).to_pylist()

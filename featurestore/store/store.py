@@ -42,7 +42,11 @@ class Store:
             raise StoreError(
                 f"{mf}: schema version {self.manifest.get('schema_version')} (this fstore reads {SCHEMA_VERSION})"
             )
-        self.root = zarr.open_group(self.path, mode="r", zarr_format=3)
+        try:
+            self.root = zarr.open_group(self.path, mode="r", zarr_format=3)
+        except (zarr.errors.BaseZarrError, OSError, ValueError) as e:
+            raise StoreError(f"{self.path / 'zarr.json'}: damaged store, no readable zarr root group "
+                             f"({type(e).__name__}); ingest it again") from None
         self._dicts: dict[str, Dictionary] = {}
 
     @property
@@ -56,17 +60,24 @@ class Store:
             raise StoreError(f"{self.path}: no {kind} table {name!r} (have {have})")
         return meta
 
+    def _group(self, name: str) -> zarr.Group:
+        try:
+            return self.root[name]
+        except (KeyError, zarr.errors.BaseZarrError, OSError, ValueError) as e:
+            raise StoreError(f"{self.path / name / 'zarr.json'}: damaged store, table {name!r} in the manifest "
+                             f"but not readable ({type(e).__name__}); ingest it again") from None
+
     def feature_table(self, name: str) -> FeatureTable:
         self._table_meta(name, "feature_table")
-        return FeatureTable(self.root[name])
+        return FeatureTable(self._group(name))
 
     def ragged(self, name: str) -> RaggedSet:
         self._table_meta(name, "ragged")
-        return RaggedSet(self.root[name])
+        return RaggedSet(self._group(name))
 
     def frames(self, name: str) -> FrameSet:
         self._table_meta(name, "frames")
-        return FrameSet(self.root[name])
+        return FrameSet(self._group(name))
 
     def dictionary(self, name: str) -> Dictionary:
         if name not in self._dicts:

@@ -10,6 +10,8 @@ Layout written under ``out_dir`` (DATASETS.md section 4)::
     test/{fname}           a handful of unlabelled test clips
     sample_submission.csv  "fname" plus one column per class (the class list), one zero row per test clip
 
+With ``noisy=0`` ``train_noisy.csv`` is header-only, as a release with no noisy clips would be (ingest
+reads it as zero noisy clips). ``out_dir`` must be empty or absent unless ``overwrite`` (which clears it).
 ``fname`` is 8 lower-case hex digits + ``.wav``, drawn from the seeded generator, unique over all splits;
 CSV rows are sorted by fname. There is no separate class-list file: as in the real release, the class
 list is the header of ``sample_submission.csv`` (alphabetical order). Up to 80 classes use the real
@@ -40,7 +42,8 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-from featurestore.synth.audio_common import SynthSummary, hex_ids, tree_size
+from featurestore.schemas import fsd as S
+from featurestore.synth.audio_common import SynthSummary, hex_ids, prepare_out_dir, tree_size
 
 __all__ = ["synth_fsd", "fsd_class_bands", "fsd_class_names", "FSD_CLASSES"]
 
@@ -245,10 +248,11 @@ def synth_fsd(
     noisy: int = 300,
     classes: int = 80,
     seed: int = 0,
-    sample_rate: int = 44100,
+    sample_rate: int = S.SAMPLE_RATE,
     min_seconds: float = 0.3,
     max_seconds: float = 4.0,
     test_clips: int = 20,
+    overwrite: bool = False,
 ) -> SynthSummary:
     """Write a synthetic FSDKaggle2019 data set under ``out_dir``; see the module docstring.
 
@@ -259,12 +263,12 @@ def synth_fsd(
         raise ValueError("need 0 < min_seconds <= max_seconds")
     if curated < 0 or noisy < 0 or test_clips < 0:
         raise ValueError("clip counts must be >= 0")
-    out = Path(out_dir)
+    out = prepare_out_dir(out_dir, overwrite)
     rng = np.random.default_rng(seed)
     names = fsd_class_names(classes, seed)
     sig = _Signatures(rng, fsd_class_bands(classes, sample_rate, seed), sample_rate)
 
-    splits = (("train_curated", curated), ("train_noisy", noisy), ("test", test_clips))
+    splits = ((S.TRAIN_SPLITS[0][0], curated), (S.TRAIN_SPLITS[1][0], noisy), (S.TEST_DIR, test_clips))
     fnames_all = hex_ids(rng, curated + noisy + test_clips, 8)
     written: list[Path] = []
     pos = 0
@@ -272,20 +276,20 @@ def synth_fsd(
         fnames = sorted(f"{h}.wav" for h in fnames_all[pos : pos + n])
         pos += n
         (out / split).mkdir(parents=True, exist_ok=True)
-        true = _draw_labels(rng, n, classes, cover=split == "train_curated")
-        listed = _corrupt(rng, true, classes) if split == "train_noisy" else true
+        true = _draw_labels(rng, n, classes, cover=split == S.TRAIN_SPLITS[0][0])
+        listed = _corrupt(rng, true, classes) if split == S.TRAIN_SPLITS[1][0] else true
         lengths = np.exp(rng.uniform(np.log(min_seconds), np.log(max_seconds), size=n))
         lengths = np.maximum(1, np.round(lengths * sample_rate)).astype(np.int64)
-        floor_db = -25.0 if split == "train_noisy" else -40.0
+        floor_db = -25.0 if split == S.TRAIN_SPLITS[1][0] else -40.0
         for fname, lab, length in zip(fnames, true, lengths.tolist(), strict=True):
             p = out / split / fname
             sf.write(p, sig.render(rng, length, lab, floor_db), sample_rate, subtype="PCM_16", format="WAV")
             written.append(p)
-        if split == "test":
-            p = out / "sample_submission.csv"
+        if split == S.TEST_DIR:
+            p = out / S.SUBMISSION
             with open(p, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh, lineterminator="\n")
-                w.writerow(["fname", *names])
+                w.writerow([S.FNAME, *names])
                 zeros = ["0"] * len(names)
                 for fname in fnames:
                     w.writerow([fname, *zeros])
@@ -293,9 +297,9 @@ def synth_fsd(
             p = out / f"{split}.csv"
             with open(p, "w", newline="", encoding="utf-8") as fh:
                 w = csv.writer(fh, lineterminator="\n")
-                w.writerow(["fname", "labels"])
+                w.writerow(S.LABEL_COLUMNS)
                 for fname, lab in zip(fnames, listed, strict=True):
-                    w.writerow([fname, ",".join(names[c] for c in lab)])
+                    w.writerow([fname, S.LABEL_SEPARATOR.join(names[c] for c in lab)])
         written.append(p)
 
     return SynthSummary(

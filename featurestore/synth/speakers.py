@@ -38,13 +38,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featurestore.synth.audio_common import SynthSummary, hex_ids, tree_size
+from featurestore.schemas import speakers as S
+from featurestore.synth.audio_common import SynthSummary, hex_ids, prepare_out_dir, tree_size
 
 __all__ = ["synth_speakers", "N_MELS", "MIN_MEL_LEN", "MAX_MEL_LEN"]
 
-N_MELS = 40
-MIN_MEL_LEN = 150
-MAX_MEL_LEN = 900
+N_MELS = S.N_MELS
+MIN_MEL_LEN = S.MIN_MEL_LEN
+MAX_MEL_LEN = S.MAX_MEL_LEN
 
 _SPEAKER_SCALE = 0.5
 _UTT_OFFSET = 0.6
@@ -67,6 +68,7 @@ def synth_speakers(
     utterances_per_speaker: int = 20,
     test_utterances: int = 100,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> SynthSummary:
     """Write a synthetic speaker-classification data set under ``out_dir / "Dataset"``.
 
@@ -74,8 +76,8 @@ def synth_speakers(
     """
     if speakers < 1 or utterances_per_speaker < 0 or test_utterances < 0:
         raise ValueError("need speakers >= 1 and non-negative utterance counts")
-    root = Path(out_dir) / "Dataset"
-    root.mkdir(parents=True, exist_ok=True)
+    root = prepare_out_dir(out_dir, overwrite) / S.DATASET_DIR
+    root.mkdir()
     rng = np.random.default_rng(seed)
 
     id_space = max(1251, 2 * speakers)
@@ -132,10 +134,10 @@ def synth_speakers(
     }
     test_labels = {utt_ids[i]: names[speaker_of[i]] for i in test_idx}
     for fname, obj in (
-        ("mapping.json", mapping),
-        ("metadata.json", metadata),
-        ("testdata.json", testdata),
-        ("test_labels.json", test_labels),
+        (S.MAPPING, mapping),
+        (S.METADATA, metadata),
+        (S.TESTDATA, testdata),
+        (S.TEST_LABELS, test_labels),
     ):
         p = root / fname
         p.write_text(json.dumps(obj), encoding="utf-8")

@@ -73,6 +73,9 @@ from typing import BinaryIO
 import numpy as np
 import polars as pl
 
+from ..schemas import mssd as S
+from .audio_common import prepare_out_dir
+
 __all__ = [
     "BOOL_COLUMNS",
     "CONTEXT_TYPES",
@@ -92,34 +95,15 @@ __all__ = [
 ]
 
 # --- format -------------------------------------------------------------------------------------------
-LOG_COLUMNS: tuple[str, ...] = (
-    "session_id", "session_position", "session_length", "track_id_clean", "skip_1", "skip_2", "skip_3",
-    "not_skipped", "context_switch", "no_pause_before_play", "short_pause_before_play",
-    "long_pause_before_play", "hist_user_behavior_n_seekfwd", "hist_user_behavior_n_seekback",
-    "hist_user_behavior_is_shuffle", "hour_of_day", "date", "premium", "context_type",
-    "hist_user_behavior_reason_start", "hist_user_behavior_reason_end",
-)
-INPUT_COLUMNS: tuple[str, ...] = ("session_id", "session_position", "session_length", "track_id_clean")
-TRACK_FEATURE_COLUMNS: tuple[str, ...] = (
-    "track_id", "duration", "release_year", "us_popularity_estimate", "acousticness", "beat_strength",
-    "bounciness", "danceability", "dyn_range_mean", "energy", "flatness", "instrumentalness", "key",
-    "liveness", "loudness", "mechanism", "mode", "organism", "speechiness", "tempo", "time_signature",
-    "valence", *(f"acoustic_vector_{i}" for i in range(8)),
-)
-BOOL_COLUMNS: tuple[str, ...] = (
-    "skip_1", "skip_2", "skip_3", "not_skipped", "hist_user_behavior_is_shuffle", "premium",
-)
-FLAG_COLUMNS: tuple[str, ...] = (
-    "context_switch", "no_pause_before_play", "short_pause_before_play", "long_pause_before_play",
-)
-CONTEXT_TYPES: tuple[str, ...] = (
-    "editorial_playlist", "user_collection", "catalog", "radio", "charts", "personalized_playlist",
-)
-REASONS: tuple[str, ...] = (
-    "appload", "trackdone", "clickrow", "fwdbtn", "backbtn", "remote", "trackerror", "playbtn", "endplay",
-    "popup", "clickside", "uriopen", "logout",
-)
-MIN_SESSION_LENGTH, MAX_SESSION_LENGTH = 10, 20
+# the column lists are the schema's (featurestore/schemas/mssd.py), as tuples in file order
+LOG_COLUMNS: tuple[str, ...] = tuple(S.LOG_CSV)
+INPUT_COLUMNS: tuple[str, ...] = tuple(S.INPUT_CSV)
+TRACK_FEATURE_COLUMNS: tuple[str, ...] = (S.TRACK_ID, *S.TRACK_FEATURES)
+BOOL_COLUMNS: tuple[str, ...] = tuple(S.BOOL_COLUMNS)
+FLAG_COLUMNS: tuple[str, ...] = tuple(S.FLAG_COLUMNS)
+CONTEXT_TYPES: tuple[str, ...] = S.CONTEXT_TYPES
+REASONS: tuple[str, ...] = S.REASONS
+MIN_SESSION_LENGTH, MAX_SESSION_LENGTH = S.SYNTH_SESSION_LENGTHS
 START_DATE = _dt.date(2018, 7, 15)
 _FILE_SUFFIX = "_000000000000"
 
@@ -469,7 +453,7 @@ def _write_sessions(
             sinks[0].write(df)
             continue
         pos = df["session_position"].cast(pl.Int32)
-        first_half = 2 * pos <= df["session_length"].cast(pl.Int32)
+        first_half = pos <= S.first_half_length(df["session_length"].cast(pl.Int32))
         second = df.filter(~first_half)
         sinks[0].write(df.filter(first_half))
         sinks[1].write(second.select(INPUT_COLUMNS))
@@ -485,6 +469,7 @@ def synth_spotify(
     train_files: int = 4,
     test_fraction: float = 0.1,
     gzip: bool = False,
+    overwrite: bool = False,
 ) -> SynthSummary:
     """Write a synthetic MSSD release under ``out_dir`` (layout and planted signal: see the module doc).
 
@@ -497,7 +482,7 @@ def synth_spotify(
         raise ValueError("sessions, tracks and train_files must be >= 1")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError("test_fraction must be in [0, 1)")
-    out = Path(out_dir)
+    out = prepare_out_dir(out_dir, overwrite)
     ext = ".csv.gz" if gzip else ".csv"
     n_test = round(sessions * test_fraction)
     n_train = sessions - n_test
@@ -581,7 +566,7 @@ def planted_skip_probability(
     y[sess, pos] = _as_bool(df["skip_2"])
     length = np.zeros(n_sess, dtype=np.int64)
     length[sess] = df["session_length"].to_numpy()
-    half = length // 2
+    half = S.first_half_length(length)
 
     z = np.linspace(-4.0, 4.0, grid_size)
     grid = USER_PROPENSITY_SD * z

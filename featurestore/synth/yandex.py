@@ -39,13 +39,14 @@ from pathlib import Path
 
 import numpy as np
 
-from featurestore.synth.audio_common import SynthSummary, tree_size
+from featurestore.schemas import yandex as S
+from featurestore.synth.audio_common import SynthSummary, prepare_out_dir, tree_size
 
 __all__ = ["synth_yandex", "FEATURE_DIM", "MIN_STEPS", "MAX_STEPS"]
 
-FEATURE_DIM = 512
-MIN_STEPS = 61
-MAX_STEPS = 81
+FEATURE_DIM = S.FEATURES
+MIN_STEPS = S.SYNTH_MIN_STEPS
+MAX_STEPS = S.MAX_STEPS
 
 _ARTIST_SIGNAL = 0.25
 _TRACK_OFFSET = 0.9
@@ -84,6 +85,7 @@ def synth_yandex(
     artists: int = 200,
     test_tracks: int = 300,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> SynthSummary:
     """Write a synthetic Yandex Cup 2022 artist-retrieval data set under ``out_dir``.
 
@@ -92,8 +94,7 @@ def synth_yandex(
     """
     if tracks < 1 or test_tracks < 0:
         raise ValueError("tracks must be >= 1 and test_tracks >= 0")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = prepare_out_dir(out_dir, overwrite)
     rng = np.random.default_rng(seed)
 
     n_test_artists = max(1, int(round(artists * test_tracks / tracks))) if test_tracks else 0
@@ -135,20 +136,20 @@ def synth_yandex(
     artist_centroid *= informative  # loud features carry no artist or genre signal
 
     # metadata files
-    fold = track_ids % 10
+    fold = track_ids % S.FOLDS
     rel = [f"{f}/{t}.npy" for f, t in zip(fold.tolist(), track_ids.tolist(), strict=True)]
     written: list[Path] = []
     train_idx = np.argsort(track_ids[:tracks], kind="stable")
     test_idx = tracks + np.argsort(track_ids[tracks:], kind="stable")
-    train_lines = ["trackid\tartistid\tarchive_features_path"]
+    train_lines = ["\t".join(S.TRAIN_COLUMNS)]
     train_lines += [f"{track_ids[i]}\t{artist_ids[track_artist[i]]}\t{rel[i]}" for i in train_idx.tolist()]
-    test_lines = ["trackid\tarchive_features_path"]
+    test_lines = ["\t".join(S.TEST_COLUMNS)]
     test_lines += [f"{track_ids[i]}\t{rel[i]}" for i in test_idx.tolist()]
-    for name, lines in (("train_meta.tsv", train_lines), ("test_meta.tsv", test_lines)):
+    for name, lines in ((S.TRAIN_META, train_lines), (S.TEST_META, test_lines)):
         p = out / name
         p.write_text("\n".join(lines) + "\n", encoding="utf-8")
         written.append(p)
-    for f in range(10):
+    for f in range(S.FOLDS):
         (out / str(f)).mkdir(exist_ok=True)
 
     # features, generated in batches padded to MAX_STEPS

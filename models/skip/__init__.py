@@ -1,8 +1,8 @@
 """Spotify sequential skip prediction: a small GLU/dilated-convolution encoder-decoder trained from a store.
 
 * :mod:`.model` - :class:`SkipModel` (first-half encoder, second-half decoder, one skip_2 logit a position);
-* :mod:`.train` - :func:`train_skip`: SessionBatches -> AdamW + warmup/cosine, checkpoints, resume,
-  validation mean average accuracy, early stopping, throughput and data-wait measurement;
+* :mod:`.train` - :func:`train_skip`: the model, loss and validation metric (mean average accuracy)
+  handed to the shared loop :func:`models.training.fit` (checkpoints, resume, early stopping, history);
 * :mod:`.evaluate` - :func:`predict_test`, :func:`score_submission`, :func:`baselines`;
 * :mod:`.demo` - :func:`run_demo`: synth -> ingest -> train -> evaluate in a few CPU minutes.
 """

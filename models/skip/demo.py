@@ -6,7 +6,8 @@ few epochs (capped at ``minutes``), writes the test submission and prints the mo
 accuracy beside the random, all-skip and copy-last baselines and the planted Bayes-optimal predictor.
 Run it as ``python -m models.skip.demo [--workdir DIR]``.
 
-Under ``workdir`` it (re)creates ``demo_raw/``, ``demo.fstore``, ``demo_train/`` and ``submission.txt``.
+Under ``workdir`` it (re)creates ``demo_raw/``, ``demo.fstore``, ``demo_train/`` (checkpoints, ``history.csv``,
+TensorBoard events) and ``submission.txt``, and prints where each is.
 """
 
 from __future__ import annotations
@@ -64,7 +65,7 @@ def run_demo(workdir: str | os.PathLike[str] | None = None, sessions: int = DEMO
     """Run the demo; print and return its numbers.
 
     Returns a dict with ``sessions`` (train / test / events), ``seconds`` per phase, the training
-    throughput (``sessions_per_s``, ``data_wait_share``), the validation AA and, for ``model``,
+    throughput (``sessions_per_s``, ``data_wait_share``), the validation AA, the ``paths`` written and, for ``model``,
     ``random``, ``all_skip``, ``copy_last`` and ``bayes``, the test ``mean_aa`` and ``first_acc``.
     ``torch_threads=1`` (the default) trains single-threaded: for this small model on a small shared
     CPU, intra-op threads cost more than they bring (measured 3x slower with 2 threads under load).
@@ -100,6 +101,10 @@ def run_demo(workdir: str | os.PathLike[str] | None = None, sessions: int = DEMO
         "epochs": result.epochs_completed, "stopped": result.stopped,
         "sessions_per_s": result.sessions_per_s, "data_wait_share": result.data_wait_share,
         "val_aa": result.best_val_aa,
+        "paths": {"raw data": str(raw), "store": str(store_path),
+                  "checkpoint": str(result.best_checkpoint or result.checkpoint),
+                  "history": f"{result.history_csv} (TensorBoard: tensorboard --logdir {train_dir})",
+                  "submission": str(submission)},
         "scores": {k: {"mean_aa": s.mean_average_accuracy, "first_acc": s.first_prediction_accuracy}
                    for k, s in scores.items()},
     }
@@ -124,6 +129,7 @@ def report_lines(out: dict) -> list[str]:
         lines.append(f"{name:<10} {v['mean_aa']:>8.4f} {v['first_acc']:>9.4f}")
     gap = out["scores"]["model"]["mean_aa"] - out["scores"]["copy_last"]["mean_aa"]
     lines.append(f"model - copy_last = {gap:+.4f} mean AA")
+    lines += [f"{'files' if i == 0 else '':<10}{name:<11}{path}" for i, (name, path) in enumerate(out["paths"].items())]
     return lines
 
 

@@ -10,17 +10,18 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from featurestore.schemas.mssd import TARGET, first_half_length
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
 from loaders import SessionBatches
 from models.metrics import SkipScore, evaluate_skip, read_skip_submission, write_skip_submission
+from models.training import autocast, parse_device
 
 from .model import SkipModel
 
@@ -31,16 +32,8 @@ def _open(store: str | os.PathLike[str] | Store) -> Store:
     return store if isinstance(store, Store) else Store(store)
 
 
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """``torch.autocast`` on CUDA with ``dtype``; a no-op elsewhere or when ``dtype`` is None."""
-    if device.type != "cuda" or dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype)
-
-
 @torch.no_grad()
-def predict_loader(model: torch.nn.Module, loader: SessionBatches,
-                   amp_dtype: torch.dtype | None = None) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
+def predict_loader(model: torch.nn.Module, loader: SessionBatches) -> tuple[list[np.ndarray], list[np.ndarray] | None]:
     """0/1 predictions (logit > 0) of every session of ``loader``, indexed by position in the split.
 
     Returns ``(predictions, truth)``: lists over the loader's sessions in storage order (sessions the
@@ -54,7 +47,7 @@ def predict_loader(model: torch.nn.Module, loader: SessionBatches,
     truth: list[np.ndarray | None] | None = [None] * order.size if loader.labelled else None
     try:
         for batch in loader:
-            with autocast(loader.device, amp_dtype):
+            with autocast(loader.device):
                 logits = model.batch_logits(batch)
             p = (logits > 0).to(torch.int8).cpu().numpy()
             n = batch["tgt_mask"].sum(1).cpu().numpy()
@@ -102,15 +95,14 @@ def predict_test(store: str | os.PathLike[str] | Store, checkpoint: str | os.Pat
     """Write the submission of ``checkpoint``'s model for the test split to ``out_path`` (atomically)."""
     store = _open(store)
     _test_meta(store)
-    device = torch.device(device)
+    device = parse_device(device)
     model = load_model(checkpoint, device)
     loader = SessionBatches(store, "test", batch_size=batch_size, order="sequential", device=device,
                             half=model.config["half"])
     if len(loader.feature_columns) != model.config["n_features"]:
         raise FstoreError(f"{checkpoint}: model expects {model.config['n_features']} track features, "
                           f"store {store.path} has {len(loader.feature_columns)}")
-    amp = torch.bfloat16 if device.type == "cuda" and torch.cuda.is_bf16_supported() else None
-    preds, _ = predict_loader(model, loader, amp)
+    preds, _ = predict_loader(model, loader)
     out_path = Path(out_path)
     write_skip_submission(out_path, preds)
     return out_path
@@ -124,9 +116,9 @@ def ground_truth(store: str | os.PathLike[str] | Store) -> list[np.ndarray]:
                           "without ground_truth_* files)")
     r = store.ragged("test")
     offsets = np.asarray(r.offsets, dtype=np.int64)
-    skip = r.read("skip_2").astype(np.int8)
+    skip = r.read(TARGET).astype(np.int8)
     lengths = np.diff(offsets)
-    starts = offsets[:-1] + lengths // 2
+    starts = offsets[:-1] + first_half_length(lengths)
     return [skip[a:b] for a, b in zip(starts, offsets[1:], strict=True)]
 
 
@@ -147,9 +139,9 @@ def baselines(store: str | os.PathLike[str] | Store, seed: int = 0) -> dict[str,
     truth = ground_truth(store)
     r = store.ragged("test")
     offsets = np.asarray(r.offsets, dtype=np.int64)
-    skip = r.read("skip_2").astype(np.int8)
+    skip = r.read(TARGET).astype(np.int8)
     lengths = np.diff(offsets)
-    first = lengths // 2
+    first = first_half_length(lengths)
     last = np.where(first > 0, skip[offsets[:-1] + np.maximum(first - 1, 0)], 1)  # no first half: guess skip
     rng = np.random.default_rng([seed, 2019])
     return {

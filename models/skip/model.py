@@ -22,13 +22,13 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from loaders.session_cache import LOG_COLUMNS
+from featurestore.schemas.mssd import BATCH_LOG_COLUMNS, MAX_HALF
 
 # log bytes fed as learned embeddings (any byte value has a row: 256 entries per column)
 CATEGORICAL_LOG = ("hour_of_day", "context_type", "hist_user_behavior_reason_start",
                    "hist_user_behavior_reason_end")
 COUNT_LOG = ("hist_user_behavior_n_seekfwd", "hist_user_behavior_n_seekback")  # fed as log1p
-FLOAT_LOG = tuple(c for c in LOG_COLUMNS if c not in CATEGORICAL_LOG)  # 0/1 flags, skips and counts
+FLOAT_LOG = tuple(c for c in BATCH_LOG_COLUMNS if c not in CATEGORICAL_LOG)  # 0/1 flags, skips and counts
 
 
 class Highway(nn.Module):
@@ -77,7 +77,7 @@ class SkipModel(nn.Module):
         dropout: dropout after every convolution block.
     """
 
-    def __init__(self, n_features: int, half: int = 10, d_model: int = 64, blocks: int = 3,
+    def __init__(self, n_features: int, half: int = MAX_HALF, d_model: int = 64, blocks: int = 3,
                  kernel_size: int = 3, emb_dim: int = 8, highway: int = 2, dropout: float = 0.1):
         super().__init__()
         if kernel_size % 2 != 1:
@@ -86,9 +86,9 @@ class SkipModel(nn.Module):
                        "kernel_size": kernel_size, "emb_dim": emb_dim, "highway": highway, "dropout": dropout}
         self.register_buffer("feature_mean", torch.zeros(n_features))
         self.register_buffer("feature_std", torch.ones(n_features))
-        self.register_buffer("float_index", torch.tensor([LOG_COLUMNS.index(c) for c in FLOAT_LOG]))
+        self.register_buffer("float_index", torch.tensor([BATCH_LOG_COLUMNS.index(c) for c in FLOAT_LOG]))
         self.register_buffer("count_flag", torch.tensor([c in COUNT_LOG for c in FLOAT_LOG]))
-        self.register_buffer("cat_index", torch.tensor([LOG_COLUMNS.index(c) for c in CATEGORICAL_LOG]))
+        self.register_buffer("cat_index", torch.tensor([BATCH_LOG_COLUMNS.index(c) for c in CATEGORICAL_LOG]))
         # encoder inputs
         self.ctx_track = nn.Linear(n_features, d_model)
         self.log_embed = nn.ModuleList(nn.Embedding(256, emb_dim) for _ in CATEGORICAL_LOG)
@@ -130,7 +130,7 @@ class SkipModel(nn.Module):
                 tgt_features: torch.Tensor, tgt_mask: torch.Tensor) -> torch.Tensor:
         """Logits (B, h) of skip_2 for the second half; 0 at padded positions.
 
-        ``ctx_features`` (B, h, C) float, ``ctx_log`` (B, h, F) uint8 in LOG_COLUMNS order,
+        ``ctx_features`` (B, h, C) float, ``ctx_log`` (B, h, F) uint8 in BATCH_LOG_COLUMNS order,
         ``ctx_mask`` (B, h) bool, ``tgt_features`` (B, h, C), ``tgt_mask`` (B, h) bool.
         """
         h = ctx_mask.shape[1]
@@ -168,8 +168,3 @@ class SkipModel(nn.Module):
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-
-def config_mismatch(saved: dict, wanted: dict) -> list[str]:
-    """Keys whose values differ between two model configs (missing on either side counts)."""
-    keys = sorted(set(saved) | set(wanted))
-    return [k for k in keys if k not in saved or k not in wanted or saved[k] != wanted[k]]

@@ -1,0 +1,5 @@
+"""``python -m featurestore.cli``."""
+
+from . import main
+
+main()

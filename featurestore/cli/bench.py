@@ -1,0 +1,65 @@
+"""``fstore bench ingest|loader``: ratios against baselines run side by side in the same process."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import echo_lines, user_errors
+
+
+@click.group()
+def bench() -> None:
+    """Benchmarks that print ratios against baselines run side by side in the same process."""
+
+
+@bench.command("ingest")
+@click.option("--raw", "raw_dir", type=click.Path(path_type=Path), default=None,
+              help="MSSD directory without test_set/ (default: synthesize one).")
+@click.option("--sessions", default=200_000, type=click.IntRange(min=1), show_default=True,
+              help="Synthetic sessions when --raw is not given.")
+@click.option("--tracks", default=50_000, type=click.IntRange(min=1), show_default=True,
+              help="Synthetic tracks when --raw is not given.")
+@click.option("--repeats", default=3, type=click.IntRange(min=1), show_default=True, help="Best of N runs of each.")
+@user_errors
+def bench_ingest_cmd(raw_dir: Path | None, sessions: int, tracks: int, repeats: int) -> None:
+    """fstore ingest vs per-file pandas + dict mapping vs a bare polars parse of the same files."""
+    from bench.ingest import run
+
+    echo_lines(run(raw_dir, sessions=sessions, tracks=tracks, repeats=repeats))
+
+
+@bench.command("loader")
+@click.argument("store", type=click.Path(path_type=Path))
+@click.option("--batch-size", default=None, type=click.IntRange(min=1),
+              help="Default 1024 sessions, or 64 clips for frame stores.")
+@click.option("--order", default="random", show_default=True, type=click.Choice(["sequential", "random", "quasi_random"]),
+              help="Session stores: the epoch order benched.")
+@click.option("--epochs", default=3, type=click.IntRange(min=1), show_default=True,
+              help="Epochs timed for fstore and the limit.")
+@click.option("--baseline-sessions", default=50_000, type=click.IntRange(min=1), show_default=True,
+              help="Sessions timed for the baseline.")
+@click.option("--raw", "raw_dir", type=click.Path(path_type=Path), default=None,
+              help="Frame stores: the Yandex raw directory the per-clip baseline loads .npy files from.")
+@click.option("--crop", default=64, type=click.IntRange(min=1), show_default=True,
+              help="Frame stores: crop length in frames.")
+@user_errors
+def bench_loader_cmd(store: Path, batch_size: int | None, order: str, epochs: int, baseline_sessions: int,
+                     raw_dir: Path | None, crop: int) -> None:
+    """fstore batches vs a per-item Dataset+DataLoader vs a bare numba gather (same store, same order).
+
+    Session stores (Spotify) bench SessionBatches; frame stores (Yandex) bench SegmentBatches."""
+    from ..store import Store
+
+    kinds = {m["kind"] for m in Store(store).tables.values()}
+    if "frames" in kinds:
+        from bench.segments import run as run_segments
+
+        lines = run_segments(store, raw_dir, batch_size=batch_size or 64, crop=crop, epochs=epochs)
+    else:
+        from bench.loader import run
+
+        lines = run(store, batch_size=batch_size or 1024, order=order, epochs=epochs,
+                    baseline_sessions=baseline_sessions)
+    echo_lines(lines)

@@ -1,0 +1,130 @@
+"""What every command shares: the error policy, and the options every family's commands take identically
+(``synth --overwrite``, the ``train`` and ``evaluate`` contracts, the frame-set quantizer options)."""
+
+from __future__ import annotations
+
+import errno
+import functools
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from ..store.errors import FstoreError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def user_errors(fn: F) -> F:
+    """Bad input, user mistakes and file-system failures (a full disk, a missing or unwritable file)
+    print one line and exit 1; bugs still show a traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FstoreError as e:
+            raise click.ClickException(str(e)) from None
+        except OSError as e:
+            where = f"{e.filename}: " if e.filename else ""
+            if e.errno == errno.ENOSPC:
+                raise click.ClickException(f"{where}no space left on device; free some space and run again") from None
+            if e.filename is None:
+                raise
+            raise click.ClickException(f"{where}{e.strerror or e}") from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def echo_lines(lines: list[str], indent: str = "") -> None:
+    for line in lines:
+        click.echo(indent + line)
+
+
+def print_ingest_summary(raw_dir: Path, store: Path, summary: Any) -> None:
+    click.echo(f"ingested {raw_dir} -> {store}")
+    echo_lines(summary.lines(), "  ")
+
+
+# --- shared options --------------------------------------------------------------------------------
+
+def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    def apply(fn: F) -> F:
+        for d in reversed(decorators):
+            fn = d(fn)
+        return fn
+
+    return apply
+
+
+SYNTH_OUT = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+OVERWRITE_SYNTH = click.option("--overwrite", is_flag=True, help="Clear a non-empty OUT first.")
+OVERWRITE_STORE = click.option("--overwrite", is_flag=True, help="Replace an existing store at STORE.")
+SEED = click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same output).")
+RAW_AND_STORE = _compose(click.argument("raw_dir", type=click.Path(path_type=Path)),
+                         click.argument("store", type=click.Path(path_type=Path)))
+QUANTIZER = click.option("--quantizer", "kind", default="affine", show_default=True,
+                         type=click.Choice(["affine", "quantile", "auto"]), help="Per-bin 8-bit quantizer.")
+SAMPLE = click.option("--sample-frames", type=int, default=None,
+                      help="Frames the quantizers are fitted on (default: 64 MB of float32).")
+ONE_PASS = click.option("--one-pass", is_flag=True, help="Fit on the sample only (no exact-range pre-pass; may clip).")
+
+
+def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    from models.training import parse_device  # torch: imported only when a command runs
+
+    try:
+        return str(parse_device(value))
+    except FstoreError as e:
+        raise click.ClickException(f"--device: {e}") from None
+
+
+DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
+                      help="cpu, cuda or cuda:N (on CUDA: mixed precision; training also compiles the model).")
+
+
+def train_options(epochs: int = 10) -> Callable[[F], F]:
+    """``fstore train <family> STORE OUT_DIR`` and the options every family's training takes."""
+    return _compose(
+        click.argument("store", type=click.Path(path_type=Path)),
+        click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path)),
+        click.option("--epochs", default=epochs, type=click.IntRange(min=1), show_default=True,
+                     help="Train up to this many epochs (fewer with early stopping)."),
+        click.option("--max-minutes", type=click.FloatRange(min=0), default=None,
+                     help="Stop after this many minutes with a resumable (mid-epoch) checkpoint."),
+        DEVICE,
+        SEED,
+        click.option("--no-resume", is_flag=True, help="Ignore OUT_DIR/checkpoint.pt and start afresh."),
+    )
+
+
+def evaluate_options(fn: F) -> F:
+    """``fstore evaluate <family> STORE CHECKPOINT --out SUBMISSION --metrics-json FILE [--device]``."""
+    return _compose(
+        click.argument("store", type=click.Path(path_type=Path)),
+        click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path)),
+        click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("submission.txt"),
+                     show_default=True, help="Submission file to write."),
+        click.option("--metrics-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help='Also write {"metric", "split", "scores": {"model", <baselines>...}} to this file.'),
+        DEVICE,
+    )(fn)
+
+
+def report_scores(scores: dict[str, dict[str, float]], metric: str, split: str,
+                  metrics_json: Path | None) -> None:
+    """Print the score table (one row per predictor, ``metric`` first) and write the evaluate contract's
+    JSON: ``{"metric": metric, "split": split, "scores": {predictor: score}}``."""
+    from ..store.atomic import atomic_write_bytes
+
+    columns = [metric, *[c for c in next(iter(scores.values())) if c != metric]]
+    name_width = max(10, *(len(n) for n in scores))
+    click.echo(f"{split:<{name_width}} " + " ".join(f"{c:>8}" for c in columns))
+    for name, row in scores.items():
+        click.echo(f"{name:<{name_width}} " + " ".join(f"{row[c]:>{max(8, len(c))}.4f}" for c in columns))
+    if metrics_json is not None:
+        doc = {"metric": metric, "split": split, "scores": {n: row[metric] for n, row in scores.items()}}
+        atomic_write_bytes(metrics_json, (json.dumps(doc, indent=1) + "\n").encode())
+        click.echo(f"wrote {metrics_json}")

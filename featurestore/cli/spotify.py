@@ -1,0 +1,97 @@
+"""Spotify MSSD: ``synth spotify``, ``ingest spotify``, ``train skip``, ``evaluate skip``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from .common import (
+    OVERWRITE_STORE,
+    OVERWRITE_SYNTH,
+    RAW_AND_STORE,
+    SEED,
+    SYNTH_OUT,
+    echo_lines,
+    evaluate_options,
+    print_ingest_summary,
+    report_scores,
+    train_options,
+    user_errors,
+)
+
+
+@click.command("spotify")
+@SYNTH_OUT
+@click.option("--sessions", default=20000, type=click.IntRange(min=1), show_default=True,
+              help="Sessions in all (train + test).")
+@click.option("--tracks", default=5000, type=click.IntRange(min=1), show_default=True,
+              help="Tracks in track_features.")
+@SEED
+@click.option("--train-files", default=4, type=click.IntRange(min=1), show_default=True,
+              help="Number of training_set/log_* files.")
+@click.option("--gzip", "gz", is_flag=True, help="Write .csv.gz files.")
+@OVERWRITE_SYNTH
+@user_errors
+def synth_cmd(out: Path, sessions: int, tracks: int, seed: int, train_files: int, gz: bool, overwrite: bool) -> None:
+    """MSSD layout: training_set/, track_features/, test_set/ (with ground truth) under OUT."""
+    from ..synth.spotify import synth_spotify
+
+    s = synth_spotify(out, sessions=sessions, tracks=tracks, seed=seed, train_files=train_files, gzip=gz,
+                      overwrite=overwrite)
+    click.echo(f"wrote {len(s.files)} files to {out}: {s.n_events} events, {s.n_tracks} tracks")
+
+
+@click.command("spotify")
+@RAW_AND_STORE
+@OVERWRITE_STORE
+@click.option("--no-source-checksums", is_flag=True, help="Skip sha256 of the raw files in the manifest.")
+@user_errors
+def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool) -> None:
+    """MSSD training_set/, track_features/ and test_set/ under RAW_DIR (plain or .csv.gz) into STORE."""
+    from ..ingest.spotify import ingest_spotify
+
+    summary = ingest_spotify(raw_dir, store, overwrite=overwrite, source_checksums=not no_source_checksums)
+    print_ingest_summary(raw_dir, store, summary)
+
+
+@click.command("skip")
+@train_options(epochs=10)
+@click.option("--batch-size", default=256, type=click.IntRange(min=1), show_default=True, help="Sessions a step.")
+@click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate (warmup, then cosine).")
+@user_errors
+def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
+              no_resume: bool, batch_size: int, lr: float) -> None:
+    """Skip-prediction model on STORE's train split; checkpoints (resumable), best.pt and history under OUT_DIR."""
+    from models.skip.train import train_skip
+
+    result = train_skip(store, out_dir, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
+                        max_minutes=max_minutes, seed=seed, resume=not no_resume)
+    echo_lines(result.lines())
+
+
+@click.command("skip")
+@evaluate_options
+@user_errors
+def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str) -> None:
+    """Write CHECKPOINT's test submission, then score it beside the random / all-skip / copy-last baselines."""
+    from models.skip.evaluate import baselines, predict_test, score_submission
+
+    from ..store import Store
+    from ..store.errors import FstoreError
+
+    predict_test(store, checkpoint, out, device=device)
+    click.echo(f"wrote {out}")
+    if not Store(store).tables["test"].get("second_half_labels"):
+        message = f"{store}: store has no test ground truth; submission not scored"
+        if metrics_json is not None:
+            raise FstoreError(f"{message}, {metrics_json} not written")
+        click.echo(message)
+        return
+    scores = {"model": score_submission(store, out), **baselines(store)}
+    report_scores({name: {"mean_average_accuracy": s.mean_average_accuracy,
+                          "first_prediction_accuracy": s.first_prediction_accuracy} for name, s in scores.items()},
+                  metric="mean_average_accuracy", split="test", metrics_json=metrics_json)
+
+
+COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "train": train_cmd, "evaluate": evaluate_cmd}

@@ -1,0 +1,234 @@
+"""The store builder: what every ingest does around its encoding, written once.
+
+A dataset's ingest only says how to encode its tables (into ``builder.root``); the builder owns:
+- staging and commit: everything is written into a staging directory beside the target, and
+  ``_commit`` publishes it. ``_commit`` is the one place that decides how a finished store becomes
+  visible (today a directory rename via ``staged_directory``; a snapshot commit later);
+- dictionaries (``dicts/<name>.parquet``) and id lists (``ids/<table>.parquet``), written at commit;
+- the manifest (tables, sources, per-file checksums), written last;
+- progress bars and the closing ``IngestSummary``;
+- failure: any exception removes the staging directory and leaves an existing store untouched; a full
+  disk (or quota, read-only file system) becomes one ``StoreError`` naming the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+import zarr
+from tqdm import tqdm
+
+from ..store.atomic import staged_directory
+from ..store.dictionary import Dictionary, IdListWriter
+from ..store.errors import StoreError
+from ..store.manifest import sha256_file, write_manifest
+
+DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+@dataclass
+class IngestSummary:
+    """What an ingest wrote; ``lines()`` is what ``fstore ingest`` prints. Counts come from the manifest."""
+
+    dataset: str
+    files: int = 0
+    raw_bytes: int = 0
+    tables: dict = field(default_factory=dict)
+    bytes_on_disk: int = 0
+    frame_bytes: int = 0
+    seconds: float = 0.0
+    notes: list = field(default_factory=list)
+    row_unit: str = "sessions"  # what a row of a ragged table is, for lines()
+
+    def _of(self, kind: str, key: str) -> dict[str, int]:
+        return {n: t[key] for n, t in self.tables.items() if t["kind"] == kind}
+
+    @property
+    def tracks(self) -> int:
+        return sum(self._of("feature_table", "rows").values())
+
+    @property
+    def sessions(self) -> dict[str, int]:
+        return self._of("ragged", "rows")
+
+    @property
+    def events(self) -> dict[str, int]:
+        return self._of("ragged", "events")
+
+    @property
+    def clips(self) -> dict[str, int]:
+        return self._of("frames", "clips")
+
+    @property
+    def frames(self) -> dict[str, int]:
+        return self._of("frames", "frames")
+
+    @property
+    def bins(self) -> int:
+        return max(self._of("frames", "bins").values(), default=0)
+
+    @property
+    def total_events(self) -> int:
+        return sum(self.events.values())
+
+    @property
+    def total_frames(self) -> int:
+        return sum(self.frames.values())
+
+    def lines(self) -> list[str]:
+        out = [f"files          {self.files} ({self.raw_bytes / 1e6:.1f} MB raw)"]
+        if self.clips:
+            out += self._frame_lines()
+        else:
+            out += self._session_lines()
+        return out + [f"note           {n}" for n in self.notes]
+
+    def _session_lines(self) -> list[str]:
+        ev = max(self.total_events, 1)
+        tables = self._of("feature_table", "rows")
+        return [
+            *[f"{k:<14} {n}" for k, n in tables.items()],
+            *[f"{k:<14} {self.sessions[k]} {self.row_unit}, {self.events[k]} events" for k in self.sessions],
+            f"bytes on disk  {self.bytes_on_disk / 1e6:.2f} MB ({self.bytes_on_disk / ev:.2f} bytes/event, "
+            f"raw CSV {self.raw_bytes / ev:.1f} bytes/event)",
+            f"seconds        {self.seconds:.2f} ({self.total_events / max(self.seconds, 1e-9):,.0f} events/s)",
+        ]
+
+    def _frame_lines(self) -> list[str]:
+        n = max(self.total_frames, 1)
+        f32 = 4 * self.bins
+        per = self.bytes_on_disk / n
+        return [
+            *[f"{k:<14} {self.clips[k]} clips, {self.frames[k]} frames" for k in self.clips],
+            f"bins           {self.bins} per frame (float32: {f32} bytes/frame)",
+            f"bytes on disk  {self.bytes_on_disk / 1e6:.2f} MB: {per:.1f} bytes/frame in all "
+            f"({self.frame_bytes / n:.1f} in frame arrays), {f32 / max(per, 1e-9):.2f}x smaller than float32",
+            f"seconds        {self.seconds:.2f} ({self.total_frames / max(self.seconds, 1e-9):,.0f} frames/s)",
+        ]
+
+
+def file_sources(raw_dir: Path, paths: list[Path], checksums: bool = True) -> list[dict]:
+    """Manifest source entries, one per file, with its sha256 unless ``checksums`` is off."""
+    return [{"path": str(p.relative_to(raw_dir)), "bytes": p.stat().st_size,
+             **({"sha256": sha256_file(p)} if checksums else {})} for p in paths]
+
+
+def refuse_existing(store_path: str | Path, overwrite: bool) -> None:
+    """Fail fast, before any reading, when the target exists (staging checks again)."""
+    if Path(store_path).exists() and not overwrite:
+        raise StoreError(f"{store_path}: already exists (pass --overwrite to replace it)")
+
+
+class StoreBuilder:
+    """``with StoreBuilder(path, dataset) as b:`` encode tables into ``b.root``, register them with
+    ``b.table``, then ``b.finish(sources)``; leaving the block commits the store.
+
+    Dictionaries (``b.dictionary``) and id lists (``b.ids`` / ``b.write_ids``) are written at commit.
+    """
+
+    def __init__(self, store_path: str | Path, dataset: str, *, overwrite: bool = False, progress: bool = True,
+                 files: int = 0, raw_bytes: int = 0, notes: list[str] | None = None):
+        refuse_existing(store_path, overwrite)
+        self.path = Path(store_path)
+        self.overwrite, self.progress = overwrite, progress
+        self.summary = IngestSummary(dataset, files=files, raw_bytes=raw_bytes, notes=list(notes or []))
+        self.tables: dict[str, dict] = {}
+        self._dicts: dict[str, Dictionary] = {}
+        self._ids: list[IdListWriter] = []
+        self._sources: list[dict] | None = None
+        self._extra: dict = {}
+        self._bars = contextlib.ExitStack()
+        self._on_failure: list[Callable[[], None]] = []
+        self._t0 = time.perf_counter()
+
+    # --- inside the block ---------------------------------------------------------------------
+    def __enter__(self) -> StoreBuilder:
+        self._staging = staged_directory(self.path, self.overwrite)
+        self.stage = self._staging.__enter__()
+        self.root = zarr.open_group(self.stage, mode="w", zarr_format=3)
+        (self.stage / "dicts").mkdir()
+        (self.stage / "ids").mkdir()
+        return self
+
+    def bar(self, total: int, unit: str, desc: str) -> tqdm:
+        """A progress bar, closed when the build ends (shown only with ``progress``)."""
+        return self._bars.enter_context(tqdm(total=total, unit=unit, unit_scale=unit == "B", desc=desc,
+                                                disable=not self.progress))
+
+    def on_failure(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` (e.g. a writer's ``abort``) before the staging directory is removed."""
+        self._on_failure.append(callback)
+
+    def dictionary(self, name: str, values: list[str] | None = None) -> Dictionary:
+        """The vocabulary ``dicts/<name>.parquet``, created on first use (with ``values``, in order)."""
+        if name not in self._dicts:
+            self._dicts[name] = Dictionary(values)
+        return self._dicts[name]
+
+    def adopt_dictionary(self, name: str, d: Dictionary) -> None:
+        self._dicts[name] = d
+
+    def ids(self, table: str) -> IdListWriter:
+        """A streaming writer of ``ids/<table>.parquet`` (row number = code), closed at commit."""
+        w = IdListWriter(self.stage / "ids" / f"{table}.parquet")
+        self._ids.append(w)
+        return w
+
+    def write_ids(self, table: str, ids: list[str] | pl.Series) -> None:
+        self.ids(table).append(ids if isinstance(ids, pl.Series) else pl.Series(ids, dtype=pl.Utf8))
+
+    def table(self, name: str, meta: dict) -> None:
+        """Register a finished table's metadata for the manifest."""
+        self.tables[name] = meta
+
+    def finish(self, sources: list[dict], **extra) -> None:
+        """The raw sources (and extra manifest fields); the store is committed when the block ends."""
+        self._sources, self._extra = sources, extra
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None:
+            try:
+                self._commit()
+                return False
+            except BaseException as e:  # noqa: BLE001 - cleaned up and re-raised (translated) below
+                exc = e
+        self._abort(exc)
+        if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
+            raise StoreError(f"{self.path}: cannot write the store ({exc.strerror}); nothing was written") from None
+        if exc is not None and exc_type is None:
+            raise exc
+        return False
+
+    # --- the two ways out ---------------------------------------------------------------------
+    def _commit(self) -> None:
+        """Close ids, write dictionaries and the manifest, then publish the staging directory."""
+        if self._sources is None:
+            raise RuntimeError("StoreBuilder: finish(sources) was not called")
+        for w in self._ids:
+            w.close()
+        for name, d in self._dicts.items():
+            d.write(self.stage / "dicts" / f"{name}.parquet")
+        manifest = write_manifest(self.stage, self.summary.dataset, self.tables, self._sources, self._extra)
+        self._bars.close()
+        self._staging.__exit__(None, None, None)  # the commit: rename into place
+        s = self.summary
+        s.tables = self.tables
+        s.bytes_on_disk = sum(f["bytes"] for f in manifest["files"].values())
+        s.frame_bytes = sum(f["bytes"] for n, f in manifest["files"].items() if "/frames/c/" in n)
+        s.seconds = time.perf_counter() - self._t0
+
+    def _abort(self, exc: BaseException) -> None:
+        try:
+            self._bars.close()
+            for callback in reversed(self._on_failure):
+                with contextlib.suppress(Exception):  # the original error is the one to report
+                    callback()
+        finally:
+            with contextlib.suppress(BaseException):
+                self._staging.__exit__(type(exc), exc, exc.__traceback__)  # removes the staging directory

@@ -1,0 +1,30 @@
+"""One training loop for every model family.
+
+A family builds its model and loaders and hands :func:`fit` a :class:`TrainTask`: the model, its
+config (checked on resume), a loss step and, optionally, a validation function with the metric that
+drives early stopping. :func:`fit` owns everything else, the same way for every family:
+
+* AdamW with linear warmup then cosine decay (:func:`warmup_cosine`), gradient clipping;
+* mixed precision chosen in one place (:func:`amp_dtype`, :func:`autocast`) and ``torch.compile`` on CUDA;
+* early stopping after ``patience`` epochs without a better validation metric, and a time limit;
+* checkpoints written through the store's atomic writer: ``checkpoint.pt`` (model, optimizer,
+  scheduler, gradient scaler, loader position, RNG states, history) after every epoch and when the
+  time limit interrupts one, so a run resumes mid-epoch on exactly the batches it had left;
+  ``best.pt`` (model + config + ``extra``) whenever the validation metric improves;
+* a tqdm bar (loss, items/s, data-wait share), the history as ``history.csv`` and as TensorBoard
+  event files in ``out_dir``.
+
+The loader is anything resumable: iterable over batch dicts, with ``__len__``, ``set_epoch``,
+``state_dict``, ``load_state_dict`` and ``batches_done`` (``SessionBatches``, ``SegmentBatches``).
+
+Modules: ``loop.py`` (:class:`TrainTask`, :func:`fit`, :class:`FitResult`), ``records.py`` (checkpoints,
+``history.csv``, TensorBoard events), ``runtime.py`` (devices, the mixed-precision choice, seeds, RNG state).
+"""
+
+from .loop import FitResult, ResumableLoader, TrainTask, fit, warmup_cosine
+from .records import BEST, CHECKPOINT, HISTORY, config_mismatch, save, write_history_csv
+from .runtime import amp_dtype, autocast, parse_device, seed_everything
+
+__all__ = ["BEST", "CHECKPOINT", "HISTORY", "FitResult", "ResumableLoader", "TrainTask", "amp_dtype", "autocast",
+           "config_mismatch", "fit", "parse_device", "save", "seed_everything", "warmup_cosine",
+           "write_history_csv"]

@@ -1,0 +1,67 @@
+"""Where and how precisely training runs: device parsing, the one mixed-precision choice, seeds and RNG state."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+
+import numpy as np
+import torch
+
+from featurestore.store.errors import FstoreError
+
+__all__ = ["amp_dtype", "autocast", "parse_device", "rng_state", "seed_everything", "set_rng_state"]
+
+
+def parse_device(device: str | torch.device) -> torch.device:
+    """``cpu``, ``cuda`` or ``cuda:N`` as a device; :class:`FstoreError` for anything else or a missing GPU."""
+    try:
+        d = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        d = None
+    if d is None or d.type not in ("cpu", "cuda"):
+        raise FstoreError(f"unknown device {str(device)!r}: use cpu, cuda or cuda:N")
+    if d.type == "cuda":
+        if not torch.cuda.is_available():
+            raise FstoreError(f"device {str(device)!r} requested but CUDA is not available")
+        if d.index is not None and d.index >= torch.cuda.device_count():
+            raise FstoreError(f"device {str(device)!r}: only {torch.cuda.device_count()} CUDA device(s)")
+    return d
+
+
+def amp_dtype(device: torch.device) -> torch.dtype | None:
+    """The one mixed-precision choice, for training and inference alike: bf16 on CUDA where supported,
+    else fp16 (training then scales the loss); full precision on the CPU."""
+    if device.type != "cuda":
+        return None
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+
+
+def autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """``torch.autocast`` with :func:`amp_dtype`; a no-op on the CPU."""
+    dtype = amp_dtype(device)
+    return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's (CPU and CUDA) global generators."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"python": random.getstate(), "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            # NumPy's key as a tensor: checkpoints load with weights_only=True, which refuses ndarrays
+            "numpy": (kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss)}
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"].cpu())
+    if state["cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))

@@ -1,0 +1,206 @@
+"""Real-release quirks (WAVEX, truncated wavs, blank TSV tails, zero noisy clips), synth into a used
+folder, and failures that must be one ``Error:`` line through the CLI: full disk, damaged stores."""
+
+from __future__ import annotations
+
+import errno
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+from click.testing import CliRunner
+
+from featurestore.cli import main
+from featurestore.ingest.fsd import ingest_fsd, load_wav
+from featurestore.ingest.yandex import ingest_yandex
+from featurestore.store import FstoreError, InputError, Store
+from featurestore.store.dictionary import Dictionary, IdListWriter
+from featurestore.synth.fsd import synth_fsd
+from featurestore.synth.speakers import synth_speakers
+from featurestore.synth.spotify import synth_spotify
+from featurestore.synth.yandex import synth_yandex
+
+SR = 44100
+
+
+def _pcm16(n: int = 4410, seed: int = 0) -> np.ndarray:
+    return (np.random.default_rng(seed).uniform(-0.5, 0.5, n) * 32767).astype(np.int16)
+
+
+def _riff(fmt: bytes, data: bytes, extra_chunks: bytes = b"") -> bytes:
+    body = b"WAVE" + b"fmt " + struct.pack("<I", len(fmt)) + fmt + extra_chunks + b"data" + \
+        struct.pack("<I", len(data)) + data
+    return b"RIFF" + struct.pack("<I", len(body)) + body
+
+
+# --- wav files as FSDKaggle2019 ships them -------------------------------------------------------
+
+def test_wavex_16bit_mono_accepted(tmp_path: Path) -> None:
+    x = _pcm16()
+    pcm_guid = struct.pack("<IHH", 1, 0, 0x10) + bytes([0x80, 0, 0, 0xAA, 0, 0x38, 0x9B, 0x71])
+    fmt = struct.pack("<HHIIHH", 0xFFFE, 1, SR, SR * 2, 2, 16) + struct.pack("<HHI", 22, 16, 0x4) + pcm_guid
+    p = tmp_path / "ext.wav"
+    p.write_bytes(_riff(fmt, x.tobytes(), b"fact" + struct.pack("<II", 4, len(x))))
+    assert sf.info(str(p)).format == "WAVEX"
+    np.testing.assert_array_equal(load_wav(p, SR), x.astype(np.float32) / 32768)
+    q = tmp_path / "sf.wav"  # and as soundfile writes it
+    sf.write(q, x, SR, subtype="PCM_16", format="WAVEX")
+    np.testing.assert_array_equal(load_wav(q, SR), x.astype(np.float32) / 32768)
+
+
+def test_wav_truncated_mid_data_rejected(tmp_path: Path) -> None:
+    x = _pcm16()
+    fmt = struct.pack("<HHIIHH", 1, 1, SR, SR * 2, 2, 16)
+    whole = _riff(fmt, x.tobytes())
+    p = tmp_path / "cut.wav"
+    p.write_bytes(whole[: len(whole) - 1000])
+    with pytest.raises(InputError, match=r"cut.wav: truncated wav: the header promises 8820 bytes of samples, "
+                                         r"the file holds 7820"):
+        load_wav(p, SR)
+    p.write_bytes(whole)
+    assert len(load_wav(p, SR)) == len(x)
+
+
+def test_fsd_ingest_rejects_truncated_clip(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    synth_fsd(raw, curated=4, noisy=2, classes=3, max_seconds=0.3, test_clips=0)
+    victim = sorted((raw / "train_noisy").iterdir())[0]
+    data = victim.read_bytes()
+    victim.write_bytes(data[: len(data) - 100])
+    with pytest.raises(InputError, match="truncated wav") as exc:
+        ingest_fsd(raw, tmp_path / "s", progress=False, workers=1)
+    assert Path(exc.value.path) == victim and not (tmp_path / "s").exists()
+
+
+def test_fsd_zero_noisy_clips(tmp_path: Path) -> None:
+    """synth --noisy 0 writes a header-only train_noisy.csv; ingest reads it as zero noisy clips."""
+    raw = tmp_path / "raw"
+    synth_fsd(raw, curated=5, noisy=0, classes=3, max_seconds=0.3, test_clips=2)
+    assert (raw / "train_noisy.csv").read_text() == "fname,labels\n"
+    summary = ingest_fsd(raw, tmp_path / "s", progress=False, workers=1)
+    fs = Store(tmp_path / "s").frames("train")
+    assert fs.clips == 5 and summary.clips == {"train": 5, "test": 2}
+    assert (fs.column("curated") == 1).all()
+    (raw / "train_curated.csv").write_text("fname,labels\n")  # but no curated clips at all is an error
+    with pytest.raises(InputError, match=r"train_curated.csv: no data rows"):
+        ingest_fsd(raw, tmp_path / "s2", progress=False)
+
+
+def test_yandex_tsv_with_blank_tail_and_crlf(tmp_path: Path) -> None:
+    raw = tmp_path / "raw"
+    synth_yandex(raw, tracks=12, artists=3, test_tracks=3, seed=1)
+    ref = ingest_yandex(raw, tmp_path / "ref", progress=False)
+    for name in ("train_meta.tsv", "test_meta.tsv"):
+        p = raw / name
+        p.write_bytes(("\ufeff" + p.read_text().replace("\n", "\r\n") + "\r\n").encode())
+    got = ingest_yandex(raw, tmp_path / "s", progress=False)
+    assert got.clips == ref.clips and got.frames == ref.frames
+    assert Store(tmp_path / "s").ids("train") == Store(tmp_path / "ref").ids("train")
+
+
+# --- synth into a used folder ----------------------------------------------------------------------
+
+SYNTHS = {
+    "spotify": lambda out, **kw: synth_spotify(out, sessions=30, tracks=20, train_files=1, **kw),
+    "yandex": lambda out, **kw: synth_yandex(out, tracks=6, artists=2, test_tracks=2, **kw),
+    "fsd": lambda out, **kw: synth_fsd(out, curated=3, noisy=1, classes=2, max_seconds=0.3, test_clips=1, **kw),
+    "speakers": lambda out, **kw: synth_speakers(out, speakers=2, utterances_per_speaker=1, test_utterances=1,
+                                                 **kw),
+}
+
+
+@pytest.mark.parametrize("name", list(SYNTHS))
+def test_synth_refuses_non_empty_folder_unless_overwrite(tmp_path: Path, name: str) -> None:
+    out = tmp_path / "out"
+    SYNTHS[name](out)
+    first = sorted(p.relative_to(out) for p in out.rglob("*"))
+    stale = out / "stale" / "log_9_20990101_000000000000.csv"
+    stale.parent.mkdir()
+    stale.write_text("left over\n")
+    with pytest.raises(FstoreError, match=rf"{out}: folder is not empty \(pass --overwrite"):
+        SYNTHS[name](out)
+    assert stale.exists()
+    SYNTHS[name](out, overwrite=True)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == first  # the stale file is gone
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    SYNTHS[name](empty)  # an existing empty folder is fine
+
+
+# --- one-line errors through the CLI ---------------------------------------------------------------
+
+def _one_error_line(result, names: Path) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit)  # not an escaped exception
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and str(names) in errors[0], result.output
+    return errors[0]
+
+
+def _disk_full(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+@pytest.fixture(scope="module")
+def speakers_raw(tmp_path_factory) -> Path:
+    d = tmp_path_factory.mktemp("spk")
+    synth_speakers(d, speakers=3, utterances_per_speaker=2, test_utterances=2, seed=1)
+    return d
+
+
+@pytest.mark.parametrize("phase", ["encode", "commit"])
+@pytest.mark.parametrize("dataset", ["speakers", "spotify"])
+def test_full_disk_is_one_line_and_leaves_nothing(dataset: str, phase: str, speakers_raw: Path, raw: Path,
+                                                  tmp_path: Path, monkeypatch) -> None:
+    # encode: while tables are written (id lists); commit: dictionaries, written at the end
+    monkeypatch.setattr(*{"encode": (IdListWriter, "append"), "commit": (Dictionary, "write")}[phase], _disk_full)
+    src = {"speakers": speakers_raw, "spotify": raw}[dataset]
+    target = tmp_path / "out" / "s.fstore"
+    result = CliRunner().invoke(main, ["ingest", dataset, str(src), str(target)])
+    line = _one_error_line(result, target)
+    assert "No space left on device" in line
+    assert list((tmp_path / "out").iterdir()) == []  # staging removed, nothing committed
+
+
+def test_full_disk_keeps_existing_store(speakers_raw: Path, tmp_path: Path, monkeypatch) -> None:
+    target = tmp_path / "s.fstore"
+    CliRunner().invoke(main, ["ingest", "speakers", str(speakers_raw), str(target)])
+    before = (target / "manifest.json").read_bytes()
+    monkeypatch.setattr(Dictionary, "write", _disk_full)
+    result = CliRunner().invoke(main, ["ingest", "speakers", str(speakers_raw), str(target), "--overwrite"])
+    _one_error_line(result, target)
+    assert (target / "manifest.json").read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["s.fstore"]
+
+
+@pytest.fixture
+def store_copy(speakers_raw: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "s.fstore"
+    result = CliRunner().invoke(main, ["ingest", "speakers", str(speakers_raw), str(target)])
+    assert result.exit_code == 0, result.output
+    return target
+
+
+def test_info_on_corrupted_dictionary(store_copy: Path) -> None:
+    bad = store_copy / "dicts" / "speaker.parquet"
+    bad.write_bytes(b"PAR1 not really parquet")
+    line = _one_error_line(CliRunner().invoke(main, ["info", str(store_copy)]), bad)
+    assert "unreadable dictionary" in line
+
+
+@pytest.mark.parametrize("command", ["info", "validate"])
+def test_store_without_root_zarr_json(store_copy: Path, command: str) -> None:
+    (store_copy / "zarr.json").unlink()
+    line = _one_error_line(CliRunner().invoke(main, [command, str(store_copy)]), store_copy / "zarr.json")
+    assert "None" not in line and "damaged store" in line
+
+
+def test_store_without_table_group(store_copy: Path) -> None:
+    shutil.rmtree(store_copy / "test")
+    result = CliRunner().invoke(main, ["validate", "--no-checksums", str(store_copy)])
+    line = _one_error_line(result, store_copy / "test")
+    assert "table 'test'" in line
