@@ -23,9 +23,6 @@ from featurestore.schemas.mssd import BATCH_LOG_COLUMNS
 from featurestore.store import Store, StoreError
 from featurestore.store.arrays import EVENT_CHUNK
 
-# The per-event log bytes a batch carries come from the MSSD schema. LOG_COLUMNS is that list under its
-# old name, kept only so models/ keeps importing until it imports the schema itself.
-LOG_COLUMNS = BATCH_LOG_COLUMNS
 CACHE_VERSION = 1
 
 
