@@ -1,5 +1,7 @@
 """``SegmentBatches``: audio feature clips as GPU-ready batches of frames.
 
+``clips=`` restricts every mode to a subset of the clip ids (a validation split from
+``loaders.splits``); the resume state records which subset.
 Modes:
 - ``mode="crop"``: a random ``crop``-frame window of each clip (clips shorter than ``crop`` are
   zero-padded and masked); ``crop`` may follow a curriculum (``linear_curriculum``);
@@ -29,6 +31,7 @@ independent of the number of threads and DataLoader workers.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -45,6 +48,19 @@ from .padding import pad_on_device, pad_rows
 from .prefetch import numpy_views
 
 MODES = {"crop": None, "whole": "by_length", "bucketed": "length_bucketed"}  # mode -> its own order
+
+
+def _clip_subset(clips, n: int) -> np.ndarray:
+    """Validated clip ids for ``clips=``: unique, in 0..n-1, kept in storage order (locality)."""
+    ids = np.asarray(clips)
+    if ids.ndim != 1 or (ids.size and ids.dtype.kind not in "iu"):
+        raise ValueError(f"clips must be a 1-D array of clip ids, got {ids.dtype} {ids.shape}")
+    ids = np.unique(ids.astype(np.int64))
+    if ids.size != np.asarray(clips).size:
+        raise ValueError("clips holds a clip id twice")
+    if ids.size and (ids[0] < 0 or ids[-1] >= n):
+        raise ValueError(f"clips must lie in 0..{n - 1}, got {ids[0] if ids[0] < 0 else ids[-1]}")
+    return ids.astype(item_ids(n).dtype)
 
 
 def linear_curriculum(start: int, stop: int, epochs: int) -> Callable[[int], int]:
@@ -64,7 +80,7 @@ class SegmentBatches(BatchLoader):
                  balanced: tuple[int, int] | None = None, label: str | None = None, seed: int = 0,
                  device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1, drop_last: bool = False,
                  threads: int = 2, ring: int = 4, feature_dtype: torch.dtype = torch.float32,
-                 window: int = 8, chunk: int = 1024):
+                 window: int = 8, chunk: int = 1024, clips: np.ndarray | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         super().__init__(store, split, batch_size, order, seed, device, rank, world_size, drop_last, threads,
@@ -76,7 +92,7 @@ class SegmentBatches(BatchLoader):
         self._crop = crop if callable(crop) else (lambda epoch, c=int(crop): c)
         if mode == "crop" and self._crop(0) < 1:
             raise ValueError(f"crop must be >= 1 frames, got {self._crop(0)}")
-        self.items = item_ids(self.fs.clips)
+        self.items = item_ids(self.fs.clips) if clips is None else _clip_subset(clips, self.fs.clips)
         self.offsets = self.fs.offsets.astype(np.int64)
         self.lengths = np.diff(self.offsets)
         self.frames = np.asarray(self.fs.memmap())  # plain ndarray view: cheap numba dispatch
@@ -111,10 +127,12 @@ class SegmentBatches(BatchLoader):
         if self.balanced is None:
             return None
         m, p = self.balanced
-        return balanced_batches(self.label_values, m, p, self.seed, epoch, self.window)
+        batches = balanced_batches(self.label_values[self.items], m, p, self.seed, epoch, self.window)
+        return [self.items[b] for b in batches]  # positions in the subset -> clip ids
 
     def state_config(self) -> dict:
-        return {"mode": self.mode, "clips": int(self.fs.clips)}
+        subset = hashlib.sha256(np.ascontiguousarray(self.items, dtype=np.int64).tobytes()).hexdigest()[:16]
+        return {"mode": self.mode, "clips": int(self.fs.clips), "subset": subset}
 
     # --- the batch kind --------------------------------------------------------------------------------
     def _window(self, clips: np.ndarray) -> int:
