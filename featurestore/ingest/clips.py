@@ -76,6 +76,24 @@ class ClipSource(Protocol):
     def load(self, clip: Clip) -> np.ndarray: ...
 
 
+class ClipSourceBase:
+    """The state every clip source adapter starts with; subclasses set the class attributes
+    (``dataset``, ``name``, ``unit``, ``pattern``, and ``bins`` when fixed) and fill the rest in ``read``."""
+
+    dataset: str
+    name: str
+    unit: str
+    pattern: str
+    bins: int = 0
+
+    def __init__(self, raw_dir: str | Path):
+        self.raw_dir = Path(raw_dir)
+        self.splits: list[ClipSplit] = []
+        self.meta_files: list[Path] = []
+        self.dictionaries: dict[str, list[str]] = {}
+        self.notes: list[str] = []
+
+
 def ordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
     """``map(fn, items)`` on a thread pool, in order, at most ``2 * workers`` results ahead (bounded memory).
 

@@ -59,7 +59,7 @@ import torchaudio
 from ..schemas import fsd as S
 from ..store import InputError
 from .builder import IngestSummary
-from .clips import Clip, ClipSplit, ingest_clips
+from .clips import Clip, ClipSourceBase, ClipSplit, ingest_clips
 from .table import read_table
 
 TOP_DB = S.TOP_DB
@@ -178,20 +178,16 @@ def _torch_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-class FsdSource:
+class FsdSource(ClipSourceBase):
     """The source adapter of an FSDKaggle2019 release (see ``clips.ClipSource``)."""
 
     dataset, name, unit = "fsdkaggle2019", "fsd", "clip"
     pattern = "{train_curated,train_noisy,test}/*.wav"
 
     def __init__(self, raw_dir: str | Path, logmel: LogMel, sample_rate: int):
-        self.raw_dir = Path(raw_dir)
+        super().__init__(raw_dir)
         self.logmel, self.sample_rate = logmel, sample_rate
         self.bins = logmel.config["n_mels"]
-        self.splits: list[ClipSplit] = []
-        self.meta_files: list[Path] = []
-        self.dictionaries: dict[str, list[str]] = {}
-        self.notes: list[str] = []
 
     def read(self) -> None:
         raw = self.raw_dir

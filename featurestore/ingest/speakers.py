@@ -35,7 +35,7 @@ import torch
 from ..schemas import speakers as S
 from ..store import InputError
 from .builder import IngestSummary
-from .clips import Clip, ClipSplit, ingest_clips
+from .clips import Clip, ClipSourceBase, ClipSplit, ingest_clips
 from .table import json_records, read_json
 
 
@@ -97,19 +97,10 @@ def _frames(t: torch.Tensor) -> np.ndarray:
     return t.detach().numpy()
 
 
-class SpeakersSource:
+class SpeakersSource(ClipSourceBase):
     """The source adapter of the speaker homework data (see ``clips.ClipSource``)."""
 
-    dataset, name, unit = "speakers-voxceleb-mel", "speakers", "utt"
-
-    def __init__(self, raw_dir: str | Path):
-        self.raw_dir = Path(raw_dir)
-        self.splits: list[ClipSplit] = []
-        self.meta_files: list[Path] = []
-        self.dictionaries: dict[str, list[str]] = {}
-        self.notes: list[str] = []
-        self.bins = 0
-        self.pattern = S.FEATURE_GLOB
+    dataset, name, unit, pattern = "speakers-voxceleb-mel", "speakers", "utt", S.FEATURE_GLOB
 
     def read(self) -> None:
         if not self.raw_dir.is_dir():

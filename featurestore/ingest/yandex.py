@@ -37,7 +37,7 @@ import numpy as np
 from ..schemas import yandex as S
 from ..store import InputError
 from .builder import IngestSummary
-from .clips import Clip, ClipSplit, ingest_clips
+from .clips import Clip, ClipSourceBase, ClipSplit, ingest_clips
 from .table import read_table
 
 NPY_MAGIC = b"\x93NUMPY"
@@ -85,18 +85,11 @@ def _features_root(raw_dir: Path, split: str, meta: Path, rows: list[tuple[int, 
     raise InputError(raw_dir / rel, f"feature file not found (listed in {meta.name}, line {rows[0][0]})")
 
 
-class YandexSource:
+class YandexSource(ClipSourceBase):
     """The source adapter of a Yandex Cup 2022 release (see ``clips.ClipSource``)."""
 
     dataset, name, unit, bins = "yandex-cup-2022", "yandex", "track", S.FEATURES
     pattern = f"*/*.npy ({S.FEATURES_PATH})"
-
-    def __init__(self, raw_dir: str | Path):
-        self.raw_dir = Path(raw_dir)
-        self.splits: list[ClipSplit] = []
-        self.meta_files: list[Path] = []
-        self.dictionaries: dict[str, list[str]] = {}
-        self.notes: list[str] = []
 
     def read(self) -> None:
         if not self.raw_dir.is_dir():
