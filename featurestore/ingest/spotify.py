@@ -28,7 +28,7 @@ import polars as pl
 import zarr
 from tqdm import tqdm
 
-from ..quantize import ExactQuantizer, choose_quantizer
+from ..quantize import ExactQuantizer, QuantizerBank, RangeScan
 from ..schemas import mssd as S
 from ..store import Dictionary, FeatureTableWriter, InputError, RaggedWriter
 from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
@@ -82,24 +82,19 @@ def _ingest_tracks(paths: list[Path], group: zarr.Group, bar: tqdm) -> pl.DataFr
     mini releases); beyond that each file is read again, so memory stays bounded for 3.7M tracks.
     """
     rng = np.random.default_rng(0)
-    samples, lo, hi, ids, kept, kept_bytes = [], None, None, [], [], 0
+    samples, extremes, ids, kept, kept_bytes = [], RangeScan(len(S.TRACK_FEATURES)), [], [], 0
     for p in paths:
         df = read_typed_csv(p, S.TRACK_CSV)
         block = _track_block(df, p)
         ids.append(df[S.TRACK_ID])
         take = rng.choice(len(block), size=min(len(block), FIT_SAMPLE_ROWS // len(paths) + 1), replace=False)
         samples.append(block[take])
-        with np.errstate(invalid="ignore"):
-            lo = np.nanmin(block, 0) if lo is None else np.fmin(lo, np.nanmin(block, 0))
-            hi = np.nanmax(block, 0) if hi is None else np.fmax(hi, np.nanmax(block, 0))
+        extremes.update(block)
         kept_bytes += block.nbytes
         kept.append(block if kept_bytes <= KEEP_TRACK_BYTES else None)
         bar.update(p.stat().st_size // 2)
-    sample = np.vstack([*samples, lo[None], hi[None]])
-    quantizers = [
-        ExactQuantizer(0, labels=S.MODE_LABELS) if c == "mode" else choose_quantizer(sample[:, j])
-        for j, c in enumerate(S.TRACK_FEATURES)
-    ]
+    quantizers = QuantizerBank.fit(samples, "auto", extremes).quantizers
+    quantizers[S.TRACK_FEATURES.index("mode")] = ExactQuantizer(0, labels=S.MODE_LABELS)  # text, stored as 0/1
     all_ids = pl.concat(ids)
     dup = all_ids.is_duplicated()
     if dup.any():
