@@ -35,8 +35,10 @@ def embed_windows(model: torch.nn.Module, frames: torch.Tensor, length: torch.Te
     # a window counts when it lies inside the clip; the first always counts (a short clip)
     valid = (starts[None] + window <= length[:, None]) | (starts[None] == 0)
     mask = torch.arange(window, device=frames.device)[None, None] < real[..., None]  # (B, W, window)
-    emb = model(x.reshape(B * W, window, -1), mask.reshape(B * W, window)).reshape(B, W, -1).float()
-    emb = (emb * valid[..., None]).sum(1) / valid.sum(1, keepdim=True)
+    keep = valid.reshape(-1)  # only windows that count are embedded (a window of padding has no frame)
+    emb = model(x.reshape(B * W, window, -1)[keep], mask.reshape(B * W, window)[keep]).float()
+    owner = torch.arange(B, device=frames.device).repeat_interleave(W)[keep]
+    emb = torch.zeros((B, emb.shape[1]), device=emb.device).index_add_(0, owner, emb)
     return F.normalize(emb, dim=1)
 
 
