@@ -93,10 +93,9 @@ def top_k_cosine_queries(
         sims = q_normed[start:stop] @ g_normed.T  # (b, n)
         if exclude is not None:
             ex = exclude[start:stop].to(device)
-            # -1 entries point at an extra column that is dropped afterwards
-            sims = torch.cat([sims, sims.new_zeros((stop - start, 1))], dim=1)
-            sims.scatter_(1, torch.where(ex < 0, n, ex), float("-inf"))
-            sims = sims[:, :n]
+            # in place, no copy of the block: excluded entries take min(s, -inf), -1 entries min(s, +inf)
+            marks = torch.where(ex < 0, float("inf"), float("-inf")).to(sims.dtype)
+            sims.scatter_reduce_(1, ex.clamp(min=0), marks, reduce="amin")
         top_scores, top_idx = torch.topk(sims, k, dim=1, largest=True, sorted=True)
         indices[start:stop] = top_idx
         scores[start:stop] = top_scores

@@ -13,11 +13,12 @@ DEFAULT_AUGMENT = {"zero_p": 0.1, "channel_swap_p": 0.05, "time_shuffle_p": 0.5}
 
 
 def augment_frames(frames: torch.Tensor, mask: torch.Tensor, zero_p: float = 0.1, channel_swap_p: float = 0.05,
-                   time_shuffle_p: float = 0.5) -> torch.Tensor:
+                   time_shuffle_p: float = 0.5, fill: torch.Tensor | None = None) -> torch.Tensor:
     """Augmented copy of ``frames`` (B, T, F) with ``mask`` (B, T):
 
-    - each value is zeroed with probability ``zero_p`` (dropout without rescaling: the model standardises
-      its inputs, so a zero is an ordinary, mean-like value rather than a hole);
+    - each value is zeroed with probability ``zero_p`` (dropout without rescaling), i.e. set to ``fill``
+      (F,) when given: the encoder's feature means, so a dropped value is zero *after* its
+      standardisation rather than a far outlier (raw Yandex features have large offsets);
     - a ``channel_swap_p`` fraction of the channels is permuted among itself (the same channels for the
       whole batch): feature identities are noisy, never wholly destroyed;
     - with probability ``time_shuffle_p`` a clip's real frames are put in a random order (padding stays
@@ -26,7 +27,8 @@ def augment_frames(frames: torch.Tensor, mask: torch.Tensor, zero_p: float = 0.1
     B, T, F = frames.shape
     x = frames
     if zero_p > 0:
-        x = x * (torch.rand_like(x) >= zero_p)
+        drop = torch.rand_like(x) < zero_p
+        x = x.masked_fill(drop, 0.0) if fill is None else torch.where(drop, fill.to(x.dtype), x)
     k = int(round(channel_swap_p * F))
     if k >= 2:
         chosen = torch.randperm(F, device=x.device)[:k]

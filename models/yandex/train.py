@@ -34,7 +34,7 @@ from .rerank import top_k
 __all__ = ["DEFAULT_MODEL", "retrieval_ndcg", "train_yandex"]
 
 DEFAULT_MODEL = {"d_model": 128, "layers": 2, "heads": 4, "ff": 256, "emb_dim": 128, "dropout": 0.1,
-                 "kernel_size": 7}
+                 "kernel_size": 7, "pooled_branch": True}
 MAX_CROP = 81
 
 
@@ -113,7 +113,7 @@ def train_yandex(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLi
     objective = MetricLoss(**config["loss"])
 
     def step_loss(model: torch.nn.Module, batch: dict) -> torch.Tensor:
-        frames = augment_frames(batch["frames"], batch["mask"], **config["augment"])
+        frames = augment_frames(batch["frames"], batch["mask"], **config["augment"], fill=net.mean)
         return objective(model(frames, batch["mask"]), batch["label"])
 
     validate = None
