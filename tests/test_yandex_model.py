@@ -82,6 +82,26 @@ def test_encoder_shapes_norm_and_padding_content(arch):
         ArtistEncoder("lstm")
 
 
+@pytest.mark.parametrize("arch", ["transformer", "conformer"])
+def test_pooled_branch_is_the_gain_weighted_standardised_average(arch):
+    model = ArtistEncoder(arch, n_features=8, **TINY, pooled_branch=True).eval()
+    x, mask = _clips()
+    with torch.no_grad():
+        model.set_feature_stats(torch.randn(8), torch.rand(8) + 0.5)
+        model.gain.copy_(torch.rand(8))
+        model.gain[3] = 0.0
+        emb = model(x, mask)
+        assert emb.shape == (5, 16 + 8) and torch.allclose(emb.norm(dim=1), torch.ones(5), atol=1e-5)
+        z = (x - model.mean) / model.std * mask[..., None]
+        average = z.sum(1) / mask.sum(1, keepdim=True)
+        assert torch.allclose(emb[:, 16:] * 2**0.5, F.normalize(average * model.gain, dim=1), atol=1e-5)
+        y = x.clone()
+        y[:, :, 3] += 10 * mask  # a silenced feature moves only the backbone's half
+        moved = model(y, mask)
+        assert torch.allclose(moved[:, 16:], emb[:, 16:], atol=1e-5)
+        assert not torch.allclose(moved[:, :16], emb[:, :16], atol=1e-4)
+
+
 def test_feature_standardisation_is_part_of_the_model():
     model = ArtistEncoder("transformer", n_features=8, **TINY).eval()
     x, mask = _clips()
@@ -127,6 +147,9 @@ def test_augment_keeps_padding_and_permutes_real_frames_only():
     assert torch.equal(swapped.sort(dim=2).values, x.sort(dim=2).values)
     zeroed = augment_frames(x, mask, zero_p=1.0, channel_swap_p=0, time_shuffle_p=0)
     assert (zeroed == 0).all()
+    mean = torch.arange(40.0)
+    filled = augment_frames(x, mask, zero_p=1.0, channel_swap_p=0, time_shuffle_p=0, fill=mean)
+    assert torch.equal(filled[mask], mean.expand(int(mask.sum()), 40)) and (filled[~mask] == 0).all()
 
 
 def test_rolling_windows_average_the_windows_inside_each_clip():

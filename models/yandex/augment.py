@@ -27,7 +27,7 @@ def augment_frames(frames: torch.Tensor, mask: torch.Tensor, zero_p: float = 0.1
     B, T, F = frames.shape
     x = frames
     if zero_p > 0:
-        drop = torch.rand_like(x) < zero_p
+        drop = (torch.rand_like(x) < zero_p) & mask[..., None]  # padding stays zero
         x = x.masked_fill(drop, 0.0) if fill is None else torch.where(drop, fill.to(x.dtype), x)
     k = int(round(channel_swap_p * F))
     if k >= 2:
