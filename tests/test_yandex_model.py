@@ -283,6 +283,8 @@ def test_evaluate_scores_models_ensemble_baselines_and_writes_the_submission(yst
     single, name = evaluate_yandex(ystore, ckpts[:1])
     assert name == "transformer" and single["model"] == pytest.approx(scores["transformer"])
     assert single["random"] == scores["random"]  # seeded
+    windowed, _ = evaluate_yandex(ystore, ckpts[:1], window=10, hop=5)  # the seed's 10-step windows
+    assert windowed["mean_pooled"] == single["mean_pooled"] and windowed["model"] != single["model"]
 
 
 def test_evaluate_refuses_mixed_holdouts_and_bad_checkpoints(ystore, trained, tmp_path):

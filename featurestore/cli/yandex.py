@@ -115,11 +115,14 @@ def several_checkpoints(fn):  # noqa: ANN001, ANN201 - a click decorator
 @click.option("--rerank", is_flag=True, help="Re-rank the submission (query expansion over close neighbours).")
 @click.option("--threshold", default=0.85, type=click.FloatRange(-1, 1), show_default=True,
               help="Re-ranking: neighbours closer than this cosine are kept and averaged with the query.")
+@click.option("--window", type=click.IntRange(min=0), default=None,
+              help="Embed as the mean over rolling windows of this many steps (0: whole tracks; default: as trained).")
+@click.option("--hop", type=click.IntRange(min=1), default=None, help="Hop between windows (default: window / 2).")
 @click.option("--torch-threads", default=0, type=click.IntRange(min=0), show_default=True,
               help="torch CPU threads (0: 1 on the CPU).")
 @user_errors
 def evaluate_cmd(store: Path, checkpoints: tuple[Path, ...], out: Path, metrics_json: Path | None, device: str,
-                 rerank: bool, threshold: float, torch_threads: int) -> None:
+                 rerank: bool, threshold: float, window: int | None, hop: int | None, torch_threads: int) -> None:
     """Score CHECKPOINT(s) on their held-out artists (each model and the ensemble, with and without
     re-ranking, beside the random and mean-pooled baselines) and write the test submission (top 100 per
     track) from all of them."""
@@ -131,7 +134,7 @@ def evaluate_cmd(store: Path, checkpoints: tuple[Path, ...], out: Path, metrics_
     if threads:
         torch.set_num_threads(threads)
     scores, submitted = evaluate_yandex(store, list(checkpoints), out=out, rerank_submission=rerank,
-                                        threshold=threshold, device=device)
+                                        threshold=threshold, device=device, window=window, hop=hop)
     click.echo(f"wrote {out} (test split, top 100 per track)")
     click.echo(f"model = {submitted}")
     report_scores({name: {"ndcg@100": v} for name, v in scores.items()}, metric="ndcg@100",

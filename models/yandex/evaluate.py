@@ -102,11 +102,12 @@ def _names(configs: list[dict]) -> list[str]:
 
 def evaluate_yandex(store: str | os.PathLike[str] | Store, checkpoints: list[str | os.PathLike[str]],
                     out: str | os.PathLike[str] | None = None, rerank_submission: bool = False,
-                    threshold: float = 0.85, device: str | torch.device = "cpu",
-                    batch_size: int = 1024) -> tuple[dict[str, float], str]:
+                    threshold: float = 0.85, device: str | torch.device = "cpu", batch_size: int = 1024,
+                    window: int | None = None, hop: int | None = None) -> tuple[dict[str, float], str]:
     """``(scores, submitted)``: nDCG@100 on the held-out artists by row name (``model`` first: the
     predictor the submission uses, described by ``submitted``), and the test submission written to
-    ``out`` (when given). See the module docstring for the rows."""
+    ``out`` (when given). See the module docstring for the rows. ``window`` overrides the checkpoints'
+    rolling windows (0: whole tracks; None: as each was trained)."""
     if not checkpoints:
         raise FstoreError("no checkpoint given")
     store = open_store(store)
@@ -124,9 +125,13 @@ def evaluate_yandex(store: str | os.PathLike[str] | Store, checkpoints: list[str
     _k(held.size, "holdout")
     names = _names([c for _, c in loaded])
 
+    def windows(config: dict) -> tuple[int | None, int | None]:
+        if window is None:
+            return config["inference"]["window"], config["inference"]["hop"]
+        return (window or None), hop
+
     def embeddings(split: str, clips: np.ndarray | None) -> list[torch.Tensor]:
-        return [embed_clips(m, store, split, clips=clips, window=c["inference"]["window"],
-                            hop=c["inference"]["hop"], device=device)[1] for m, c in loaded]
+        return [embed_clips(m, store, split, clips, *windows(c), device=device)[1] for m, c in loaded]
 
     def rank(emb: torch.Tensor, reranked: bool) -> torch.Tensor:
         kk = min(TOP, emb.shape[0] - 1)
