@@ -303,9 +303,12 @@ def test_cli_train_and_evaluate(ystore, trained, tmp_path):
     runner = CliRunner()
     out = tmp_path / "run"
     r = runner.invoke(main, ["train", "yandex", str(ystore.path), str(out), "--epochs", "1", "--m", "2",
-                             "--artists-per-batch", "4", "--holdout", "0.25", "--no-curriculum"])
+                             "--artists-per-batch", "4", "--holdout", "0.25", "--no-curriculum",
+                             "--no-pooled-branch"])
     assert r.exit_code == 0, r.output
     assert "best val_ndcg" in r.output and (out / "best.pt").is_file()
+    _, config = load_model(out / "best.pt")
+    assert config["batches"]["curriculum"] is None and config["model"]["pooled_branch"] is False
     metrics, sub = tmp_path / "m.json", tmp_path / "s.tsv"
     args = ["evaluate", "yandex", str(ystore.path), str(out / "best.pt"), str(trained["conformer"][0] / "best.pt"),
             "--rerank", "--out", str(sub), "--metrics-json", str(metrics)]

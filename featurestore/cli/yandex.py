@@ -81,6 +81,8 @@ def _torch_threads(device: str, threads: int) -> int | None:
               help="Fraction of the artists held out (with all their tracks) for validation nDCG@100.")
 @click.option("--curriculum/--no-curriculum", default=True, show_default=True,
               help="Crop length 10 -> 81 steps over the first half of the epochs (else 81 throughout).")
+@click.option("--pooled-branch/--no-pooled-branch", default=True, show_default=True,
+              help="Add the gain-weighted, time-averaged standardised features to the embedding.")
 @click.option("--window", type=click.IntRange(min=1), default=None,
               help="Embed tracks as the mean over rolling windows of this many steps (default: whole tracks).")
 @click.option("--hop", type=click.IntRange(min=1), default=None, help="Hop between windows (default: window / 2).")
@@ -89,14 +91,15 @@ def _torch_threads(device: str, threads: int) -> int | None:
 @user_errors
 def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
               no_resume: bool, arch: str, m: int, artists_per_batch: int, lr: float, holdout: float,
-              curriculum: bool, window: int | None, hop: int | None, torch_threads: int) -> None:
+              curriculum: bool, pooled_branch: bool, window: int | None, hop: int | None,
+              torch_threads: int) -> None:
     """Artist-embedding encoder on STORE's train tracks; checkpoints (resumable), best.pt and history under OUT_DIR."""
     from models.yandex.train import MAX_CROP, train_yandex
 
     result = train_yandex(store, out_dir, arch=arch, epochs=epochs, m=m, artists_per_batch=artists_per_batch, lr=lr,
                           holdout=holdout, seed=seed, curriculum=(10, MAX_CROP) if curriculum else None,
                           window=window, hop=hop, device=device, max_minutes=max_minutes, resume=not no_resume,
-                          torch_threads=_torch_threads(device, torch_threads))
+                          model={"pooled_branch": pooled_branch}, torch_threads=_torch_threads(device, torch_threads))
     echo_lines(result.lines())
 
 
