@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -103,7 +105,7 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
     echo_lines(result.lines())
 
 
-def several_checkpoints(fn):  # noqa: ANN001, ANN201 - a click decorator
+def several_checkpoints(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The shared evaluate options, with CHECKPOINT taking one or more paths (an ensemble)."""
     fn = evaluate_options(fn)
     params = fn.__click_params__
