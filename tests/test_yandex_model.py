@@ -251,6 +251,15 @@ def test_training_writes_checkpoints_history_and_validation(trained):
         assert config["batches"]["curriculum"] == [10, 81, 1]
 
 
+def test_training_stopped_mid_epoch_resumes_there(ystore, tmp_path):
+    settings = dict(epochs=1, m=2, artists_per_batch=4, holdout=0.25, progress=False, model=TINY, torch_threads=1)
+    first = train_yandex(ystore, tmp_path, max_minutes=0, **settings)
+    assert first.stopped == "time_limit" and first.items_trained == 8  # one batch of 2 x 4 clips
+    second = train_yandex(ystore, tmp_path, **settings)
+    assert second.resumed_from == {"epoch": 0, "batch": 1} and second.epochs_completed == 1
+    assert second.items_trained == second.history[0]["clips"] - 8  # only the batches it had left
+
+
 def test_training_resume_rejects_another_config(ystore, trained):
     out, _ = trained["transformer"]
     with pytest.raises(FstoreError, match="different model shape"):
