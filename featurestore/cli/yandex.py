@@ -1,8 +1,11 @@
-"""Yandex Cup 2022 (artist metric learning): ``synth yandex``, ``ingest yandex``."""
+"""Yandex Cup 2022 (artist metric learning): ``synth yandex``, ``ingest yandex``, ``train yandex``,
+``evaluate yandex``."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -15,7 +18,11 @@ from .common import (
     SAMPLE,
     SEED,
     SYNTH_OUT,
+    echo_lines,
+    evaluate_options,
     print_ingest_summary,
+    report_scores,
+    train_options,
     user_errors,
 )
 
@@ -54,4 +61,89 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind
                                                        kind=kind, sample_frames=sample_frames))
 
 
-COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd}
+def _torch_threads(device: str, threads: int) -> int | None:
+    if threads:
+        return threads
+    # On the CPU one torch thread: the loader's fill thread takes the other core, and on a busy host two
+    # OpenMP threads spin against it (measured here: a step 10-20x slower than with one thread).
+    return 1 if device == "cpu" else None
+
+
+@click.command("yandex")
+@train_options(epochs=40)
+@click.option("--arch", default="transformer", type=click.Choice(["transformer", "conformer"]), show_default=True,
+              help="Encoder backbone.")
+@click.option("--m", "m", default=4, type=click.IntRange(min=2), show_default=True,
+              help="Tracks of each artist in a batch.")
+@click.option("--artists-per-batch", default=16, type=click.IntRange(min=2), show_default=True,
+              help="Artists in a batch (no artist twice in an epoch).")
+@click.option("--lr", default=1e-3, type=click.FloatRange(min=0, min_open=True), show_default=True,
+              help="Peak learning rate (warmup, then cosine).")
+@click.option("--holdout", default=0.2, type=click.FloatRange(0, 1, max_open=True), show_default=True,
+              help="Fraction of the artists held out (with all their tracks) for validation nDCG@100.")
+@click.option("--curriculum/--no-curriculum", default=True, show_default=True,
+              help="Crop length 10 -> 81 steps over the first half of the epochs (else 81 throughout).")
+@click.option("--pooled-branch/--no-pooled-branch", default=True, show_default=True,
+              help="Add the gain-weighted, time-averaged standardised features to the embedding.")
+@click.option("--window", type=click.IntRange(min=1), default=None,
+              help="Embed tracks as the mean over rolling windows of this many steps (default: whole tracks).")
+@click.option("--hop", type=click.IntRange(min=1), default=None, help="Hop between windows (default: window / 2).")
+@click.option("--torch-threads", default=0, type=click.IntRange(min=0), show_default=True,
+              help="torch CPU threads (0: 1 on the CPU, where the loader thread needs the other core).")
+@user_errors
+def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
+              no_resume: bool, arch: str, m: int, artists_per_batch: int, lr: float, holdout: float,
+              curriculum: bool, pooled_branch: bool, window: int | None, hop: int | None,
+              torch_threads: int) -> None:
+    """Artist-embedding encoder on STORE's train tracks; checkpoints (resumable), best.pt and history under OUT_DIR."""
+    from models.yandex.train import MAX_CROP, train_yandex
+
+    result = train_yandex(store, out_dir, arch=arch, epochs=epochs, m=m, artists_per_batch=artists_per_batch, lr=lr,
+                          holdout=holdout, seed=seed, curriculum=(10, MAX_CROP) if curriculum else None,
+                          window=window, hop=hop, device=device, max_minutes=max_minutes, resume=not no_resume,
+                          model={"pooled_branch": pooled_branch}, torch_threads=_torch_threads(device, torch_threads))
+    echo_lines(result.lines())
+
+
+def several_checkpoints(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The shared evaluate options, with CHECKPOINT taking one or more paths (an ensemble)."""
+    fn = evaluate_options(fn)
+    params = fn.__click_params__
+    at = next(i for i, p in enumerate(params) if p.name == "checkpoint")
+    params[at] = click.Argument(["checkpoints"], nargs=-1, required=True,
+                                type=click.Path(dir_okay=False, path_type=Path))
+    return fn
+
+
+@click.command("yandex")
+@several_checkpoints
+@click.option("--rerank", is_flag=True, help="Re-rank the submission (query expansion over close neighbours).")
+@click.option("--threshold", default=0.85, type=click.FloatRange(-1, 1), show_default=True,
+              help="Re-ranking: neighbours closer than this cosine are kept and averaged with the query.")
+@click.option("--window", type=click.IntRange(min=0), default=None,
+              help="Embed as the mean over rolling windows of this many steps (0: whole tracks; default: as trained).")
+@click.option("--hop", type=click.IntRange(min=1), default=None, help="Hop between windows (default: window / 2).")
+@click.option("--torch-threads", default=0, type=click.IntRange(min=0), show_default=True,
+              help="torch CPU threads (0: 1 on the CPU).")
+@user_errors
+def evaluate_cmd(store: Path, checkpoints: tuple[Path, ...], out: Path, metrics_json: Path | None, device: str,
+                 rerank: bool, threshold: float, window: int | None, hop: int | None, torch_threads: int) -> None:
+    """Score CHECKPOINT(s) on their held-out artists (each model and the ensemble, with and without
+    re-ranking, beside the random and mean-pooled baselines) and write the test submission (top 100 per
+    track) from all of them."""
+    import torch
+
+    from models.yandex.evaluate import evaluate_yandex
+
+    threads = _torch_threads(device, torch_threads)
+    if threads:
+        torch.set_num_threads(threads)
+    scores, submitted = evaluate_yandex(store, list(checkpoints), out=out, rerank_submission=rerank,
+                                        threshold=threshold, device=device, window=window, hop=hop)
+    click.echo(f"wrote {out} (test split, top 100 per track)")
+    click.echo(f"model = {submitted}")
+    report_scores({name: {"ndcg@100": v} for name, v in scores.items()}, metric="ndcg@100",
+                  split="holdout artists", metrics_json=metrics_json)
+
+
+COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "train": train_cmd, "evaluate": evaluate_cmd}

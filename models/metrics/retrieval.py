@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-__all__ = ["top_k_cosine", "write_top100_submission"]
+__all__ = ["top_k_cosine", "top_k_cosine_queries", "write_top100_submission"]
 
 
 @torch.no_grad()
@@ -51,6 +51,51 @@ def top_k_cosine(
         if exclude_self:
             rows = torch.arange(stop - start, device=device)
             sims[rows, rows + start] = float("-inf")
+        top_scores, top_idx = torch.topk(sims, k, dim=1, largest=True, sorted=True)
+        indices[start:stop] = top_idx
+        scores[start:stop] = top_scores
+    return indices, scores
+
+
+@torch.no_grad()
+def top_k_cosine_queries(
+    queries: torch.Tensor,
+    gallery: torch.Tensor,
+    k: int = 100,
+    exclude: torch.Tensor | None = None,
+    batch_size: int = 4096,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Top-``k`` cosine neighbours in an (n, d) ``gallery`` of each row of an (q, d) ``queries`` matrix.
+
+    The query/gallery form of :func:`top_k_cosine` (re-ranking searches with expanded queries): one
+    ``batch_size`` x n similarity block at a time, never (q x n). ``exclude`` (q, e) int64 names gallery
+    rows each query must not return (-1 entries are ignored), e.g. the query itself. Returns ``(indices,
+    scores)``, (q, k) each, most similar first, on the queries' device; a query with fewer than ``k``
+    admissible rows gets -inf scores at the end of its row.
+    """
+    if queries.ndim != 2 or gallery.ndim != 2 or queries.shape[1] != gallery.shape[1]:
+        raise ValueError(f"queries (q, d) and gallery (n, d) must share d, got {tuple(queries.shape)} "
+                         f"and {tuple(gallery.shape)}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    n = gallery.shape[0]
+    if not 1 <= k <= n:
+        raise ValueError(f"k={k} is out of range for a gallery of {n} rows")
+    if exclude is not None and (exclude.ndim != 2 or exclude.shape[0] != queries.shape[0]):
+        raise ValueError(f"exclude must be (q, e) = ({queries.shape[0]}, e), got {tuple(exclude.shape)}")
+    q_normed = F.normalize(queries, p=2.0, dim=1)
+    g_normed = F.normalize(gallery, p=2.0, dim=1)
+    device = queries.device
+    indices = torch.empty((queries.shape[0], k), dtype=torch.long, device=device)
+    scores = torch.empty((queries.shape[0], k), dtype=q_normed.dtype, device=device)
+    for start in range(0, queries.shape[0], batch_size):
+        stop = min(start + batch_size, queries.shape[0])
+        sims = q_normed[start:stop] @ g_normed.T  # (b, n)
+        if exclude is not None:
+            ex = exclude[start:stop].to(device)
+            # in place, no copy of the block: excluded entries take min(s, -inf), -1 entries min(s, +inf)
+            marks = torch.where(ex < 0, float("inf"), float("-inf")).to(sims.dtype)
+            sims.scatter_reduce_(1, ex.clamp(min=0), marks, reduce="amin")
         top_scores, top_idx = torch.topk(sims, k, dim=1, largest=True, sorted=True)
         indices[start:stop] = top_idx
         scores[start:stop] = top_scores
