@@ -46,7 +46,8 @@ def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)
     except Exception as e:  # a truncated or foreign file
-        raise FstoreError(f"{path}: not a readable speaker-model checkpoint ({type(e).__name__}: {e})") from None
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise FstoreError(f"{path}: not a readable speaker-model checkpoint ({type(e).__name__}: {first})") from None
     missing = [k for k in ("config", "model", "holdout", "seed", "speakers") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise FstoreError(f"{path}: not a speaker-model checkpoint (no {', '.join(missing)})")
