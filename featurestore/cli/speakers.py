@@ -60,7 +60,7 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind
 
 
 @click.command("speakers")
-@train_options(epochs=8)
+@train_options(epochs=30)
 @click.option("--batch-size", default=32, type=click.IntRange(min=1), show_default=True,
               help="Utterance crops a step.")
 @click.option("--crop", default=128, type=click.IntRange(min=1), show_default=True,

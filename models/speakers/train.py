@@ -62,10 +62,10 @@ def _validation(loader: SegmentBatches, truth: np.ndarray):
     return validate
 
 
-def train_speakers(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[str], epochs: int = 8,
+def train_speakers(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[str], epochs: int = 30,
                    batch_size: int = 32, crop: int = 128, lr: float = 1e-3, holdout: float = 0.1, seed: int = 0,
                    device: str | torch.device = "cpu", max_minutes: float | None = None, resume: bool = True,
-                   progress: bool = True, patience: int = 5, weight_decay: float = 0.01, warmup: float = 0.05,
+                   progress: bool = True, patience: int = 8, weight_decay: float = 0.01, warmup: float = 0.05,
                    model: dict | None = None, loader_threads: int | None = None) -> FitResult:
     """Train a speaker classifier on ``store``'s train split; see the module docstring.
 
