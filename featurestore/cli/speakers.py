@@ -1,4 +1,4 @@
-"""Speaker identification mels: ``synth speakers``, ``ingest speakers``."""
+"""Speaker identification mels: ``synth speakers``, ``ingest speakers``, ``train speakers``, ``evaluate speakers``."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ from .common import (
     SAMPLE,
     SEED,
     SYNTH_OUT,
+    echo_lines,
+    evaluate_options,
     print_ingest_summary,
+    report_scores,
+    train_options,
     user_errors,
 )
 
@@ -55,4 +59,55 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind
                                                          kind=kind, sample_frames=sample_frames))
 
 
-COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd}
+@click.command("speakers")
+@train_options(epochs=30)
+@click.option("--batch-size", default=32, type=click.IntRange(min=1), show_default=True,
+              help="Utterance crops a step.")
+@click.option("--crop", default=128, type=click.IntRange(min=1), show_default=True,
+              help="Frames of the random training crop (inference uses whole utterances).")
+@click.option("--lr", default=1e-3, show_default=True, help="Peak learning rate (warmup, then cosine).")
+@click.option("--holdout", default=0.1, type=click.FloatRange(0.0, 1.0, max_open=True), show_default=True,
+              help="Share of each speaker's utterances held out for validation (0: none).")
+@click.option("--layers", default=None, type=click.IntRange(min=1), help="Conformer layers (default 2).")
+@click.option("--d-model", default=None, type=click.IntRange(min=4), help="Conformer width (default 128).")
+@click.option("--ffn", default=None, type=click.IntRange(min=1), help="Conformer feed-forward width (default 256).")
+@click.option("--pooling", default=None, type=click.Choice(["attention", "attention+max"]),
+              help="Utterance pooling (default attention).")
+@user_errors
+def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
+              no_resume: bool, batch_size: int, crop: int, lr: float, holdout: float, layers: int | None,
+              d_model: int | None, ffn: int | None, pooling: str | None) -> None:
+    """Speaker classifier (Conformer + attention pooling + AM-softmax) on STORE's train split; checkpoints
+    (resumable), best.pt and history under OUT_DIR."""
+    from models.speakers import train_speakers
+
+    model = {k: v for k, v in {"layers": layers, "d_model": d_model, "ffn": ffn, "pooling": pooling}.items()
+             if v is not None}
+    result = train_speakers(store, out_dir, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, holdout=holdout,
+                            seed=seed, device=device, max_minutes=max_minutes, resume=not no_resume, model=model)
+    echo_lines(result.lines())
+
+
+@click.command("speakers")
+@evaluate_options
+@user_errors
+def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str) -> None:
+    """Accuracy of CHECKPOINT on the held-out validation utterances beside nearest-class-mean and random
+    (also on test when labelled); writes the Id,Category predictions for testdata.json to --out."""
+    from models.speakers import evaluate_speakers, write_predictions
+
+    from ..store.errors import FstoreError
+
+    result = evaluate_speakers(store, checkpoint, device=device)
+    if result.test_predictions is None:
+        raise FstoreError(f"{store}: no test split (testdata.json was not ingested): nothing to predict")
+    write_predictions(store, result.test_predictions, out)
+    click.echo(f"wrote {out} ({len(result.test_predictions)} test utterances)")
+    if "test" in result.scores:
+        report_scores({n: {"accuracy": v} for n, v in result.scores["test"].items()}, metric="accuracy",
+                      split="test", metrics_json=None)
+    report_scores({n: {"accuracy": v} for n, v in result.scores["validation"].items()}, metric="accuracy",
+                  split="validation", metrics_json=metrics_json)
+
+
+COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "train": train_cmd, "evaluate": evaluate_cmd}
