@@ -101,6 +101,17 @@ def test_encoder_statistics(rows, cols, seed, kind, sample, exact):
             assert r["clipped"] == 0
 
 
+def test_auto_fit_on_a_sample_without_finite_values_encodes_later_values():
+    """Found by hypothesis: an all-NaN sample column gave exact codes, which then refused real values."""
+    sample = np.array([[np.nan, 1.5], [np.nan, 2.5]])
+    bank = QuantizerBank.fit(sample, "auto")
+    assert type(bank.quantizers[0]) is AffineQuantizer
+    enc = bank.encoder()
+    codes = enc.encode(np.array([[3.25, 2.0], [np.nan, 1.5]]))
+    assert codes[1, 0] == NAN_CODE
+    assert enc.report()[0]["clipped"] == 1  # 3.25 lies outside the (empty) fitted range
+
+
 def test_mixed_bank_and_nan_code():
     bank = QuantizerBank([AffineQuantizer(0, 1), ExactQuantizer(3), QuantileQuantizer([0.5], [0.0, 1.0])])
     assert bank.affine is None

@@ -18,12 +18,14 @@ def choose_quantizer(sample: np.ndarray, kind: str = "auto") -> Quantizer:
     """Pick and fit a quantizer for one column from a sample of its values.
 
     kind: "exact", "affine", "quantile" or "auto" (exact if integral with <= 255 distinct levels,
-    quantile if skewed, affine otherwise).
+    quantile if skewed, affine otherwise). A sample without finite values says nothing about the
+    column: "auto" then gives affine codes, which clip (and count) later values instead of refusing
+    them as exact codes would.
     """
     sample = np.asarray(sample, dtype=np.float64)
     if kind == "auto":
         finite = sample[np.isfinite(sample)]
-        if ExactQuantizer.fits(finite):
+        if finite.size and ExactQuantizer.fits(finite):
             kind = "exact"
         elif finite.size > 2 and finite.std() > 0:
             skew = float(np.mean(((finite - finite.mean()) / finite.std()) ** 3))
