@@ -99,9 +99,11 @@ class FsdCNN(nn.Module):
         depth = self.config["depth"]
         for i, block in enumerate(self.blocks):
             x = block(x)
-            if (i + 1) % depth == 0 and x.shape[-1] >= 2:  # end of a stage: halve frequency and time
-                x = F.avg_pool2d(x, (2 if x.shape[-2] >= 2 else 1, 2))
-                mask = _pool_mask(mask, x.shape[-1])
+            if (i + 1) % depth == 0:  # end of a stage: halve frequency (always: the head's size) and time
+                t = 2 if x.shape[-1] >= 2 else 1  # a very short clip keeps its last time step
+                x = F.avg_pool2d(x, (2 if x.shape[-2] >= 2 else 1, t))
+                if t == 2:
+                    mask = _pool_mask(mask, x.shape[-1])
         x = x.flatten(1, 2)  # (B, C * bins', T')
         m = mask[:, None, : x.shape[-1]].to(x.dtype)
         mean = (x * m).sum(-1) / m.sum(-1).clamp_min(1)
