@@ -248,9 +248,11 @@ def test_resume_mid_epoch_and_policy_is_part_of_the_config(fsd, tmp_path):
 
 
 def test_short_training_beats_the_class_prior(fsd, tmp_path):
-    r = train_fsd(fsd[1], tmp_path / "learn", epochs=8, seed=1, **{**TRAIN, "model": {"width": 8, "stages": 3}})
+    # planted class bands: 4 epochs of 32-frame crops are enough to rank the right classes first
+    r = train_fsd(fsd[1], tmp_path / "learn", epochs=4, seed=1,
+                  **{**TRAIN, "crop": 32, "model": {"width": 8, "stages": 3}})
     scores = evaluate_fsd(fsd[1], r.best_checkpoint, None).scores
-    assert scores["model"] > scores["class_prior"] + 0.1 and scores["model"] > scores["random"] + 0.1
+    assert scores["model"] > max(scores["class_prior"], scores["random"]) + 0.2
 
 
 # --- bad input -------------------------------------------------------------------------------
