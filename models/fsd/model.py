@@ -2,13 +2,14 @@
 
 Input frames are (B, T, bins) in the store's units (dB log-mel), standardized per mel bin with
 statistics measured on the training frames (buffers ``mean`` / ``std``, saved with the weights), and
-viewed as a one-channel image (bins x T). A stem convolution is followed by ``stages`` stages of
+viewed as a one-channel image (bins x T). A stem convolution (then a ``stem_pool`` x average pool of
+time: 5 ms frames are finer than tags need, and it halves the cost on a CPU) is followed by ``stages`` stages of
 ``depth`` residual basic blocks (two 3x3 convolutions, batch norm); channels start at ``width`` and
 double each stage, and each stage ends with a 2x2 average pool. The head keeps the (pooled) frequency
 axis as features, because where in frequency a sound sits is much of what tells classes apart, then
 pools over time with the mean plus the max of the real (unpadded) positions, the usual time pooling of
 the FSDKaggle2019 CNNs, before a linear layer to one logit per class (its bias starts at the class
-prior's log-odds when given, so early steps learn features, not frequencies).
+prior's log-odds when given, so the first steps go to features, not to learning how common each class is).
 
 The mask matters for short clips: padded frames are zero after standardization and never reach the
 time pooling (the mask is pooled along with the features).
