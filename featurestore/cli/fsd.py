@@ -68,7 +68,7 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_
 
 
 @click.command("fsd")
-@train_options(epochs=10)
+@train_options(epochs=20)
 @click.option("--batch-size", default=32, type=click.IntRange(min=1), show_default=True, help="Crops a step.")
 @click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate (warmup, then cosine annealing).")
 @click.option("--crop", default=128, type=click.IntRange(min=8), show_default=True,

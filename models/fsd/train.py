@@ -74,7 +74,7 @@ def make_loss(net: FsdCNN, weights: torch.Tensor, mixup_alpha: float, spec_masks
     return loss
 
 
-def train_fsd(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[str], epochs: int = 10,
+def train_fsd(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[str], epochs: int = 20,
               batch_size: int = 32, lr: float = 3e-3, crop: int = 128, noisy: str = DEFAULT_NOISY,
               noisy_weight: float = 0.5, mixup_alpha: float = 0.4, spec_augment_masks: bool = True,
               holdout: float = 0.2, seed: int = 0, device: str | torch.device = "cpu",
