@@ -1,4 +1,4 @@
-"""FSDKaggle2019 (multi-label audio tagging): ``synth fsd``, ``ingest fsd``."""
+"""FSDKaggle2019 (multi-label audio tagging): ``synth fsd``, ``ingest fsd``, ``train fsd``, ``evaluate fsd``."""
 
 from __future__ import annotations
 
@@ -14,7 +14,11 @@ from .common import (
     SAMPLE,
     SEED,
     SYNTH_OUT,
+    echo_lines,
+    evaluate_options,
     print_ingest_summary,
+    report_scores,
+    train_options,
     user_errors,
 )
 
@@ -63,4 +67,57 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_
         two_pass=two_pass, workers=workers, kind=kind, sample_frames=sample_frames))
 
 
-COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd}
+@click.command("fsd")
+@train_options(epochs=20)
+@click.option("--batch-size", default=32, type=click.IntRange(min=1), show_default=True, help="Crops a step.")
+@click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate (warmup, then cosine annealing).")
+@click.option("--crop", default=128, type=click.IntRange(min=8), show_default=True,
+              help="Training crop in frames (5 ms each); inference averages windows of this length, half overlapping.")
+@click.option("--noisy", default="weighted", show_default=True, type=click.Choice(["curated", "mixed", "weighted"]),
+              help="Noisy clips: left out, trained like curated ones, or trained with --noisy-weight.")
+@click.option("--noisy-weight", default=0.5, type=click.FloatRange(0, 1, min_open=True), show_default=True,
+              help="Loss weight of a noisy clip under --noisy weighted (curated clips weigh 1).")
+@click.option("--mixup", "mixup_alpha", default=0.4, type=click.FloatRange(min=0), show_default=True,
+              help="Mixup Beta(alpha, alpha) parameter; 0 turns mixup off.")
+@click.option("--no-spec-augment", is_flag=True, help="Train without SpecAugment frequency/time masks.")
+@click.option("--holdout", default=0.2, type=click.FloatRange(0, 1, min_open=True, max_open=True), show_default=True,
+              help="Share of the curated clips held out for validation (stratified by rarest label, by --seed).")
+@click.option("--width", default=16, type=click.IntRange(min=1), show_default=True,
+              help="Channels of the first ResNet stage (doubling each stage).")
+@click.option("--depth", default=1, type=click.IntRange(min=1), show_default=True,
+              help="Residual blocks per stage (4 stages).")
+@click.option("--patience", default=10, type=click.IntRange(min=1), show_default=True,
+              help="Stop after this many epochs without a better validation lwlrap.")
+@user_errors
+def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
+              no_resume: bool, batch_size: int, lr: float, crop: int, noisy: str, noisy_weight: float,
+              mixup_alpha: float, no_spec_augment: bool, holdout: float, width: int, depth: int,
+              patience: int) -> None:
+    """CNN tagger on STORE's train clips (curated validation held out); checkpoints, best.pt, history in OUT_DIR."""
+    from models.fsd.train import train_fsd
+
+    result = train_fsd(store, out_dir, epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, noisy=noisy,
+                       noisy_weight=noisy_weight, mixup_alpha=mixup_alpha, spec_augment_masks=not no_spec_augment,
+                       holdout=holdout, seed=seed, device=device, max_minutes=max_minutes, resume=not no_resume,
+                       patience=patience, model={"width": width, "depth": depth})
+    echo_lines(result.lines())
+
+
+@click.command("fsd")
+@evaluate_options
+@click.option("--sample-submission", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write rows and class columns in this sample_submission.csv's order (checked against the store).")
+@user_errors
+def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str,
+                 sample_submission: Path | None) -> None:
+    """lwlrap of CHECKPOINT on its held-out curated clips beside class-prior and random scores; test submission."""
+    from models.fsd.evaluate import evaluate_fsd
+
+    result = evaluate_fsd(store, checkpoint, out, device=device, sample_submission=sample_submission)
+    click.echo(f"wrote {result.submission}" if result.submission else f"{store}: no test split, no submission")
+    click.echo(f"validation: {result.validation_clips} held-out curated clips")
+    report_scores({name: {"lwlrap": value} for name, value in result.scores.items()}, metric="lwlrap",
+                  split="validation", metrics_json=metrics_json)
+
+
+COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "train": train_cmd, "evaluate": evaluate_cmd}

@@ -1,0 +1,138 @@
+"""Scores and submissions of a trained FSD tagger.
+
+* :func:`load_model` rebuilds :class:`FsdCNN` from ``best.pt`` / ``checkpoint.pt`` (config + weights +
+  the class list and validation clips recorded at training time);
+* :func:`evaluate_fsd` scores the model by lwlrap on the held-out curated clips (the only labelled clips
+  it never trained on: the FSDKaggle2019 test split has no labels) beside two baselines, and writes the
+  test split's submission;
+* :func:`baselines`: class priors (every clip gets the training label frequencies) and seeded random scores;
+* :func:`write_submission`: ``sample_submission.csv``'s format, ``fname`` then one probability column per
+  class, in the class order of that file (the store's class dictionary is in that order; with
+  ``sample_submission`` given, its own column and row order are used and checked against the store).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from featurestore.ingest.fsd import read_submission
+from featurestore.store import Store
+from featurestore.store.atomic import atomic_write_bytes
+from featurestore.store.errors import FstoreError
+from loaders.base import store_identity
+from models.metrics import lwlrap
+from models.training import parse_device
+
+from .data import class_names, multi_hot, train_frames
+from .inference import predict_clips
+from .model import FsdCNN
+
+__all__ = ["FsdScores", "baselines", "evaluate_fsd", "load_model", "write_submission"]
+
+
+def load_model(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[FsdCNN, dict]:
+    """(model in eval mode on ``device``, the checkpoint's record: ``config``, ``classes``,
+    ``validation_clips``, ``store_train``)."""
+    path = Path(checkpoint)
+    if not path.is_file():
+        raise FstoreError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        raise FstoreError(f"{path}: not a readable FSD checkpoint ({type(e).__name__}: {e})") from None
+    keys = ("model", "config", "classes", "validation_clips", "store_train")
+    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys) or "model" not in ckpt["config"]:
+        raise FstoreError(f"{path}: not an FSD-model checkpoint (it needs {', '.join(keys)})")
+    try:
+        model = FsdCNN(**ckpt["config"]["model"])
+        model.load_state_dict(ckpt["model"])
+    except (TypeError, ValueError, RuntimeError) as e:  # unknown config keys, or weights of another shape
+        raise FstoreError(f"{path}: checkpoint does not fit FsdCNN ({e})") from None
+    record = {k: ckpt[k] for k in keys[1:]}
+    return model.to(device).eval(), record
+
+
+def baselines(truth: np.ndarray, prior: np.ndarray, seed: int = 0) -> dict[str, float]:
+    """lwlrap of ``class_prior`` (every clip scored by ``prior``, the training label frequencies) and of
+    ``random`` (uniform scores from a generator seeded by ``seed``) on the label matrix ``truth``."""
+    rng = np.random.default_rng([seed, 2019])
+    return {"class_prior": lwlrap(truth, np.broadcast_to(prior, truth.shape).copy()),
+            "random": lwlrap(truth, rng.random(truth.shape))}
+
+
+def write_submission(path: str | os.PathLike[str], fnames: list[str], classes: list[str], scores: np.ndarray,
+                     sample_submission: str | os.PathLike[str] | None = None) -> Path:
+    """Write ``fname`` + one column per class (atomically). With ``sample_submission``, rows and columns
+    follow that file and every one of its fnames and classes must be in ``fnames`` / ``classes``."""
+    rows, cols = np.arange(len(fnames)), np.arange(len(classes))
+    header = list(classes)
+    if sample_submission is not None:
+        sample = Path(sample_submission)
+        if not sample.is_file():
+            raise FstoreError(f"{sample}: file not found")
+        header, sample_rows = read_submission(sample)
+        where = {c: i for i, c in enumerate(classes)}
+        missing = [c for c in header if c not in where]
+        if missing or len(header) != len(classes):
+            raise FstoreError(f"{sample}: its classes differ from the model's ({len(header)} vs {len(classes)}"
+                              f"{'; not in the model: ' + ', '.join(missing[:3]) if missing else ''})")
+        cols = np.array([where[c] for c in header])
+        at = {f: i for i, f in enumerate(fnames)}
+        absent = [(line, f) for line, f in sample_rows if f not in at]
+        if absent:
+            raise FstoreError(f"{sample}, line {absent[0][0]}: fname {absent[0][1]!r} is not a clip of the test split")
+        rows = np.array([at[f] for _, f in sample_rows], dtype=np.int64)
+        fnames = [f for _, f in sample_rows]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["fname", *header])
+    table = scores[rows][:, cols]
+    for fname, values in zip(fnames, table, strict=True):
+        w.writerow([fname, *(f"{v:.6f}" for v in values)])
+    path = Path(path)
+    atomic_write_bytes(path, buf.getvalue().encode())
+    return path
+
+
+@dataclass
+class FsdScores:
+    """lwlrap on the validation clips: the model's and the baselines'."""
+
+    scores: dict[str, float]
+    validation_clips: int
+    submission: Path | None
+
+
+def evaluate_fsd(store: str | os.PathLike[str] | Store, checkpoint: str | os.PathLike[str],
+                 out: str | os.PathLike[str] | None, device: str | torch.device = "cpu",
+                 sample_submission: str | os.PathLike[str] | None = None, batch_size: int = 32) -> FsdScores:
+    """Score ``checkpoint`` on its validation clips beside the baselines; write the test submission to
+    ``out`` (None, or a store without a test split: no submission)."""
+    store = store if isinstance(store, Store) else Store(store)
+    device = parse_device(device)
+    model, record = load_model(checkpoint, device)
+    fs = train_frames(store)
+    names = class_names(store, fs)
+    if store_identity(store, ["train"]) != record["store_train"] or names != list(record["classes"]):
+        raise FstoreError(f"{checkpoint}: trained on another store than {store.path} (its train frames or class "
+                          "list differ), so its validation clips mean nothing here")
+    data = record["config"]["data"]
+    val = np.asarray(record["validation_clips"], dtype=np.int64)
+    truth = multi_hot(fs, val, len(names))
+    probs = predict_clips(model, store, "train", val, data["crop"], data["hop"], device, batch_size)
+    held = np.zeros(fs.clips, dtype=bool)
+    held[val] = True
+    prior = multi_hot(fs, np.flatnonzero(~held), len(names)).mean(0)
+    scores = {"model": lwlrap(truth, probs), **baselines(truth, prior, seed=data["seed"])}
+    written = None
+    if out is not None and "test" in store.tables:
+        test = predict_clips(model, store, "test", None, data["crop"], data["hop"], device, batch_size)
+        written = write_submission(out, store.ids("test"), names, test, sample_submission)
+    return FsdScores(scores, int(val.size), written)
