@@ -1,9 +1,11 @@
 """The store builder: what every ingest does around its encoding, written once.
 
 A dataset's ingest only says how to encode its tables (into ``builder.root``); the builder owns:
-- staging and commit: everything is written into a staging directory beside the target, and
-  ``_commit`` publishes it. ``_commit`` is the one place that decides how a finished store becomes
-  visible (today a directory rename via ``staged_directory``; a snapshot commit later);
+- staging and commit: everything is written into a fresh version tree inside the store
+  (``STORE/_fstore/trees/<id>``, invisible to readers), and ``_commit`` publishes it as the next
+  version with one exclusive create of its log entry (``store/versions.py``): a kill at any instant
+  leaves the previous version or the new one, and of two writers racing for the same version exactly
+  one wins, the other fails with one line;
 - dictionaries (``dicts/<name>.parquet``) and id lists (``ids/<table>.parquet``), written at commit;
 - the manifest (tables, sources, per-file checksums), written last;
 - progress bars and the closing ``IngestSummary``;
@@ -24,7 +26,7 @@ import polars as pl
 import zarr
 from tqdm import tqdm
 
-from ..store.atomic import staged_directory
+from ..store import versions
 from ..store.dictionary import Dictionary, IdListWriter
 from ..store.errors import StoreError
 from ..store.manifest import sha256_file, write_manifest
@@ -120,8 +122,10 @@ def file_sources(raw_dir: Path, paths: list[Path], checksums: bool = True) -> li
 
 
 def refuse_existing(store_path: str | Path, overwrite: bool) -> None:
-    """Fail fast, before any reading, when the target exists (staging checks again)."""
-    if Path(store_path).exists() and not overwrite:
+    """Fail fast, before any reading, when the target holds a store or other files (the commit checks
+    again: of two ingests to one new path, one commits, the other fails). Leftovers of killed ingests
+    (uncommitted trees only) are no store."""
+    if versions.has_store(store_path) and not overwrite:
         raise StoreError(f"{store_path}: already exists (pass --overwrite to replace it)")
 
 
@@ -149,8 +153,13 @@ class StoreBuilder:
 
     # --- inside the block ---------------------------------------------------------------------
     def __enter__(self) -> StoreBuilder:
-        self._staging = staged_directory(self.path, self.overwrite)
-        self.stage = self._staging.__enter__()
+        refuse_existing(self.path, self.overwrite)
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self.path}: not a directory; remove it or pass another store path")
+        self.parent = versions.resolve(self.path, None) if self.path.is_dir() else None  # version this extends
+        self.stage = versions.new_tree(self.path)
+        if self.path.is_dir():
+            versions.sweep_uncommitted(self.path)  # leftovers of killed writers (never a live one's)
         self.root = zarr.open_group(self.stage, mode="w", zarr_format=3)
         (self.stage / "dicts").mkdir()
         (self.stage / "ids").mkdir()
@@ -216,7 +225,8 @@ class StoreBuilder:
             d.write(self.stage / "dicts" / f"{name}.parquet")
         manifest = write_manifest(self.stage, self.summary.dataset, self.tables, self._sources, self._extra)
         self._bars.close()
-        self._staging.__exit__(None, None, None)  # the commit: rename into place
+        op = "ingest" if self.parent is None and not self.overwrite else "overwrite"
+        self.version = versions.commit(self.path, self.stage, manifest, op, self.parent)
         s = self.summary
         s.tables = self.tables
         s.bytes_on_disk = sum(f["bytes"] for f in manifest["files"].values())
@@ -231,4 +241,4 @@ class StoreBuilder:
                     callback()
         finally:
             with contextlib.suppress(BaseException):
-                self._staging.__exit__(type(exc), exc, exc.__traceback__)  # removes the staging directory
+                versions.drop_tree(self.path, self.stage)  # and the store folder, if it holds nothing else
