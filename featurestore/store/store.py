@@ -28,7 +28,7 @@ from .dictionary import Dictionary, read_id_list
 from .errors import StoreError
 from .feature_table import FeatureTable
 from .frames import FrameSet, shard_file_size
-from .manifest import MANIFEST, SCHEMA_VERSION, verify_checksums
+from .manifest import MANIFEST, SCHEMA_VERSION, sha256_file, verify_checksums
 from .pinned import PinnedLocalStore, RootPin
 from .ragged import RaggedSet
 from .versions import read_entry, resolve, root_is_current, tree_path
@@ -124,6 +124,22 @@ class Store:
 
     def bytes_on_disk(self) -> int:
         return sum(f["bytes"] for f in self.manifest["files"].values())
+
+    def verify_table(self, name: str, metadata_only: bool = False) -> list[str]:
+        """sha256 of the files of table ``name`` (only its zarr.json files with ``metadata_only``) against
+        this version's manifest: what a loader ships to the device is what the version says."""
+        problems = []
+        for rel, f in sorted(self.manifest["files"].items()):
+            if rel.split("/", 1)[0] != name or (metadata_only and not rel.endswith("zarr.json")):
+                continue
+            try:
+                digest = self._read_file(rel, sha256_file)
+            except FileNotFoundError:
+                problems.append(f"{self.data_dir / rel}: missing")
+                continue
+            if digest != f["sha256"]:
+                problems.append(f"{self.data_dir / rel}: checksum mismatch (damaged store; run `fstore validate`)")
+        return problems
 
     def validate(self, checksums: bool = True) -> list[str]:
         """Every problem found; empty means valid. Reads event columns chunk by chunk."""

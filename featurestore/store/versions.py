@@ -111,11 +111,17 @@ def tree_path(root: str | os.PathLike, entry: dict) -> Path:
 
 
 def root_is_current(root: str | os.PathLike, number: int) -> bool:
-    """True when the root checkout holds version ``number`` (its manifest.json is that log entry)."""
+    """True when the root checkout holds version ``number``: its manifest.json is that log entry (the same
+    file, or a copy of it: a copied store stays readable at its root)."""
+    root = Path(root)
     try:
-        return os.stat(Path(root, MANIFEST)).st_ino == os.stat(log_path(root, number)).st_ino
-    except FileNotFoundError:
+        if os.stat(root / MANIFEST).st_ino == os.stat(log_path(root, number)).st_ino:
+            return True
+        mine = json.loads((root / MANIFEST).read_text())
+    except (FileNotFoundError, json.JSONDecodeError, UnicodeDecodeError):
         return False
+    entry = read_entry(root, number)
+    return mine.get("version") == number and mine.get("tree") == entry["tree"]
 
 
 # --- writing -----------------------------------------------------------------------------------------
