@@ -59,12 +59,13 @@ def _crops(root: zarr.Group, seed: int = 1) -> int:
 
 
 def plain(folder: Path, data: dict) -> tuple[Callable[[], zarr.Group], float]:
-    from featurestore.store.versions import commit_directory
+    from featurestore.store import versions
+    from featurestore.store.manifest import write_manifest
 
     t = time.perf_counter()
-    stage = folder / "stage"
-    _write(zarr.open_group(stage, mode="w", zarr_format=3), data)
-    commit_directory(folder / "store", stage, {"dataset": "bench", "tables": {}, "sources": []}, op="ingest")
+    tree = versions.new_tree(folder / "store")
+    _write(zarr.open_group(tree, mode="w", zarr_format=3), data)
+    versions.commit(folder / "store", tree, write_manifest(tree, "bench", {}, []), "ingest", None)
     seconds = time.perf_counter() - t
 
     def reader() -> zarr.Group:

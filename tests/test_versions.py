@@ -274,3 +274,95 @@ def test_kill_9_inside_the_root_checkout(raws, tmp_path, seed):
     V.vacuum(path)  # the next writer or vacuum finishes the checkout
     assert Store(path).data_dir == path and Store(path).validate() == []
     assert CliRunner().invoke(main, ["validate", str(path)]).exit_code == 0
+
+
+# --- append ----------------------------------------------------------------------------------------
+
+def _split_raw(full: Path, tmp_path: Path) -> tuple[Path, Path]:
+    """A = everything but the last training log; B = that log alone."""
+    a, b = tmp_path / "A", tmp_path / "B"
+    shutil.copytree(full, a)
+    last = sorted((a / "training_set").iterdir())[-1]
+    (b / "training_set").mkdir(parents=True)
+    shutil.move(last, b / "training_set" / last.name)
+    return a, b
+
+
+def _decoded_sessions(s: Store) -> dict:
+    train = s.ragged("train")
+    track_ids = np.asarray(s.ids("tracks"), dtype=object)
+    out = {"session": s.ids("train"), "offsets": train.offsets.tolist(),
+           "track": track_ids[train.read("track")].tolist()}
+    for c, meta in train.columns.items():
+        if c == "track":
+            continue
+        v = train.read(c)
+        out[c] = (s.dictionary(meta["dictionary"]).decode(v) if "dictionary" in meta else v).tolist()
+    return out
+
+
+def test_append_equals_ingesting_everything_at_once(raws, tmp_path):
+    a, b = _split_raw(raws["b"], tmp_path)
+    whole = tmp_path / "whole.fstore"
+    ingest_spotify(raws["b"], whole, progress=False)
+    path = tmp_path / "s.fstore"
+    ingest_spotify(a, path, progress=False)
+    v1 = Store(path)
+    before = _decoded_sessions(v1)
+    r = CliRunner().invoke(main, ["ingest", "spotify", str(b), str(path), "--append"])
+    assert r.exit_code == 0, r.output
+    s = Store(path)
+    assert s.version == 2 and s.manifest["op"] == "append" and s.validate() == []
+    assert _decoded_sessions(s) == _decoded_sessions(Store(whole))
+    assert _decoded_sessions(Store(path, version=1)) == before == _decoded_sessions(v1)
+    # event data is shared with version 1, not rewritten: all but each array's last chunk are the same inodes
+    t1, t2 = (V.tree_path(path, Store(path, version=n).manifest) for n in (1, 2))
+    shared = [p for p in t1.rglob("*") if p.is_file() and (t2 / p.relative_to(t1)).exists()
+              and (t2 / p.relative_to(t1)).stat().st_ino == p.stat().st_ino]
+    assert any("test/events" in str(p) for p in shared) and any("tracks/codes/c" in str(p) for p in shared)
+    lines = CliRunner().invoke(main, ["versions", str(path)]).output.splitlines()
+    assert "append" in lines[2] and f"train={s.ragged('train').rows}" in lines[2]
+    # loaders on the appended version
+    assert SessionBatches(path, batch_size=50).cache.sessions == s.ragged("train").rows
+
+
+def test_append_refuses_old_sessions_and_files(raws, tmp_path):
+    a, b = _split_raw(raws["b"], tmp_path)
+    path = tmp_path / "s.fstore"
+    ingest_spotify(a, path, progress=False)
+    again = tmp_path / "again"
+    (again / "training_set").mkdir(parents=True)
+    first = sorted((a / "training_set").iterdir())[0]
+    shutil.copy(first, again / "training_set" / "log_9_20990101_000000000000.csv")  # old sessions, new name
+    r = CliRunner().invoke(main, ["ingest", "spotify", str(again), str(path), "--append"])
+    assert r.exit_code == 1 and "split across" in r.output and "Traceback" not in r.output
+    shutil.copy(first, again / "training_set" / first.name)
+    (again / "training_set" / "log_9_20990101_000000000000.csv").unlink()
+    r = CliRunner().invoke(main, ["ingest", "spotify", str(again), str(path), "--append"])
+    assert r.exit_code == 1 and "already holds a file named" in r.output
+    assert V.version_numbers(path) == [1] and Store(path).validate() == []
+
+
+def test_append_new_tracks_keeps_quantizers_and_counts_clipping(raws, tmp_path):
+    path = tmp_path / "s.fstore"
+    ingest_spotify(raws["a"], path, progress=False)
+    src = sorted((raws["a"] / "track_features").iterdir())[0]
+    lines = src.read_text().splitlines()
+    new = tmp_path / "new" / "track_features"
+    new.mkdir(parents=True)
+    header, rows = lines[0], lines[1:4]
+    dur = header.split(",").index("duration")
+    rows = [",".join([f"new_{i}", *r.split(",")[1:]]) for i, r in enumerate(rows)]
+    big = rows[0].split(",")
+    big[dur] = "1e9"  # far outside the fitted range: clipped, counted
+    rows[0] = ",".join(big)
+    (new / "tf_new.csv").write_text("\n".join([header, *rows]) + "\n")
+    old = Store(path)
+    old_codes = old.feature_table("tracks").codes()
+    r = CliRunner().invoke(main, ["ingest", "spotify", str(tmp_path / "new"), str(path), "--append"])
+    assert r.exit_code == 0 and "clipped" in r.output, r.output
+    s = Store(path)
+    t = s.feature_table("tracks")
+    assert t.rows == old_codes.shape[0] + 3 and s.ids("tracks")[-3:] == ["new_0", "new_1", "new_2"]
+    assert np.array_equal(t.codes()[:-3], old_codes) and t.meta["columns"] == old.feature_table("tracks").meta["columns"]
+    assert s.validate() == []

@@ -17,12 +17,14 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import zarr
 from tqdm import tqdm
 
@@ -137,8 +139,12 @@ class StoreBuilder:
     """
 
     def __init__(self, store_path: str | Path, dataset: str, *, overwrite: bool = False, progress: bool = True,
-                 files: int = 0, raw_bytes: int = 0, notes: list[str] | None = None):
-        refuse_existing(store_path, overwrite)
+                 files: int = 0, raw_bytes: int = 0, notes: list[str] | None = None, append: bool = False):
+        if append and overwrite:
+            raise StoreError("--append and --overwrite exclude each other")
+        self.append = append
+        if not append:
+            refuse_existing(store_path, overwrite)
         self.path = Path(store_path)
         self.overwrite, self.progress = overwrite, progress
         self.summary = IngestSummary(dataset, files=files, raw_bytes=raw_bytes, notes=list(notes or []))
@@ -153,17 +159,41 @@ class StoreBuilder:
 
     # --- inside the block ---------------------------------------------------------------------
     def __enter__(self) -> StoreBuilder:
-        refuse_existing(self.path, self.overwrite)
+        if not self.append:
+            refuse_existing(self.path, self.overwrite)
         if self.path.exists() and not self.path.is_dir():
             raise StoreError(f"{self.path}: not a directory; remove it or pass another store path")
         self.parent = versions.resolve(self.path, None) if self.path.is_dir() else None  # version this extends
+        if self.append and self.parent is None:
+            raise StoreError(f"{self.path}: no versioned store to append to (ingest it first, without --append)")
         self.stage = versions.new_tree(self.path)
         if self.path.is_dir():
             versions.sweep_uncommitted(self.path)  # leftovers of killed writers (never a live one's)
+        if self.append:
+            self._start_from_parent()
+            return self
         self.root = zarr.open_group(self.stage, mode="w", zarr_format=3)
         (self.stage / "dicts").mkdir()
         (self.stage / "ids").mkdir()
         return self
+
+    def _start_from_parent(self) -> None:
+        """An append starts from the parent version's tree, hard-linked: nothing is copied, and every
+        later write replaces a file (zarr writes aside and renames; ids and dictionaries are unlinked
+        first), so the parent's files are never modified."""
+        from ..store import Store
+
+        self.parent_store = Store(self.path, version=self.parent)
+        src = versions.tree_path(self.path, self.parent_store.manifest)
+        for dirpath, _, filenames in os.walk(src):
+            rel = Path(dirpath).relative_to(src)
+            (self.stage / rel).mkdir(parents=True, exist_ok=True)
+            for name in filenames:
+                if str(rel / name) != "manifest.json":
+                    os.link(Path(dirpath) / name, self.stage / rel / name)
+        self.root = zarr.open_group(self.stage, mode="r+", zarr_format=3)
+        self.tables = {k: dict(v) for k, v in self.parent_store.tables.items()}
+        self._parent_sources = list(self.parent_store.manifest.get("sources", []))
 
     def bar(self, total: int, unit: str, desc: str) -> tqdm:
         """A progress bar, closed when the build ends (shown only with ``progress``)."""
@@ -184,8 +214,16 @@ class StoreBuilder:
         self._dicts[name] = d
 
     def ids(self, table: str) -> IdListWriter:
-        """A streaming writer of ``ids/<table>.parquet`` (row number = code), closed at commit."""
-        w = IdListWriter(self.stage / "ids" / f"{table}.parquet")
+        """A streaming writer of ``ids/<table>.parquet`` (row number = code), closed at commit. In an
+        append, the parent version's ids come first (the file is rewritten aside, never in place)."""
+        path = self.stage / "ids" / f"{table}.parquet"
+        old = None
+        if path.exists():
+            old = pq.read_table(path, columns=["value"])
+            path.unlink()
+        w = IdListWriter(path)
+        if old is not None and old.num_rows:
+            w.append(pl.from_arrow(old.column("value")))
         self._ids.append(w)
         return w
 
@@ -222,10 +260,13 @@ class StoreBuilder:
         for w in self._ids:
             w.close()
         for name, d in self._dicts.items():
-            d.write(self.stage / "dicts" / f"{name}.parquet")
-        manifest = write_manifest(self.stage, self.summary.dataset, self.tables, self._sources, self._extra)
+            path = self.stage / "dicts" / f"{name}.parquet"
+            path.unlink(missing_ok=True)  # it may be a hard link to the parent's: never write through it
+            d.write(path)
+        sources = [*getattr(self, "_parent_sources", []), *self._sources]
+        manifest = write_manifest(self.stage, self.summary.dataset, self.tables, sources, self._extra)
         self._bars.close()
-        op = "ingest" if self.parent is None and not self.overwrite else "overwrite"
+        op = "append" if self.append else "ingest" if self.parent is None and not self.overwrite else "overwrite"
         self.version = versions.commit(self.path, self.stage, manifest, op, self.parent)
         s = self.summary
         s.tables = self.tables
