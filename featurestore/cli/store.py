@@ -65,7 +65,12 @@ def versions(store: Path) -> None:
     """List STORE's kept versions: number, time, what changed, rows per table, tags."""
     from ..store import StoreError
     from ..store import versions as v
+    from ..store.remote import S3Store, as_url, is_remote
 
+    if is_remote(store):
+        remote = S3Store(as_url(store))
+        v = _RemoteLog(remote)
+        store = remote.url
     numbers = v.version_numbers(store)
     if not numbers:
         raise StoreError(f"{store}: not a versioned store (no {v.META}/log)")
@@ -106,11 +111,35 @@ def vacuum(store: Path, keep: int | None, grace_hours: float) -> None:
 
     Never removes the latest version, a tagged one, or one younger than the grace period."""
     from ..store import versions as v
+    from ..store.remote import S3Store, as_url, is_remote
 
+    if is_remote(store):
+        remote = S3Store(as_url(store))
+        for line in remote.vacuum(keep, grace_hours * 3600):
+            click.echo(f"{remote.url}: {line}")
+        click.echo(f"{remote.url}: versions kept: {remote.version_numbers()}")
+        return
     done = v.vacuum(store, keep=keep, grace_seconds=grace_hours * 3600)
     for line in done:
         click.echo(f"{store}: {line}")
     click.echo(f"{store}: {len(done)} change(s); versions kept: {v.version_numbers(store)}")
+
+
+class _RemoteLog:
+    """The few ``versions`` functions ``fstore versions`` uses, on an S3 store (no tags there)."""
+
+    def __init__(self, remote) -> None:
+        self.remote = remote
+        self.META = "_fstore"
+
+    def version_numbers(self, _store) -> list[int]:
+        return self.remote.version_numbers()
+
+    def read_entry(self, _store, n: int) -> dict:
+        return self.remote.read_entry(n)
+
+    def tags(self, _store) -> dict:
+        return {}
 
 
 COMMANDS = [info, validate, versions, tag, vacuum]

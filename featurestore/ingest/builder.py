@@ -18,6 +18,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +35,7 @@ from ..store import versions
 from ..store.dictionary import Dictionary, IdListWriter
 from ..store.errors import StoreError
 from ..store.manifest import sha256_file, write_manifest
+from ..store.remote import S3Store, as_url, is_remote
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
@@ -127,6 +131,10 @@ def refuse_existing(store_path: str | Path, overwrite: bool) -> None:
     """Fail fast, before any reading, when the target holds a store or other files (the commit checks
     again: of two ingests to one new path, one commits, the other fails). Leftovers of killed ingests
     (uncommitted trees only) are no store."""
+    if is_remote(store_path):
+        if S3Store(as_url(store_path)).version_numbers() and not overwrite:
+            raise StoreError(f"{as_url(store_path)}: already exists (pass --overwrite to replace it)")
+        return
     if versions.has_store(store_path) and not overwrite:
         raise StoreError(f"{store_path}: already exists (pass --overwrite to replace it)")
 
@@ -145,7 +153,8 @@ class StoreBuilder:
         self.append = append
         if not append:
             refuse_existing(store_path, overwrite)
-        self.path = Path(store_path)
+        self.remote = S3Store(as_url(store_path)) if is_remote(store_path) else None
+        self.path = Path(store_path) if self.remote is None else as_url(store_path)
         self.overwrite, self.progress = overwrite, progress
         self.summary = IngestSummary(dataset, files=files, raw_bytes=raw_bytes, notes=list(notes or []))
         self.tables: dict[str, dict] = {}
@@ -159,6 +168,15 @@ class StoreBuilder:
 
     # --- inside the block ---------------------------------------------------------------------
     def __enter__(self) -> StoreBuilder:
+        if self.remote is not None:  # built in a local folder, uploaded at commit
+            numbers = self.remote.version_numbers()
+            self.parent = numbers[-1] if numbers else None
+            if self.append and self.parent is None:
+                raise StoreError(f"{self.path}: no store to append to (ingest it first, without --append)")
+            self._local = Path(tempfile.mkdtemp(prefix="fstore-s3-build-"))
+            self.stage = self._local / f"{int(time.time())}-{os.getpid()}-{secrets.token_hex(4)}"
+            self.stage.mkdir()
+            return self._open_stage()
         if not self.append:
             refuse_existing(self.path, self.overwrite)
         if self.path.exists() and not self.path.is_dir():
@@ -169,6 +187,9 @@ class StoreBuilder:
         self.stage = versions.new_tree(self.path)
         if self.path.is_dir():
             versions.sweep_uncommitted(self.path)  # leftovers of killed writers (never a live one's)
+        return self._open_stage()
+
+    def _open_stage(self) -> StoreBuilder:
         if self.append:
             self._start_from_parent()
             return self
@@ -184,13 +205,13 @@ class StoreBuilder:
         from ..store import Store
 
         self.parent_store = Store(self.path, version=self.parent)
-        src = versions.tree_path(self.path, self.parent_store.manifest)
-        for dirpath, _, filenames in os.walk(src):
-            rel = Path(dirpath).relative_to(src)
-            (self.stage / rel).mkdir(parents=True, exist_ok=True)
-            for name in filenames:
-                if str(rel / name) != "manifest.json":
-                    os.link(Path(dirpath) / name, self.stage / rel / name)
+        src = self.parent_store.data_dir  # the version's files (local tree, root checkout or S3 objects)
+        for rel in self.parent_store.manifest["files"]:
+            (self.stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src / rel, self.stage / rel)
+            except OSError:  # another file system (an S3 store's local cache): copy
+                shutil.copyfile(src / rel, self.stage / rel)
         self.root = zarr.open_group(self.stage, mode="r+", zarr_format=3)
         self.tables = {k: dict(v) for k, v in self.parent_store.tables.items()}
         self._parent_sources = list(self.parent_store.manifest.get("sources", []))
@@ -267,7 +288,11 @@ class StoreBuilder:
         manifest = write_manifest(self.stage, self.summary.dataset, self.tables, sources, self._extra)
         self._bars.close()
         op = "append" if self.append else "ingest" if self.parent is None and not self.overwrite else "overwrite"
-        self.version = versions.commit(self.path, self.stage, manifest, op, self.parent)
+        if self.remote is not None:
+            self.version = self.remote.commit(self.stage, manifest, op, self.parent)
+            shutil.rmtree(self._local, ignore_errors=True)
+        else:
+            self.version = versions.commit(self.path, self.stage, manifest, op, self.parent)
         s = self.summary
         s.tables = self.tables
         s.bytes_on_disk = sum(f["bytes"] for f in manifest["files"].values())
@@ -282,4 +307,7 @@ class StoreBuilder:
                     callback()
         finally:
             with contextlib.suppress(BaseException):
-                versions.drop_tree(self.path, self.stage)  # and the store folder, if it holds nothing else
+                if self.remote is not None:
+                    shutil.rmtree(self._local, ignore_errors=True)
+                else:
+                    versions.drop_tree(self.path, self.stage)  # and the store folder, if it holds nothing else

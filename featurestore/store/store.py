@@ -31,16 +31,27 @@ from .frames import FrameSet, shard_file_size
 from .manifest import MANIFEST, SCHEMA_VERSION, sha256_file, verify_checksums
 from .pinned import PinnedLocalStore, RootPin
 from .ragged import RaggedSet
+from .remote import S3Store, as_url, is_remote
 from .versions import read_entry, resolve, root_is_current, tree_path
 
 
 class Store:
     """A read-only view of one store directory."""
 
-    def __init__(self, path: str | Path, version: int | str | None = None):
+    def __init__(self, path: str | Path, version: int | str | None = None, *,
+                 cache_dir: str | Path | None = None, cache_limit: int | None = None):
+        """``path``: a folder, or ``s3://bucket/prefix`` (materialized in ``cache_dir``, at most
+        ``cache_limit`` bytes of objects kept; see remote.py). ``version``: number or tag, None the latest."""
+        self.pin: RootPin | None = None
+        self.remote: str | None = None
+        if is_remote(path):
+            self.remote = as_url(path)
+            local, entry = S3Store(self.remote).materialize(version, cache_dir, cache_limit)
+            self.path, self.version, self.manifest = local, entry["version"], entry
+            self._open_zarr(local)
+            return
         self.path = Path(path)
         self.version = resolve(self.path, version)  # None: an unversioned (legacy) store
-        self.pin: RootPin | None = None
         if self.version is None:
             self.manifest = self._read_manifest(self.path / MANIFEST)
             zarr_store = self.path
@@ -52,6 +63,9 @@ class Store:
                 with contextlib.suppress(FileNotFoundError):
                     self.pin = RootPin(self.path, tree, os.stat(self.path / MANIFEST).st_ino)
                     zarr_store = PinnedLocalStore(self.pin)
+        self._open_zarr(zarr_store)
+
+    def _open_zarr(self, zarr_store) -> None:
         if self.manifest.get("schema_version") != SCHEMA_VERSION:
             raise StoreError(f"{self.path / MANIFEST}: schema version {self.manifest.get('schema_version')} "
                              f"(this fstore reads {SCHEMA_VERSION})")
@@ -73,7 +87,7 @@ class Store:
     @property
     def data_dir(self) -> Path:
         """The folder this version's files are read from: the root checkout, or the version's tree."""
-        if self.version is None:
+        if self.version is None or self.remote is not None:
             return self.path
         return self.pin.folder() if self.pin is not None else tree_path(self.path, self.manifest)
 
