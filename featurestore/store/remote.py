@@ -29,7 +29,9 @@ from pathlib import Path
 
 from .errors import StoreError
 
-DEFAULT_CACHE = Path(os.environ.get("FSTORE_CACHE", Path.home() / ".cache" / "fstore"))
+def default_cache() -> Path:
+    """Where remote stores are materialized unless ``cache_dir`` says: $FSTORE_CACHE or ~/.cache/fstore."""
+    return Path(os.environ.get("FSTORE_CACHE", Path.home() / ".cache" / "fstore"))
 
 
 def is_remote(path: str | os.PathLike) -> bool:
@@ -146,7 +148,7 @@ class S3Store:
         """A local folder holding the version (hard links into the object cache), and its entry."""
         number = self.resolve(version)
         entry = self.read_entry(number)
-        root = Path(cache_dir or DEFAULT_CACHE) / hashlib.sha256(self.url.encode()).hexdigest()[:16]
+        root = Path(cache_dir or default_cache()) / hashlib.sha256(self.url.encode()).hexdigest()[:16]
         objects = root / "objects"
         objects.mkdir(parents=True, exist_ok=True)
         need = {f["sha256"]: f["bytes"] for f in entry["files"].values()}
