@@ -29,6 +29,7 @@ from pathlib import Path
 
 from .errors import StoreError
 
+
 def default_cache() -> Path:
     """Where remote stores are materialized unless ``cache_dir`` says: $FSTORE_CACHE or ~/.cache/fstore."""
     return Path(os.environ.get("FSTORE_CACHE", Path.home() / ".cache" / "fstore"))
