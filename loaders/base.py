@@ -38,8 +38,21 @@ READERS = {"ragged": ("SessionBatches", "fstore ingest spotify"),
 KIND_NAME = {"ragged": "session sets", "frames": "frame sets", "feature_table": "feature tables"}
 
 
-def open_store(store: str | Path | Store) -> Store:
-    return store if isinstance(store, Store) else Store(store)
+def open_store(store: str | Path | Store, version: int | str | None = None) -> Store:
+    """A path opens ``version`` (None: the latest); an open Store must be that version already."""
+    if not isinstance(store, Store):
+        return Store(store, version=version)
+    if version is not None and store.version != Store(store.path, version=version).version:
+        raise ValueError(f"version={version!r} but the Store given is version {store.version}: "
+                         "pass the path, or Store(path, version=...)")
+    return store
+
+
+def verify_table_files(store: Store, table: str, metadata_only: bool = False) -> None:
+    """StoreError naming the first file of ``table`` that differs from the version's checksums."""
+    problems = store.verify_table(table, metadata_only)
+    if problems:
+        raise StoreError(f"{problems[0]}" + (f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""))
 
 
 def describe_store(store: Store) -> str:
@@ -89,13 +102,14 @@ class BatchLoader(torch.utils.data.IterableDataset):
 
     def __init__(self, store: str | Path | Store, split: str, batch_size: int, order: str, seed: int,
                  device: str | torch.device, rank: int, world_size: int, drop_last: bool, threads: int,
-                 ring: int, feature_dtype: torch.dtype, chunk: int, window: int):
+                 ring: int, feature_dtype: torch.dtype, chunk: int, window: int,
+                 version: int | str | None = None):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         check_order(order)
         check_rank(rank, world_size)
-        self.store = open_store(store)
+        self.store = open_store(store, version)  # one version, read as it was whatever writers do
         self.split, self.batch_size, self.order, self.seed = split, batch_size, order, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.threads, self.ring, self.chunk, self.window = threads, ring, chunk, window

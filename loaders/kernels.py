@@ -15,18 +15,27 @@ _first_half = numba.njit(first_half_length)
 
 @numba.njit(nogil=True, cache=True)
 def fill_session_batch(sessions, offsets, track, log, half, track_out, ctx_log_out, tgt_track_out,
-                       tgt_skip_out, length_out, skip_col):
+                       tgt_skip_out, length_out, skip_col, tracks=2**31 - 1):
     """Split each session at the MSSD rule (``first_half_length`` positions of context, the rest targets).
 
     track_out (B, 2*half) int32: every position's track; ctx_log_out (B, half, F) uint8: first
     half log bytes; tgt_track_out / tgt_skip_out (B, half): second half tracks and skip_2.
     Real positions only: ``padding.pad_rows`` zeroes the rest; lengths tell what is real.
+    Returns -1, or the position in ``sessions`` of the first session whose offsets or track codes (below
+    ``tracks``) are out of bounds: nothing is read out of bounds whatever the cache holds.
     """
     nlog = log.shape[1]
     for b in range(sessions.shape[0]):
         s = sessions[b]
+        if s < 0 or s + 1 >= offsets.shape[0]:
+            return b
         lo = offsets[s]
         n = offsets[s + 1] - lo
+        if lo < 0 or n < 0 or n > track_out.shape[1] or lo + n > track.shape[0] or lo + n > log.shape[0]:
+            return b
+        for p in range(n):
+            if track[lo + p] < 0 or track[lo + p] >= tracks:
+                return b
         h = _first_half(n)
         length_out[b] = n
         for p in range(n):
@@ -37,6 +46,7 @@ def fill_session_batch(sessions, offsets, track, log, half, track_out, ctx_log_o
         for p in range(n - h):
             tgt_track_out[b, p] = track[lo + h + p]
             tgt_skip_out[b, p] = log[lo + h + p, skip_col]
+    return -1
 
 
 @numba.njit(nogil=True, cache=True)

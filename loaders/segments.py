@@ -38,10 +38,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from featurestore.store import Store
+from featurestore.store import Store, StoreError
 
 from .balanced import balanced_batches
-from .base import BatchLoader, require_table
+from .base import BatchLoader, require_table, verify_table_files
 from .kernels import fill_crops, fill_multi_hot
 from .orders import item_ids
 from .padding import pad_on_device, pad_rows
@@ -80,12 +80,14 @@ class SegmentBatches(BatchLoader):
                  balanced: tuple[int, int] | None = None, label: str | None = None, seed: int = 0,
                  device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1, drop_last: bool = False,
                  threads: int = 2, ring: int = 4, feature_dtype: torch.dtype = torch.float32,
-                 window: int = 8, chunk: int = 1024, clips: np.ndarray | None = None):
+                 window: int = 8, chunk: int = 1024, clips: np.ndarray | None = None,
+                 version: int | str | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         super().__init__(store, split, batch_size, order, seed, device, rank, world_size, drop_last, threads,
-                         ring, feature_dtype, chunk, window)
+                         ring, feature_dtype, chunk, window, version=version)
         require_table(self.store, split, "frames", "frame set")
+        verify_table_files(self.store, split, metadata_only=True)  # quantizers and layout as the version says
         self.tables_read = [split]
         self.fs = self.store.frames(split)
         self.mode = mode
@@ -95,6 +97,10 @@ class SegmentBatches(BatchLoader):
         self.items = item_ids(self.fs.clips) if clips is None else _clip_subset(clips, self.fs.clips)
         self.offsets = self.fs.offsets.astype(np.int64)
         self.lengths = np.diff(self.offsets)
+        if self.offsets.size != self.fs.clips + 1 or self.offsets[0] != 0 or self.offsets[-1] != self.fs.frames \
+                or (self.lengths.size and self.lengths.min() < 0):  # the crop kernel trusts these bounds
+            raise StoreError(f"{self.store.data_dir / split / 'offsets'}: clip offsets not monotone from 0 to "
+                             f"{self.fs.frames} frames (damaged store; run `fstore validate`)")
         self.frames = np.asarray(self.fs.memmap())  # plain ndarray view: cheap numba dispatch
         self.bank = self.fs.bank  # decodes frames: numba in the fill threads (CPU), torch on the device
         self._decode = self.bank.torch_decoder(self.device, feature_dtype) if self.device.type != "cpu" else None
@@ -106,6 +112,11 @@ class SegmentBatches(BatchLoader):
             cls_dict = self.fs.meta["labels"]["dictionary"]
             self.classes = self.store.dictionary(cls_dict).values
             self.multi = (multi.offsets.astype(np.int64), multi.read("class").astype(np.int64))
+            lo, values = self.multi
+            if lo.size != self.fs.clips + 1 or lo[0] != 0 or lo[-1] != values.size or np.any(np.diff(lo) < 0) \
+                    or (values.size and (values.min() < 0 or values.max() >= len(self.classes))):
+                raise StoreError(f"{self.store.data_dir / split / 'labels'}: label offsets or codes out of bounds "
+                                 "(damaged store; run `fstore validate`)")
         self.balanced = balanced
         if balanced is not None:
             if self.label_values is None:

@@ -32,7 +32,7 @@ from featurestore.schemas.mssd import BATCH_LOG_COLUMNS, MAX_HALF, TARGET, first
 from featurestore.store import Store, StoreError
 from featurestore.store.feature_table import FeatureTable
 
-from .base import BatchLoader, require_table
+from .base import BatchLoader, require_table, verify_table_files
 from .kernels import fill_session_batch, join_features, session_masks
 from .orders import TRAINING_ORDERS, item_ids
 from .padding import pad_all, pad_on_device, table_with_zero_row
@@ -66,7 +66,7 @@ class SessionBatches(BatchLoader):
                  rank: int = 0, world_size: int = 1, drop_last: bool = False, half: int = MAX_HALF,
                  subset: str = "all", holdout: float = 0.0, threads: int = 2, ring: int = 4,
                  feature_dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None,
-                 chunk: int = 4096, window: int = 8):
+                 chunk: int = 4096, window: int = 8, version: int | str | None = None):
         if order not in TRAINING_ORDERS:  # sessions have no length orders: they are padded to 2 * half
             raise ValueError(f"unknown order {order!r}; choose one of {', '.join(TRAINING_ORDERS)}")
         if subset not in ("all", "fit", "holdout"):
@@ -74,7 +74,7 @@ class SessionBatches(BatchLoader):
         if subset != "all" and not 0.0 < holdout < 1.0:
             raise ValueError(f"subset {subset!r} needs 0 < holdout < 1, got {holdout}")
         super().__init__(store, split, batch_size, order, seed, device, rank, world_size, drop_last, threads,
-                         ring, feature_dtype, chunk, window)
+                         ring, feature_dtype, chunk, window, version=version)
         require_table(self.store, split, "ragged", "session split")
         self.tables_read = [split, "tracks"]
         self.half = half
@@ -89,6 +89,7 @@ class SessionBatches(BatchLoader):
             mask = holdout_mask(n, holdout, seed)
             self.items = self.items[mask if subset == "holdout" else ~mask]
         self.log_columns = list(BATCH_LOG_COLUMNS)
+        verify_table_files(self.store, "tracks")  # what goes to the device is the version's track table
         table = self.store.feature_table("tracks")
         self.feature_columns = table.columns
         self.track_table = device_track_table(table, self.device, feature_dtype)
@@ -115,8 +116,12 @@ class SessionBatches(BatchLoader):
         b = sessions.size
         v = {k: a[:b] for k, a in numpy_views(slot).items()}
         v["session"][:] = sessions
-        fill_session_batch(sessions, self.cache.offsets, self.cache.track, self.cache.log, self.half,
-                           v["track"], v["ctx_log"], v["tgt_track"], v["tgt_skip"], v["length"], _TARGET_COLUMN)
+        bad = fill_session_batch(sessions, self.cache.offsets, self.cache.track, self.cache.log, self.half,
+                                 v["track"], v["ctx_log"], v["tgt_track"], v["tgt_skip"], v["length"], _TARGET_COLUMN,
+                                 self.cache.tracks)
+        if bad >= 0:  # only a cache changed after it was opened gets here: it was checked on open
+            raise StoreError(f"{self.cache.folder}: session {sessions[bad]} has offsets or track codes out of "
+                             "bounds (loader cache damaged while in use); open the loader again to rebuild it")
         n = v["length"]
         ctx = first_half_length(n)
         tgt = n - ctx

@@ -39,7 +39,8 @@ if [ ! -x "$shared/.ready" ]; then
   mv "$shared.tmp" "$shared"
   "$py" -m venv --upgrade "$shared" >/dev/null
   # console scripts' shebangs name the .tmp path they were installed under
-  grep -l "$shared.tmp" "$shared"/bin/* 2>/dev/null | xargs -r sed -i "s#$shared.tmp#$shared#g"
+  # (a bin/__pycache__ folder, e.g. from jmespath's jp.py, makes grep exit 2: not an error here)
+  { grep -l "$shared.tmp" "$shared"/bin/* 2>/dev/null || true; } | xargs -r sed -i "s#$shared.tmp#$shared#g"
   printf '#!/bin/sh\n' > "$shared/.ready" && chmod +x "$shared/.ready"
 fi
 # Earlier versions installed the project itself into the shared environment: remove it, so no

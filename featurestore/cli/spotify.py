@@ -46,12 +46,22 @@ def synth_cmd(out: Path, sessions: int, tracks: int, seed: int, train_files: int
 @RAW_AND_STORE
 @OVERWRITE_STORE
 @click.option("--no-source-checksums", is_flag=True, help="Skip sha256 of the raw files in the manifest.")
+@click.option("--append", is_flag=True,
+              help="Add RAW_DIR's new training_set/log_* and track_features/tf_* to STORE as a new version.")
 @user_errors
-def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool) -> None:
+def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool, append: bool) -> None:
     """MSSD training_set/, track_features/ and test_set/ under RAW_DIR (plain or .csv.gz) into STORE."""
     from ..ingest.spotify import ingest_spotify
+    from ..store.errors import FstoreError
 
-    summary = ingest_spotify(raw_dir, store, overwrite=overwrite, source_checksums=not no_source_checksums)
+    if append:
+        from ..ingest.spotify_append import append_spotify
+
+        if overwrite:
+            raise FstoreError("--append and --overwrite exclude each other")
+        summary = append_spotify(raw_dir, store, source_checksums=not no_source_checksums)
+    else:
+        summary = ingest_spotify(raw_dir, store, overwrite=overwrite, source_checksums=not no_source_checksums)
     print_ingest_summary(raw_dir, store, summary)
 
 

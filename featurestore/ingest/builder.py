@@ -1,9 +1,11 @@
 """The store builder: what every ingest does around its encoding, written once.
 
 A dataset's ingest only says how to encode its tables (into ``builder.root``); the builder owns:
-- staging and commit: everything is written into a staging directory beside the target, and
-  ``_commit`` publishes it. ``_commit`` is the one place that decides how a finished store becomes
-  visible (today a directory rename via ``staged_directory``; a snapshot commit later);
+- staging and commit: everything is written into a fresh version tree inside the store
+  (``STORE/_fstore/trees/<id>``, invisible to readers), and ``_commit`` publishes it as the next
+  version with one exclusive create of its log entry (``store/versions.py``): a kill at any instant
+  leaves the previous version or the new one, and of two writers racing for the same version exactly
+  one wins, the other fails with one line;
 - dictionaries (``dicts/<name>.parquet``) and id lists (``ids/<table>.parquet``), written at commit;
 - the manifest (tables, sources, per-file checksums), written last;
 - progress bars and the closing ``IngestSummary``;
@@ -15,19 +17,25 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import os
+import secrets
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import polars as pl
+import pyarrow.parquet as pq
 import zarr
 from tqdm import tqdm
 
-from ..store.atomic import staged_directory
+from ..store import versions
 from ..store.dictionary import Dictionary, IdListWriter
 from ..store.errors import StoreError
 from ..store.manifest import sha256_file, write_manifest
+from ..store.remote import S3Store, as_url, is_remote
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
 
@@ -120,8 +128,14 @@ def file_sources(raw_dir: Path, paths: list[Path], checksums: bool = True) -> li
 
 
 def refuse_existing(store_path: str | Path, overwrite: bool) -> None:
-    """Fail fast, before any reading, when the target exists (staging checks again)."""
-    if Path(store_path).exists() and not overwrite:
+    """Fail fast, before any reading, when the target holds a store or other files (the commit checks
+    again: of two ingests to one new path, one commits, the other fails). Leftovers of killed ingests
+    (uncommitted trees only) are no store."""
+    if is_remote(store_path):
+        if S3Store(as_url(store_path)).version_numbers() and not overwrite:
+            raise StoreError(f"{as_url(store_path)}: already exists (pass --overwrite to replace it)")
+        return
+    if versions.has_store(store_path) and not overwrite:
         raise StoreError(f"{store_path}: already exists (pass --overwrite to replace it)")
 
 
@@ -133,9 +147,14 @@ class StoreBuilder:
     """
 
     def __init__(self, store_path: str | Path, dataset: str, *, overwrite: bool = False, progress: bool = True,
-                 files: int = 0, raw_bytes: int = 0, notes: list[str] | None = None):
-        refuse_existing(store_path, overwrite)
-        self.path = Path(store_path)
+                 files: int = 0, raw_bytes: int = 0, notes: list[str] | None = None, append: bool = False):
+        if append and overwrite:
+            raise StoreError("--append and --overwrite exclude each other")
+        self.append = append
+        if not append:
+            refuse_existing(store_path, overwrite)
+        self.remote = S3Store(as_url(store_path)) if is_remote(store_path) else None
+        self.path = Path(store_path) if self.remote is None else as_url(store_path)
         self.overwrite, self.progress = overwrite, progress
         self.summary = IngestSummary(dataset, files=files, raw_bytes=raw_bytes, notes=list(notes or []))
         self.tables: dict[str, dict] = {}
@@ -149,12 +168,53 @@ class StoreBuilder:
 
     # --- inside the block ---------------------------------------------------------------------
     def __enter__(self) -> StoreBuilder:
-        self._staging = staged_directory(self.path, self.overwrite)
-        self.stage = self._staging.__enter__()
+        if self.remote is not None:  # built in a local folder, uploaded at commit
+            numbers = self.remote.version_numbers()
+            self.parent = numbers[-1] if numbers else None
+            if self.append and self.parent is None:
+                raise StoreError(f"{self.path}: no store to append to (ingest it first, without --append)")
+            self._local = Path(tempfile.mkdtemp(prefix="fstore-s3-build-"))
+            self.stage = self._local / f"{int(time.time())}-{os.getpid()}-{secrets.token_hex(4)}"
+            self.stage.mkdir()
+            return self._open_stage()
+        if not self.append:
+            refuse_existing(self.path, self.overwrite)
+        if self.path.exists() and not self.path.is_dir():
+            raise StoreError(f"{self.path}: not a directory; remove it or pass another store path")
+        self.parent = versions.resolve(self.path, None) if self.path.is_dir() else None  # version this extends
+        if self.append and self.parent is None:
+            raise StoreError(f"{self.path}: no versioned store to append to (ingest it first, without --append)")
+        self.stage = versions.new_tree(self.path)
+        if self.path.is_dir():
+            versions.sweep_uncommitted(self.path)  # leftovers of killed writers (never a live one's)
+        return self._open_stage()
+
+    def _open_stage(self) -> StoreBuilder:
+        if self.append:
+            self._start_from_parent()
+            return self
         self.root = zarr.open_group(self.stage, mode="w", zarr_format=3)
         (self.stage / "dicts").mkdir()
         (self.stage / "ids").mkdir()
         return self
+
+    def _start_from_parent(self) -> None:
+        """An append starts from the parent version's tree, hard-linked: nothing is copied, and every
+        later write replaces a file (zarr writes aside and renames; ids and dictionaries are unlinked
+        first), so the parent's files are never modified."""
+        from ..store import Store
+
+        self.parent_store = Store(self.path, version=self.parent)
+        src = self.parent_store.data_dir  # the version's files (local tree, root checkout or S3 objects)
+        for rel in self.parent_store.manifest["files"]:
+            (self.stage / rel).parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(src / rel, self.stage / rel)
+            except OSError:  # another file system (an S3 store's local cache): copy
+                shutil.copyfile(src / rel, self.stage / rel)
+        self.root = zarr.open_group(self.stage, mode="r+", zarr_format=3)
+        self.tables = {k: dict(v) for k, v in self.parent_store.tables.items()}
+        self._parent_sources = list(self.parent_store.manifest.get("sources", []))
 
     def bar(self, total: int, unit: str, desc: str) -> tqdm:
         """A progress bar, closed when the build ends (shown only with ``progress``)."""
@@ -175,8 +235,16 @@ class StoreBuilder:
         self._dicts[name] = d
 
     def ids(self, table: str) -> IdListWriter:
-        """A streaming writer of ``ids/<table>.parquet`` (row number = code), closed at commit."""
-        w = IdListWriter(self.stage / "ids" / f"{table}.parquet")
+        """A streaming writer of ``ids/<table>.parquet`` (row number = code), closed at commit. In an
+        append, the parent version's ids come first (the file is rewritten aside, never in place)."""
+        path = self.stage / "ids" / f"{table}.parquet"
+        old = None
+        if path.exists():
+            old = pq.read_table(path, columns=["value"])
+            path.unlink()
+        w = IdListWriter(path)
+        if old is not None and old.num_rows:
+            w.append(pl.from_arrow(old.column("value")))
         self._ids.append(w)
         return w
 
@@ -213,10 +281,18 @@ class StoreBuilder:
         for w in self._ids:
             w.close()
         for name, d in self._dicts.items():
-            d.write(self.stage / "dicts" / f"{name}.parquet")
-        manifest = write_manifest(self.stage, self.summary.dataset, self.tables, self._sources, self._extra)
+            path = self.stage / "dicts" / f"{name}.parquet"
+            path.unlink(missing_ok=True)  # it may be a hard link to the parent's: never write through it
+            d.write(path)
+        sources = [*getattr(self, "_parent_sources", []), *self._sources]
+        manifest = write_manifest(self.stage, self.summary.dataset, self.tables, sources, self._extra)
         self._bars.close()
-        self._staging.__exit__(None, None, None)  # the commit: rename into place
+        op = "append" if self.append else "ingest" if self.parent is None and not self.overwrite else "overwrite"
+        if self.remote is not None:
+            self.version = self.remote.commit(self.stage, manifest, op, self.parent)
+            shutil.rmtree(self._local, ignore_errors=True)
+        else:
+            self.version = versions.commit(self.path, self.stage, manifest, op, self.parent)
         s = self.summary
         s.tables = self.tables
         s.bytes_on_disk = sum(f["bytes"] for f in manifest["files"].values())
@@ -231,4 +307,7 @@ class StoreBuilder:
                     callback()
         finally:
             with contextlib.suppress(BaseException):
-                self._staging.__exit__(type(exc), exc, exc.__traceback__)  # removes the staging directory
+                if self.remote is not None:
+                    shutil.rmtree(self._local, ignore_errors=True)
+                else:
+                    versions.drop_tree(self.path, self.stage)  # and the store folder, if it holds nothing else

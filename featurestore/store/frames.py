@@ -84,7 +84,8 @@ def _local_dir(group: zarr.Group) -> Path:
     store = group.store
     if not isinstance(store, LocalStore):
         raise StoreError(f"frame sets need a local directory store, not {type(store).__name__}")
-    return Path(store.root) / group.path
+    pin = getattr(store, "pin", None)  # a versioned store's root checkout: the folder its version is in now
+    return (pin.folder() if pin is not None else Path(store.root)) / group.path
 
 
 class FrameSet:
@@ -140,6 +141,9 @@ class FrameSet:
                 if size != need:
                     raise StoreError(f"{path}: {size} bytes, expected {need} for {self.frames} x {self.bins} frames")
                 self._mm = np.memmap(path, dtype=np.uint8, mode="r", shape=(self.frames, self.bins), offset=0)
+                if self.shard_path != path:  # a commit moved the root checkout on while mapping: map the tree's
+                    self._mm = None
+                    return self.memmap()
         return self._mm
 
     def _check_layout(self) -> None:

@@ -20,11 +20,16 @@ def sha256_file(path: str | os.PathLike) -> str:
         return hashlib.file_digest(f, "sha256").hexdigest()
 
 
+# top-level folders that hold no version data: loader caches and the version log with its trees
+NOT_DATA = ("cache", "_fstore")
+
+
 def store_files(root: Path) -> list[Path]:
-    """Every data file of a store, manifest and loader caches excluded."""
+    """Every data file of a store (or of one version's tree), manifest, caches and version log excluded."""
     out = []
     for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d != "cache")
+        top = Path(dirpath) == Path(root)
+        dirnames[:] = sorted(d for d in dirnames if not (top and d in NOT_DATA) and d != "cache")
         for name in sorted(filenames):
             p = Path(dirpath) / name
             if p.name != MANIFEST:

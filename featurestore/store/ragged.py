@@ -28,6 +28,19 @@ class RaggedWriter:
         self.rows = 0
         self.events = 0
 
+    @classmethod
+    def resume(cls, group: zarr.Group, name: str) -> RaggedWriter:
+        """A writer that appends rows to an existing ragged group (an append: new chunks only, plus the
+        partial last chunk of each array, rewritten aside)."""
+        self = cls.__new__(cls)
+        self.group = group[name]
+        meta = dict(self.group.attrs)
+        self.columns = meta["columns"]
+        self._offsets = ChunkedAppender(self.group["offsets"])
+        self._cols = {c: ChunkedAppender(self.group["events"][c]) for c in self.columns}
+        self.rows, self.events = int(meta["rows"]), int(meta["events"])
+        return self
+
     def append(self, lengths: np.ndarray, values: dict[str, np.ndarray]) -> None:
         lengths = np.asarray(lengths, dtype=np.int64)
         total = int(lengths.sum())
@@ -45,7 +58,8 @@ class RaggedWriter:
         self._offsets.close()
         for a in self._cols.values():
             a.close()
-        meta = {"kind": "ragged", "rows": self.rows, "events": self.events, "columns": self.columns, **attrs}
+        meta = {**dict(self.group.attrs), "kind": "ragged", "rows": self.rows, "events": self.events,
+                "columns": self.columns, **attrs}
         self.group.attrs.update(meta)
         return meta
 

@@ -6,12 +6,18 @@
                                 (offsets + frames + clips/* [+ labels/], see frames.py)
     dicts/<name>.parquet        categorical vocabularies (code, value)
     ids/<table>.parquet         row ids of a table (row number = code)
-    cache/                      loader caches, rebuilt on demand, not covered by checksums
+    cache/                      loader caches, rebuilt on demand, verified by their own checksums
+    _fstore/                    versions: log/<N>.json, trees/<id>/ (see versions.py)
+
+A versioned store's root is a checkout of its latest version; ``Store(path, version=V)`` opens any kept
+version (number or tag) and keeps reading exactly it, whatever writers commit meanwhile.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,32 +28,72 @@ from .dictionary import Dictionary, read_id_list
 from .errors import StoreError
 from .feature_table import FeatureTable
 from .frames import FrameSet, shard_file_size
-from .manifest import MANIFEST, SCHEMA_VERSION, verify_checksums
+from .manifest import MANIFEST, SCHEMA_VERSION, sha256_file, verify_checksums
+from .pinned import PinnedLocalStore, RootPin
 from .ragged import RaggedSet
+from .remote import S3Store, as_url, is_remote
+from .versions import read_entry, resolve, root_is_current, tree_path
 
 
 class Store:
     """A read-only view of one store directory."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, version: int | str | None = None, *,
+                 cache_dir: str | Path | None = None, cache_limit: int | None = None):
+        """``path``: a folder, or ``s3://bucket/prefix`` (materialized in ``cache_dir``, at most
+        ``cache_limit`` bytes of objects kept; see remote.py). ``version``: number or tag, None the latest."""
+        self.pin: RootPin | None = None
+        self.remote: str | None = None
+        if is_remote(path):
+            self.remote = as_url(path)
+            local, entry = S3Store(self.remote).materialize(version, cache_dir, cache_limit)
+            self.path, self.version, self.manifest = local, entry["version"], entry
+            self._open_zarr(local)
+            return
         self.path = Path(path)
-        mf = self.path / MANIFEST
+        self.version = resolve(self.path, version)  # None: an unversioned (legacy) store
+        if self.version is None:
+            self.manifest = self._read_manifest(self.path / MANIFEST)
+            zarr_store = self.path
+        else:
+            self.manifest = read_entry(self.path, self.version)
+            tree = tree_path(self.path, self.manifest)
+            zarr_store = tree
+            if root_is_current(self.path, self.version):  # the root holds it: read there while it does
+                with contextlib.suppress(FileNotFoundError):
+                    self.pin = RootPin(self.path, tree, os.stat(self.path / MANIFEST).st_ino)
+                    zarr_store = PinnedLocalStore(self.pin)
+        self._open_zarr(zarr_store)
+
+    def _open_zarr(self, zarr_store) -> None:
+        if self.manifest.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(f"{self.path / MANIFEST}: schema version {self.manifest.get('schema_version')} "
+                             f"(this fstore reads {SCHEMA_VERSION})")
+        try:
+            self.root = zarr.open_group(zarr_store, mode="r", zarr_format=3)
+        except (zarr.errors.BaseZarrError, OSError, ValueError) as e:
+            raise StoreError(f"{self.data_dir / 'zarr.json'}: damaged store, no readable zarr root group "
+                             f"({type(e).__name__}); ingest it again") from None
+        self._dicts: dict[str, Dictionary] = {}
+
+    def _read_manifest(self, mf: Path) -> dict:
         if not mf.is_file():
             raise StoreError(f"{self.path}: not an fstore store (no {MANIFEST})")
         try:
-            self.manifest = json.loads(mf.read_text())
+            return json.loads(mf.read_text())
         except json.JSONDecodeError as e:
             raise StoreError(f"{mf}: unreadable manifest ({e})") from None
-        if self.manifest.get("schema_version") != SCHEMA_VERSION:
-            raise StoreError(
-                f"{mf}: schema version {self.manifest.get('schema_version')} (this fstore reads {SCHEMA_VERSION})"
-            )
-        try:
-            self.root = zarr.open_group(self.path, mode="r", zarr_format=3)
-        except (zarr.errors.BaseZarrError, OSError, ValueError) as e:
-            raise StoreError(f"{self.path / 'zarr.json'}: damaged store, no readable zarr root group "
-                             f"({type(e).__name__}); ingest it again") from None
-        self._dicts: dict[str, Dictionary] = {}
+
+    @property
+    def data_dir(self) -> Path:
+        """The folder this version's files are read from: the root checkout, or the version's tree."""
+        if self.version is None or self.remote is not None:
+            return self.path
+        return self.pin.folder() if self.pin is not None else tree_path(self.path, self.manifest)
+
+    def _read_file(self, rel: str, fn):
+        """``fn(path)`` of a version file, pinned like the zarr reads."""
+        return self.pin.read(rel, fn) if self.pin is not None else fn(self.data_dir / rel)
 
     @property
     def tables(self) -> dict[str, dict]:
@@ -64,7 +110,7 @@ class Store:
         try:
             return self.root[name]
         except (KeyError, zarr.errors.BaseZarrError, OSError, ValueError) as e:
-            raise StoreError(f"{self.path / name / 'zarr.json'}: damaged store, table {name!r} in the manifest "
+            raise StoreError(f"{self.data_dir / name / 'zarr.json'}: damaged store, table {name!r} in the manifest "
                              f"but not readable ({type(e).__name__}); ingest it again") from None
 
     def feature_table(self, name: str) -> FeatureTable:
@@ -81,21 +127,38 @@ class Store:
 
     def dictionary(self, name: str) -> Dictionary:
         if name not in self._dicts:
-            p = self.path / "dicts" / f"{name}.parquet"
-            if not p.is_file():
+            rel = f"dicts/{name}.parquet"
+            if not self._read_file(rel, lambda p: p.is_file()):
                 raise StoreError(f"{self.path}: no dictionary {name!r}")
-            self._dicts[name] = Dictionary.read(p)
+            self._dicts[name] = self._read_file(rel, Dictionary.read)
         return self._dicts[name]
 
     def ids(self, table: str, start: int = 0, stop: int | None = None) -> list[str]:
-        return read_id_list(self.path / "ids" / f"{table}.parquet", start, stop)
+        return self._read_file(f"ids/{table}.parquet", lambda p: read_id_list(p, start, stop))
 
     def bytes_on_disk(self) -> int:
         return sum(f["bytes"] for f in self.manifest["files"].values())
 
+    def verify_table(self, name: str, metadata_only: bool = False) -> list[str]:
+        """sha256 of the files of table ``name`` (only its zarr.json files with ``metadata_only``) against
+        this version's manifest: what a loader ships to the device is what the version says."""
+        problems = []
+        for rel, f in sorted(self.manifest["files"].items()):
+            if rel.split("/", 1)[0] != name or (metadata_only and not rel.endswith("zarr.json")):
+                continue
+            try:
+                digest = self._read_file(rel, sha256_file)
+            except FileNotFoundError:
+                problems.append(f"{self.data_dir / rel}: missing")
+                continue
+            if digest != f["sha256"]:
+                problems.append(f"{self.data_dir / rel}: checksum mismatch (damaged store; run `fstore validate`)")
+        return problems
+
     def validate(self, checksums: bool = True) -> list[str]:
         """Every problem found; empty means valid. Reads event columns chunk by chunk."""
-        problems = verify_checksums(self.path, self.manifest) if checksums else []
+        problems = (self._read_file("", lambda folder: verify_checksums(folder, self.manifest))
+                    if checksums else [])
         if problems:
             return problems
         sizes = {n: m["rows"] for n, m in self.tables.items()}

@@ -1,0 +1,131 @@
+"""``fstore ingest spotify RAW STORE --append``: new log files and new tracks as a new version.
+
+Existing event data is not rewritten: the new version's tree hard-links the parent's files, and the
+new sessions go into new chunks (plus the partial last chunk of each array, rewritten aside). Only
+the id lists and dictionaries are rewritten whole (they are small beside the events).
+- RAW holds ``training_set/log_*`` (new sessions) and optionally ``track_features/tf_*`` (new
+  tracks only: an id the store has is an error). ``test_set/`` cannot be appended.
+- A session already in the store (split between old and new files) is an error, as is a file whose
+  name the store already ingested.
+- New tracks are encoded with the parent version's quantizers: values outside their fitted ranges
+  are clipped and counted in a note (re-ingest with --overwrite to refit).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ..quantize import QuantizerBank
+from ..schemas import mssd as S
+from ..store import InputError, RaggedWriter, Store, StoreError
+from .builder import IngestSummary, StoreBuilder, file_sources
+from .sessions import FULL, SessionIdRegistry, session_runs
+from .spotify import _FilePipeline, _glob, _run_ids, _SessionEncoder, _track_block
+from .table import read_typed_csv
+
+
+def _discover(raw_dir: Path, parent: Store) -> tuple[list[Path], list[Path]]:
+    if not raw_dir.is_dir():
+        raise InputError(raw_dir, "raw directory not found")
+    if _glob(raw_dir / "test_set", "log_*"):
+        raise InputError(raw_dir / "test_set", "an append adds training logs and tracks; test_set/ cannot be appended")
+    logs, tracks = _glob(raw_dir / "training_set", "log_*"), _glob(raw_dir / "track_features", "tf_*")
+    if not logs and not tracks:
+        raise InputError(raw_dir, "nothing to append (no training_set/log_* or track_features/tf_* files)")
+    seen = {Path(s["path"]).name for s in parent.manifest.get("sources", [])}
+    for p in logs + tracks:
+        if p.name in seen:
+            raise InputError(p, f"{parent.path} already holds a file named {p.name} (ingested before)")
+    return logs, tracks
+
+
+def _append_tracks(paths: list[Path], b: StoreBuilder, parent: Store) -> tuple[pl.DataFrame, int]:
+    """Encode new tracks with the parent's quantizers; returns (id -> code for all tracks, values clipped)."""
+    old_ids = pl.Series(S.TRACK_ID, parent.ids("tracks"), dtype=pl.Utf8)
+    table = parent.feature_table("tracks")
+    blocks, ids = [], []
+    for p in paths:
+        df = read_typed_csv(p, S.TRACK_CSV)
+        blocks.append(_track_block(df, p))
+        ids.append(df[S.TRACK_ID])
+    new_ids = pl.concat(ids) if ids else pl.Series(S.TRACK_ID, [], dtype=pl.Utf8)
+    every = pl.concat([old_ids, new_ids])
+    dup = every.is_duplicated()
+    if dup.any():
+        first = every[int(dup.arg_max())]
+        raise InputError(paths[0] if paths else b.path, f"track id {first!r} is already in the store or appears twice")
+    clipped = 0
+    if blocks:
+        encoder = QuantizerBank.from_configs([c["codec"] for c in table.meta["columns"]]).encoder()
+        codes_array = b.root["tracks"]["codes"]
+        rows = table.rows
+        for block in blocks:
+            codes = encoder.encode(np.asarray(block, dtype=np.float64))
+            codes_array.resize((rows + len(block), codes.shape[1]))
+            codes_array[rows:] = codes
+            rows += len(block)
+        clipped = int(sum(c.get("clipped", 0) for c in encoder.report()))
+        b.root["tracks"].attrs.update({"rows": rows})
+        b.table("tracks", {**b.tables["tracks"], "rows": rows})
+        b.ids("tracks").append(new_ids)
+    return pl.DataFrame({S.TRACK_ID: every, "code": np.arange(len(every), dtype=np.int32)}), clipped
+
+
+def append_spotify(raw_dir: str | Path, store_path: str | Path, progress: bool = True,
+                   source_checksums: bool = True) -> IngestSummary:
+    """Append RAW's new training logs and tracks to the store as a new version (see the module doc)."""
+    raw_dir = Path(raw_dir)
+    parent = Store(store_path)
+    if parent.version is None:
+        raise StoreError(f"{store_path}: not a versioned store; ingest it again (with --overwrite) to append to it")
+    logs, tracks = _discover(raw_dir, parent)
+    files = tracks + logs
+    raw_bytes = sum(p.stat().st_size for p in files)
+    with StoreBuilder(store_path, parent.manifest["dataset"], append=True, progress=progress, files=len(files),
+                      raw_bytes=raw_bytes) as b:
+        bar = b.bar(raw_bytes, "B", "append spotify")
+        track_codes, clipped = _append_tracks(tracks, b, b.parent_store)
+        enc = _SessionEncoder(track_codes)
+        for c in S.CATEGORICAL_COLUMNS:  # vocabularies grow from the parent's: old codes keep their meaning
+            enc.dicts[c] = b.parent_store.dictionary(c)
+            b.adopt_dictionary(c, enc.dicts[c])
+        registry = SessionIdRegistry()
+        stored = {}
+        for split in ("train", "test"):
+            if split in b.parent_store.tables:
+                path = b.parent_store.data_dir / "ids" / f"{split}.parquet"
+                stored[path] = pl.Series("session_id", b.parent_store.ids(split), dtype=pl.Utf8)
+                registry.add(path, stored[path])
+        if logs:
+            writer = RaggedWriter.resume(b.root, "train")
+            b.table("train", _append_train(logs, b, enc, registry, bar, writer).close(split="train"))
+        registry.check(lambda p: stored[p] if p in stored else _run_ids(p))
+        if clipped:
+            b.summary.notes.append(f"{clipped} track feature values outside the quantizers' fitted ranges were "
+                                   "clipped (re-ingest with --overwrite to refit)")
+        b.finish(file_sources(raw_dir, files, checksums=source_checksums))
+    return b.summary
+
+
+def _append_train(paths, b: StoreBuilder, enc, registry, bar, writer: RaggedWriter) -> RaggedWriter:
+    """``spotify._ingest_train``'s loop (parse file i+1 while file i is encoded), into the resumed writer."""
+    ids = b.ids("train")
+
+    def process(p: Path, df: pl.DataFrame) -> None:
+        runs = session_runs(df, p, FULL)
+        registry.add(p, runs.session_ids)
+        writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
+        ids.append(runs.session_ids)
+        bar.update(p.stat().st_size)
+
+    pipeline = _FilePipeline()
+    try:
+        for p in paths:
+            pipeline.submit(process, p, read_typed_csv(p, enc.log_schema(S.LOG_CSV)))
+        pipeline.wait()
+    finally:
+        pipeline.close()
+    return writer
