@@ -27,7 +27,7 @@ def synth() -> None:
 
 @main.group()
 def ingest() -> None:
-    """Stream raw public-format files into a store (write aside, commit by rename)."""
+    """Stream raw public-format files into a store; every ingest commits a new immutable version."""
 
 
 @main.group()
