@@ -304,7 +304,7 @@ def test_evaluate_refuses_mixed_holdouts_and_bad_checkpoints(ystore, trained, tm
         evaluate_yandex(ystore, [trained["transformer"][0] / "best.pt", other / "best.pt"])
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(FstoreError, match="not a readable checkpoint"):
+    with pytest.raises(FstoreError, match="not a readable Yandex artist-encoder checkpoint"):
         evaluate_yandex(ystore, [junk])
 
 

@@ -28,7 +28,7 @@ from featurestore.store.atomic import atomic_write_bytes
 from featurestore.store.errors import FstoreError
 from loaders.base import store_identity
 from models.metrics import lwlrap
-from models.training import parse_device
+from models.training import parse_device, read_checkpoint
 
 from .data import class_names, multi_hot, train_frames
 from .inference import predict_clips
@@ -41,14 +41,9 @@ def load_model(checkpoint: str | os.PathLike[str], device: str | torch.device = 
     """(model in eval mode on ``device``, the checkpoint's record: ``config``, ``classes``,
     ``validation_clips``, ``store_train``)."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FstoreError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise FstoreError(f"{path}: not a readable FSD checkpoint ({type(e).__name__}: {e})") from None
+    ckpt = read_checkpoint(path, device, "FSD")
     keys = ("model", "config", "classes", "validation_clips", "store_train")
-    if not isinstance(ckpt, dict) or any(k not in ckpt for k in keys) or "model" not in ckpt["config"]:
+    if any(k not in ckpt for k in keys) or "model" not in ckpt["config"]:
         raise FstoreError(f"{path}: not an FSD-model checkpoint (it needs {', '.join(keys)})")
     try:
         model = FsdCNN(**ckpt["config"]["model"])

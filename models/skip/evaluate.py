@@ -21,7 +21,7 @@ from featurestore.store import Store
 from featurestore.store.errors import FstoreError
 from loaders import SessionBatches
 from models.metrics import SkipScore, evaluate_skip, read_skip_submission, write_skip_submission
-from models.training import autocast, parse_device
+from models.training import autocast, parse_device, read_checkpoint
 
 from .model import SkipModel
 
@@ -66,13 +66,8 @@ def predict_loader(model: torch.nn.Module, loader: SessionBatches) -> tuple[list
 def load_model(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> SkipModel:
     """A :class:`SkipModel` built from a checkpoint's ``config`` with its weights loaded."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FstoreError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise FstoreError(f"{path}: not a readable skip-model checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(ckpt, dict) or "config" not in ckpt or "model" not in ckpt:
+    ckpt = read_checkpoint(path, device, "skip-model")
+    if "config" not in ckpt or "model" not in ckpt:
         raise FstoreError(f"{path}: not a skip-model checkpoint (no 'config' / 'model')")
     try:
         model = SkipModel(**ckpt["config"])

@@ -27,7 +27,7 @@ from featurestore.store.atomic import atomic_write_bytes
 from featurestore.store.errors import FstoreError
 from loaders import SegmentBatches
 from models.metrics.speakers import accuracy
-from models.training import parse_device
+from models.training import parse_device, read_checkpoint
 
 from .data import LABEL, TEST, TRAIN, clip_stats, open_speakers, speaker_labels, validation_split
 from .model import SpeakerNet
@@ -41,13 +41,7 @@ CSV_HEADER = ("Id", "Category")
 def load_checkpoint(path: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[SpeakerNet, dict]:
     """The model of a ``best.pt`` / ``checkpoint.pt`` (weights loaded, eval mode) and the checkpoint dict."""
     path = Path(path)
-    if not path.is_file():
-        raise FstoreError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        first = (str(e).splitlines() or [""])[0][:200]
-        raise FstoreError(f"{path}: not a readable speaker-model checkpoint ({type(e).__name__}: {first})") from None
+    ckpt = read_checkpoint(path, device, "speaker-model")
     missing = [k for k in ("config", "model", "holdout", "seed", "speakers") if not isinstance(ckpt, dict) or k not in ckpt]
     if missing:
         raise FstoreError(f"{path}: not a speaker-model checkpoint (no {', '.join(missing)})")

@@ -22,9 +22,9 @@ Modules: ``loop.py`` (:class:`TrainTask`, :func:`fit`, :class:`FitResult`), ``re
 """
 
 from .loop import FitResult, ResumableLoader, TrainTask, fit, warmup_cosine
-from .records import BEST, CHECKPOINT, HISTORY, config_mismatch, save, write_history_csv
+from .records import BEST, CHECKPOINT, HISTORY, config_mismatch, read_checkpoint, save, write_history_csv
 from .runtime import amp_dtype, autocast, parse_device, seed_everything
 
 __all__ = ["BEST", "CHECKPOINT", "HISTORY", "FitResult", "ResumableLoader", "TrainTask", "amp_dtype", "autocast",
-           "config_mismatch", "fit", "parse_device", "save", "seed_everything", "warmup_cosine",
+           "config_mismatch", "fit", "parse_device", "read_checkpoint", "save", "seed_everything", "warmup_cosine",
            "write_history_csv"]

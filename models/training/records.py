@@ -32,6 +32,22 @@ def save(obj: Any, path: Path) -> None:
     atomic_write(path, lambda f: torch.save(obj, f))
 
 
+def read_checkpoint(path: str | Path, device: str | torch.device, what: str) -> dict:
+    """A checkpoint file's dict, for evaluation: a missing, truncated or foreign file is one
+    FstoreError line naming the file and ``what`` was expected (e.g. "FSD-model")."""
+    path = Path(path)
+    if not path.is_file():
+        raise FstoreError(f"{path}: checkpoint not found")
+    try:
+        ckpt = torch.load(path, map_location=device, weights_only=True)
+    except Exception as e:  # a truncated or foreign file
+        first = (str(e).splitlines() or [""])[0][:200]
+        raise FstoreError(f"{path}: not a readable {what} checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(ckpt, dict):
+        raise FstoreError(f"{path}: not a {what} checkpoint")
+    return ckpt
+
+
 def load_checkpoint(path: Path, config: dict, device: torch.device) -> dict:
     try:
         ckpt = torch.load(path, map_location=device, weights_only=True)

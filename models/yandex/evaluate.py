@@ -21,7 +21,7 @@ from featurestore.store import Store
 from featurestore.store.errors import FstoreError
 from loaders import SegmentBatches
 from models.metrics.yandex_ndcg import write_submission
-from models.training import parse_device
+from models.training import parse_device, read_checkpoint
 
 from .data import ARTIST, artist_split, feature_stats, open_store, track_ids
 from .embed import embed_clips
@@ -37,13 +37,8 @@ TOP = 100
 def load_model(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[ArtistEncoder, dict]:
     """The :class:`ArtistEncoder` of a ``best.pt`` / ``checkpoint.pt`` and the checkpoint's training config."""
     path = Path(checkpoint)
-    if not path.is_file():
-        raise FstoreError(f"{path}: checkpoint not found")
-    try:
-        ckpt = torch.load(path, map_location=device, weights_only=True)
-    except Exception as e:  # a truncated or foreign file
-        raise FstoreError(f"{path}: not a readable checkpoint ({type(e).__name__}: {e})") from None
-    config = ckpt.get("config") if isinstance(ckpt, dict) else None
+    ckpt = read_checkpoint(path, device, "Yandex artist-encoder")
+    config = ckpt.get("config")
     if not isinstance(config, dict) or "model" not in config or "model" not in ckpt:
         raise FstoreError(f"{path}: not a Yandex artist-encoder checkpoint (no model config)")
     try:
