@@ -177,8 +177,10 @@ class _FilePipeline:
             self._pool.shutdown(cancel_futures=True)
 
 
-def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar) -> RaggedWriter:
-    writer = RaggedWriter(builder.root, "train", S.EVENT_COLUMNS)
+def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: RaggedWriter | None = None) -> RaggedWriter:
+    """Parse file i+1 while file i is checked, encoded and written; into a new train set, or into
+    ``writer`` (an append resumes the parent version's set)."""
+    writer = writer if writer is not None else RaggedWriter(builder.root, "train", S.EVENT_COLUMNS)
     ids = builder.ids("train")
 
     def process(p: Path, df: pl.DataFrame) -> None:

@@ -22,8 +22,8 @@ from ..quantize import QuantizerBank
 from ..schemas import mssd as S
 from ..store import InputError, RaggedWriter, Store, StoreError
 from .builder import IngestSummary, StoreBuilder, file_sources
-from .sessions import FULL, SessionIdRegistry, session_runs
-from .spotify import _FilePipeline, _glob, _run_ids, _SessionEncoder, _track_block
+from .sessions import SessionIdRegistry
+from .spotify import _glob, _ingest_train, _run_ids, _SessionEncoder, _track_block
 from .table import read_typed_csv
 
 
@@ -101,31 +101,10 @@ def append_spotify(raw_dir: str | Path, store_path: str | Path, progress: bool =
                 registry.add(path, stored[path])
         if logs:
             writer = RaggedWriter.resume(b.root, "train")
-            b.table("train", _append_train(logs, b, enc, registry, bar, writer).close(split="train"))
+            b.table("train", _ingest_train(logs, b, enc, registry, bar, writer).close(split="train"))
         registry.check(lambda p: stored[p] if p in stored else _run_ids(p))
         if clipped:
             b.summary.notes.append(f"{clipped} track feature values outside the quantizers' fitted ranges were "
                                    "clipped (re-ingest with --overwrite to refit)")
         b.finish(file_sources(raw_dir, files, checksums=source_checksums))
     return b.summary
-
-
-def _append_train(paths, b: StoreBuilder, enc, registry, bar, writer: RaggedWriter) -> RaggedWriter:
-    """``spotify._ingest_train``'s loop (parse file i+1 while file i is encoded), into the resumed writer."""
-    ids = b.ids("train")
-
-    def process(p: Path, df: pl.DataFrame) -> None:
-        runs = session_runs(df, p, FULL)
-        registry.add(p, runs.session_ids)
-        writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
-        ids.append(runs.session_ids)
-        bar.update(p.stat().st_size)
-
-    pipeline = _FilePipeline()
-    try:
-        for p in paths:
-            pipeline.submit(process, p, read_typed_csv(p, enc.log_schema(S.LOG_CSV)))
-        pipeline.wait()
-    finally:
-        pipeline.close()
-    return writer
