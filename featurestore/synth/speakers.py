@@ -30,7 +30,7 @@ Planted structure, per utterance of speaker ``s`` (``t`` a frame, ``b`` a mel ba
   log-mel difference), for half of the utterances a band-limited microphone ``L[b] = 2 sigmoid((b - k)
   / 1.5)`` (cut-off band ``k`` uniform in 18..36), and a smoothed residual colouring ``U`` (RMS 1);
 - ``P[s, k]`` (``k`` < 3): smooth band patterns (RMS 1, "formant" shapes), each a shape shared by all
-  speakers plus 0.7 times the speaker's own (speakers' formant structure is alike, not disjoint), driven by
+  speakers plus 0.5 times the speaker's own (speakers' formant structure is alike, not disjoint), driven by
   latent trajectories ``z_k`` that are AR(1) processes with speaker-specific smoothness (coefficient
   0.55..0.95: fast or slow formant / pitch movement), scaled to unit variance and **centred on the
   utterance** (time mean exactly 0). They move the frames' covariance across bands and their temporal
@@ -76,7 +76,7 @@ _BAND_LIMIT_DEPTH = 2.0
 _UTT_COLOUR = 0.3
 _PATTERNS = 3
 _PATTERN_SCALE = 0.35
-_PATTERN_OWN = 0.7  # a speaker's own part of a pattern, beside the shape all speakers share
+_PATTERN_OWN = 0.5  # a speaker's own part of a pattern, beside the shape all speakers share
 _NUISANCE_SCALE = 0.5
 _FRAME_NOISE = 0.8
 _RATE_JITTER = 0.08
