@@ -323,23 +323,74 @@ def test_speakers_tensors(speaker_dir: tuple[Path, SynthSummary]) -> None:
     assert 150 <= min(lens) and max(lens) <= 900 and len(set(lens)) > 10
 
 
-def test_speakers_learnable(speaker_dir: tuple[Path, SynthSummary]) -> None:
-    d, _ = speaker_dir
+def _speaker_utterances(d: Path) -> tuple[list[tuple[np.ndarray, int]], list[tuple[np.ndarray, int]]]:
+    """(frames, speaker code) of the labelled and of the test utterances."""
     root = d / "Dataset"
     s2i = json.loads((root / "mapping.json").read_text())["speaker2id"]
     meta = json.loads((root / "metadata.json").read_text())
     test = json.loads((root / "testdata.json").read_text())
     labels = json.loads((root / "test_labels.json").read_text())
 
-    def mean_of(path: str) -> np.ndarray:
-        return torch.load(root / path).numpy().mean(axis=0)
+    def load(path: str) -> np.ndarray:
+        return torch.load(root / path).numpy().astype(np.float64)
 
-    cent = np.stack([np.mean([mean_of(u["feature_path"]) for u in meta["speakers"][s]], axis=0) for s in s2i])
-    hits = 0
-    for u in test["utterances"]:
-        guess = int(np.argmin(((cent - mean_of(u["feature_path"])) ** 2).sum(1)))
-        hits += guess == s2i[labels[u["feature_path"]]]
-    assert hits / len(test["utterances"]) > 0.5  # chance is 1/8
+    train = [(load(u["feature_path"]), s2i[s]) for s in s2i for u in meta["speakers"][s]]
+    held = [(load(u["feature_path"]), s2i[labels[u["feature_path"]]]) for u in test["utterances"]]
+    return train, held
+
+
+def _nearest_centroid_accuracy(train, held, feature) -> float:
+    """Accuracy on ``held`` of the nearest class centroid of ``feature(frames)`` over ``train``."""
+    classes = sorted({c for _, c in train})
+    f_train = np.stack([feature(x) for x, _ in train])
+    y_train = np.array([c for _, c in train])
+    cent = np.stack([f_train[y_train == c].mean(0) for c in classes])
+    hits = [classes[int(np.argmin(((cent - feature(x)) ** 2).sum(1)))] == c for x, c in held]
+    return float(np.mean(hits))
+
+
+def _band_covariance(x: np.ndarray) -> np.ndarray:
+    return np.cov(x.T)[np.triu_indices(x.shape[1])]
+
+
+def test_speakers_learnable(speaker_dir: tuple[Path, SynthSummary]) -> None:
+    train, held = _speaker_utterances(speaker_dir[0])
+    assert _nearest_centroid_accuracy(train, held, lambda x: x.mean(0)) > 0.5  # chance is 1/8
+
+
+def test_speakers_channel_moves_each_utterance_mean(speaker_dir: tuple[Path, SynthSummary]) -> None:
+    # the recording channel shifts an utterance's average spectrum away from its speaker's: the spread of
+    # one speaker's utterance means is far above what frame noise alone leaves in a mean of >= 150 frames
+    train, _ = _speaker_utterances(speaker_dir[0])
+    spread = []
+    for c in {c for _, c in train}:
+        means = np.stack([x.mean(0) for x, k in train if k == c])
+        spread.append(np.sqrt(((means - means.mean(0)) ** 2).mean()))
+    assert np.mean(spread) > 0.3  # frame noise 0.8 over >= 150 frames: about 0.07
+
+
+def test_speakers_identity_lives_in_band_covariance(tmp_path: Path) -> None:
+    # the planted dynamics move the frames' band covariance by speaker (time mean removed), which a
+    # nearest mean cannot see: a covariance centroid beats the mean centroid (10 utterances a speaker,
+    # enough for a covariance centroid)
+    synth_speakers(tmp_path, speakers=8, utterances_per_speaker=10, test_utterances=40, seed=7)
+    train, held = _speaker_utterances(tmp_path)
+    by_mean = _nearest_centroid_accuracy(train, held, lambda x: x.mean(0))
+    by_cov = _nearest_centroid_accuracy(train, held, _band_covariance)
+    assert by_cov > 0.7 and by_cov >= by_mean + 0.2  # 0.85 against 0.5 at this seed; chance 1/8
+
+
+def test_speakers_dynamics_do_not_survive_a_time_average() -> None:
+    # one speaker, many utterances: frames' covariance varies with the planted patterns while the
+    # speaker's dynamics add nothing to the utterance mean (centred trajectories)
+    from featurestore.synth import speakers as synth
+
+    z = synth._trajectories(np.random.default_rng(0), np.array([[0.55, 0.95]]), np.array([300]))
+    assert z.shape == (1, synth.MAX_MEL_LEN, 2)
+    assert np.allclose(z[0, :300].mean(0), 0.0, atol=1e-5)
+    assert 0.5 < z[0, :300].std(0).min()
+    lag1 = [np.corrcoef(z[0, :299, k], z[0, 1:300, k])[0, 1] for k in range(2)]
+    assert lag1[1] > lag1[0] + 0.2  # the smoother trajectory is the more correlated frame to frame
 
 
 def test_speakers_deterministic(speaker_dir: tuple[Path, SynthSummary], tmp_path: Path) -> None:

@@ -17,17 +17,38 @@ generator (no uuid4), so a fixed seed reproduces the same files. Test utterances
 
 Planted structure, per utterance of speaker ``s`` (``t`` a frame, ``b`` a mel band)::
 
-    x[t, b] = tilt[b] + 0.5 * S[s, b] + 0.6 * U[utt, b] + e[t] + 0.8 * n[t, b]
+    x[t, b] = tilt[b] + 0.5 * S[s, b]                                    speaker timbre (mean spectrum)
+            + g + c * (b / 39 - 1/2) - L[b] + 0.3 * U[b]                 recording channel / session
+            + sum_k 0.35 * P[s, k, b] * z_k[t]                           speaker dynamics (band co-variation)
+            + 0.5 * Q[b] * w[t]                                          session's moving noise source
+            + e[t] + 0.8 * n[t, b]                                       speaking rhythm, frame noise
 
-- ``tilt``: a shared log-mel spectral tilt (about +2 at low bands down to about -4 at high bands),
-- ``S``: the speaker's mean-spectrum deviation, standard normal smoothed across bands (RMS kept at 1),
-- ``U``: an utterance (channel) offset, standard normal,
-- ``e``: a frame-energy envelope shared by all bands (syllable-rate modulation plus silences),
+- ``tilt``: a shared log-mel spectral tilt (about +2 at low bands down to about -4 at high bands);
+- ``S``: the speaker's mean-spectrum deviation, standard normal smoothed across bands (RMS 1);
+- channel, drawn per utterance and independent of the speaker, as real recording sessions shift each
+  utterance's average spectrum: a gain ``g ~ N(0, 0.4)``, a spectral tilt ``c ~ N(0, 0.8)`` (end-to-end
+  log-mel difference), for half of the utterances a band-limited microphone ``L[b] = 2 sigmoid((b - k)
+  / 1.5)`` (cut-off band ``k`` uniform in 18..36), and a smoothed residual colouring ``U`` (RMS 1);
+- ``P[s, k]`` (``k`` < 3): smooth band patterns (RMS 1, "formant" shapes), each a shape shared by all
+  speakers plus 0.5 times the speaker's own (speakers' formant structure is alike, not disjoint), driven by
+  latent trajectories ``z_k`` that are AR(1) processes with speaker-specific smoothness (coefficient
+  0.55..0.95: fast or slow formant / pitch movement), scaled to unit variance and **centred on the
+  utterance** (time mean exactly 0). They move the frames' covariance across bands and their temporal
+  correlation, and nothing of them survives a time average;
+- ``Q``, ``w``: the same kind of pattern and trajectory, drawn per utterance (a background source or
+  reverberation that moves with time): band co-variation that does not identify the speaker, so that
+  a covariance is not a give-away either;
+- ``e``: a frame-energy envelope shared by all bands: syllable-rate modulation at a speaker-specific
+  speaking rate (0.03..0.09 cycles per frame, +-8 % per utterance), plus 5 % silent frames (-3);
 - ``n``: i.i.d. standard normal frame noise.
 
-Utterance lengths ``mel_len`` are uniform in 150..900 frames. The mean over time of an utterance is
-``tilt + 0.5 S + 0.6 U + mean(e)``, so a nearest-centroid rule on time-averaged
-features identifies the speaker far above chance.
+Why: on real speech a time average of the mels is confounded by the channel (the homework's strong
+models score 0.6-0.88), and speaker identity also lives in frame dynamics. Here the time mean of an
+utterance is ``tilt + 0.5 S + channel + mean(e)``: a nearest-centroid rule on mean-pooled mels stays
+well above chance (the speaker mean is still planted) but the channel costs it accuracy, while a model
+that looks at frames can also use the band co-variation (``P``), its time scale and the rhythm, which a
+mean discards. Utterance lengths ``mel_len`` are uniform in 150..900 frames. Every draw comes from one
+``numpy.random.default_rng(seed)``, so a seed reproduces the same files.
 """
 
 from __future__ import annotations
@@ -48,8 +69,17 @@ MIN_MEL_LEN = S.MIN_MEL_LEN
 MAX_MEL_LEN = S.MAX_MEL_LEN
 
 _SPEAKER_SCALE = 0.5
-_UTT_OFFSET = 0.6
+_GAIN = 0.4
+_CHANNEL_TILT = 0.8
+_BAND_LIMITED = 0.5  # share of utterances recorded with a band-limited microphone
+_BAND_LIMIT_DEPTH = 2.0
+_UTT_COLOUR = 0.3
+_PATTERNS = 3
+_PATTERN_SCALE = 0.35
+_PATTERN_OWN = 0.5  # a speaker's own part of a pattern, beside the shape all speakers share
+_NUISANCE_SCALE = 0.5
 _FRAME_NOISE = 0.8
+_RATE_JITTER = 0.08
 _BATCH = 64
 
 
@@ -60,6 +90,31 @@ def _smooth_bands(x: np.ndarray, width: int = 3) -> np.ndarray:
     c = np.concatenate([np.zeros_like(c[..., :1]), c], axis=-1)
     y = (c[..., 2 * width + 1 :] - c[..., : -2 * width - 1]) / (2 * width + 1)
     return y * (x.std() / max(float(y.std()), 1e-12))
+
+
+def _channel(rng: np.random.Generator, n: int, bands: np.ndarray) -> np.ndarray:
+    """Per-utterance recording channel (n, N_MELS): gain, spectral tilt, band limit, residual colouring."""
+    gain = _GAIN * rng.standard_normal((n, 1))
+    slope = _CHANNEL_TILT * rng.standard_normal((n, 1)) * (bands / (N_MELS - 1) - 0.5)
+    cutoff = rng.uniform(18, 36, size=(n, 1))
+    limited = rng.random((n, 1)) < _BAND_LIMITED
+    rolloff = limited * _BAND_LIMIT_DEPTH / (1 + np.exp(-(bands - cutoff) / 1.5))
+    colour = _UTT_COLOUR * _smooth_bands(rng.standard_normal((n, N_MELS)), 3)
+    return (gain + slope - rolloff + colour).astype(np.float32)
+
+
+def _trajectories(rng: np.random.Generator, smoothness: np.ndarray, lens: np.ndarray) -> np.ndarray:
+    """AR(1) latent trajectories (n, MAX_MEL_LEN, K) with per-row coefficients ``smoothness`` (n, K),
+    unit stationary variance, centred on each utterance's own ``lens`` frames (frames past it are unused)."""
+    n, k = smoothness.shape
+    drive = rng.standard_normal((n, MAX_MEL_LEN, k)).astype(np.float32) * np.sqrt(1 - smoothness**2)[:, None, :]
+    z = np.empty_like(drive)
+    z[:, 0] = rng.standard_normal((n, k)).astype(np.float32)
+    for t in range(1, MAX_MEL_LEN):
+        z[:, t] = smoothness * z[:, t - 1] + drive[:, t]
+    real = np.arange(MAX_MEL_LEN)[None, :, None] < lens[:, None, None]
+    z -= (z * real).sum(1, keepdims=True) / lens[:, None, None]
+    return z
 
 
 def synth_speakers(
@@ -98,22 +153,39 @@ def synth_speakers(
     spk_mean = tilt + np.float32(_SPEAKER_SCALE) * _smooth_bands(
         rng.standard_normal((speakers, N_MELS)).astype(np.float32), 2
     ).astype(np.float32)
+    # speaker dynamics: band patterns, the smoothness of their trajectories, the speaking rate
+    shared = _smooth_bands(rng.standard_normal((1, _PATTERNS, N_MELS)).astype(np.float32), 2)
+    own = _smooth_bands(rng.standard_normal((speakers, _PATTERNS, N_MELS)).astype(np.float32), 2)
+    patterns = (shared + np.float32(_PATTERN_OWN) * own).reshape(speakers * _PATTERNS, N_MELS)
+    patterns = (patterns / np.sqrt((patterns**2).mean(1, keepdims=True))).reshape(speakers, _PATTERNS, N_MELS)
+    smoothness = rng.uniform(0.55, 0.95, size=(speakers, _PATTERNS)).astype(np.float32)
+    speaking_rate = rng.uniform(0.03, 0.09, size=speakers).astype(np.float32)
 
     written: list[Path] = []
     t_axis = np.arange(MAX_MEL_LEN, dtype=np.float32)
     for start in range(0, n_all, _BATCH):
         stop = min(start + _BATCH, n_all)
         b = stop - start
-        base = spk_mean[speaker_of[start:stop]]
-        base = base + np.float32(_UTT_OFFSET) * rng.standard_normal((b, N_MELS), dtype=np.float32)
-        rate = rng.uniform(0.03, 0.09, size=(b, 1)).astype(np.float32) * np.float32(2 * np.pi)
-        phase = rng.uniform(0, 2 * np.pi, size=(b, 1)).astype(np.float32)
-        energy = np.float32(0.8) * np.sin(rate * t_axis + phase)
+        spk = speaker_of[start:stop]
+        lens = mel_len[start:stop]
+        base = spk_mean[spk] + _channel(rng, b, bands)
+
+        rate = speaking_rate[spk, None] * rng.uniform(1 - _RATE_JITTER, 1 + _RATE_JITTER, size=(b, 1))
+        phase = rng.uniform(0, 2 * np.pi, size=(b, 1))
+        energy = (0.8 * np.sin(2 * np.pi * rate * t_axis + phase)).astype(np.float32)
         silence = rng.random((b, MAX_MEL_LEN), dtype=np.float32) < np.float32(0.05)
         energy[silence] -= np.float32(3.0)
+
+        z = _trajectories(rng, smoothness[spk], lens)  # (b, T, K), zero time mean over each utterance
         x = np.float32(_FRAME_NOISE) * rng.standard_normal((b, MAX_MEL_LEN, N_MELS), dtype=np.float32)
         x += base[:, None, :]
         x += energy[:, :, None]
+        x += np.float32(_PATTERN_SCALE) * np.einsum("btk,bkm->btm", z, patterns[spk])
+        # a session's own moving source (background noise, reverberation) co-varies bands too
+        nuisance = _smooth_bands(rng.standard_normal((b, 1, N_MELS)).astype(np.float32), 2)
+        nuisance /= np.sqrt((nuisance**2).mean(-1, keepdims=True))
+        w = _trajectories(rng, rng.uniform(0.55, 0.95, size=(b, 1)).astype(np.float32), lens)
+        x += np.float32(_NUISANCE_SCALE) * w * nuisance
         for j in range(b):
             i = start + j
             p = root / utt_ids[i]
