@@ -12,12 +12,41 @@ import numba
 import numpy as np
 import torch
 
+from featurestore.schemas.mssd import first_half_length
+
+_first_half = numba.njit(inline="always")(first_half_length)
+
 
 @numba.njit(nogil=True, cache=True)
 def pad_rows(out, length):
     """out[b, length[b]:] = 0 for every row b of a (B, T, ...) array; positions before stay untouched."""
     for b in range(out.shape[0]):
         out[b, length[b] :] = 0
+
+
+@numba.njit(nogil=True, cache=True)
+def pad_session_events(length, track, ctx_log, tgt_track, tgt_skip):
+    """Session batches: zero every position past each session's length (``track``), its first half
+    (``ctx_log``) or its second half (``tgt_*``). One call per batch: seven ``pad_rows`` dispatches plus
+    the half arithmetic in numpy cost about 10% of a CPU session batch."""
+    for b in range(length.shape[0]):
+        n = length[b]
+        h = _first_half(n)
+        track[b, n:] = 0
+        ctx_log[b, h:] = 0
+        tgt_track[b, n - h :] = 0
+        tgt_skip[b, n - h :] = 0
+
+
+@numba.njit(nogil=True, cache=True)
+def pad_session_features(length, ctx_track, ctx_features, tgt_features):
+    """The CPU-output extras of a session batch: first-half ids and both halves' joined features."""
+    for b in range(length.shape[0]):
+        n = length[b]
+        h = _first_half(n)
+        ctx_track[b, h:] = 0
+        ctx_features[b, h:] = 0
+        tgt_features[b, n - h :] = 0
 
 
 def pad_all(pairs: list[tuple[np.ndarray, np.ndarray]]) -> None:

@@ -35,7 +35,7 @@ from featurestore.store.feature_table import FeatureTable
 from .base import BatchLoader, require_table, verify_table_files
 from .kernels import fill_session_batch, join_features, session_masks
 from .orders import TRAINING_ORDERS, item_ids
-from .padding import pad_all, pad_on_device, table_with_zero_row
+from .padding import pad_on_device, pad_session_events, pad_session_features, table_with_zero_row
 from .prefetch import numpy_views
 from .session_cache import open_session_cache
 
@@ -123,14 +123,11 @@ class SessionBatches(BatchLoader):
             raise StoreError(f"{self.cache.folder}: session {sessions[bad]} has offsets or track codes out of "
                              "bounds (loader cache damaged while in use); open the loader again to rebuild it")
         n = v["length"]
-        ctx = first_half_length(n)
-        tgt = n - ctx
-        pads = [(v["track"], n), (v["ctx_log"], ctx), (v["tgt_track"], tgt), (v["tgt_skip"], tgt)]
+        pad_session_events(n, v["track"], v["ctx_log"], v["tgt_track"], v["tgt_skip"])
         if "ctx_features" in v:
             session_masks(n, self.half, v["track"], v["ctx_track"], v["ctx_mask"], v["tgt_mask"])
             join_features(n, self._table_np, v["track"], v["tgt_track"], v["ctx_features"], v["tgt_features"])
-            pads += [(v["ctx_track"], ctx), (v["ctx_features"], ctx), (v["tgt_features"], tgt)]
-        pad_all(pads)
+            pad_session_features(n, v["ctx_track"], v["ctx_features"], v["tgt_features"])
         return {k: t[:b] for k, t in slot.items()}
 
     def finish(self, raw: dict) -> dict:
