@@ -100,17 +100,18 @@ def train_options(epochs: int = 10) -> Callable[[F], F]:
     )
 
 
-def evaluate_options(fn: F) -> F:
-    """``fstore evaluate <family> STORE CHECKPOINT --out SUBMISSION --metrics-json FILE [--device]``."""
+def evaluate_options(default_out: str) -> Callable[[F], F]:
+    """``fstore evaluate <family> STORE CHECKPOINT --out SUBMISSION --metrics-json FILE [--device]``;
+    ``default_out`` is the family's submission file name in its official format."""
     return _compose(
         click.argument("store", type=click.Path(path_type=Path)),
         click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path)),
-        click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path("submission.txt"),
+        click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path(default_out),
                      show_default=True, help="Submission file to write."),
         click.option("--metrics-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help='Also write {"metric", "split", "scores": {"model", <baselines>...}} to this file.'),
         DEVICE,
-    )(fn)
+    )
 
 
 def report_scores(scores: dict[str, dict[str, float]], metric: str, split: str,

@@ -104,7 +104,7 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
 
 
 @click.command("fsd")
-@evaluate_options
+@evaluate_options("submission.csv")
 @click.option("--sample-submission", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write rows and class columns in this sample_submission.csv's order (checked against the store).")
 @user_errors

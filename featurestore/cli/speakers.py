@@ -89,7 +89,7 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
 
 
 @click.command("speakers")
-@evaluate_options
+@evaluate_options("output.csv")
 @user_errors
 def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str) -> None:
     """Accuracy of CHECKPOINT on the held-out validation utterances beside nearest-class-mean and random

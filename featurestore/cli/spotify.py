@@ -81,7 +81,7 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
 
 
 @click.command("skip")
-@evaluate_options
+@evaluate_options("submission.txt")
 @user_errors
 def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str) -> None:
     """Write CHECKPOINT's test submission, then score it beside the random / all-skip / copy-last baselines."""

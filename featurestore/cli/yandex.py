@@ -107,7 +107,7 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
 
 def several_checkpoints(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The shared evaluate options, with CHECKPOINT taking one or more paths (an ensemble)."""
-    fn = evaluate_options(fn)
+    fn = evaluate_options("submission.tsv")(fn)
     params = fn.__click_params__
     at = next(i for i, p in enumerate(params) if p.name == "checkpoint")
     params[at] = click.Argument(["checkpoints"], nargs=-1, required=True,
