@@ -56,14 +56,16 @@ def synth_cmd(out: Path, curated: int, noisy: int, classes: int, test_clips: int
 @click.option("--workers", type=int, default=None, help="Decode/mel threads (default: CPU count, max 16).")
 @QUANTIZER
 @SAMPLE
+@click.option("--append", is_flag=True,
+              help="Add RAW_DIR's new clips to STORE as a new version (the store's quantizers are kept).")
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_fft: int, hop: int, n_mels: int,
-               two_pass: bool, workers: int | None, kind: str, sample_frames: int | None) -> None:
+               two_pass: bool, workers: int | None, kind: str, sample_frames: int | None, append: bool) -> None:
     """train_curated/noisy CSVs + wavs (and test/ via sample_submission.csv) under RAW_DIR -> log-mel frames."""
     from ..ingest.fsd import ingest_fsd
 
     print_ingest_summary(raw_dir, store, ingest_fsd(
-        raw_dir, store, overwrite=overwrite, sample_rate=sample_rate, n_fft=n_fft, hop=hop, n_mels=n_mels,
+        raw_dir, store, overwrite=overwrite, append=append, sample_rate=sample_rate, n_fft=n_fft, hop=hop, n_mels=n_mels,
         two_pass=two_pass, workers=workers, kind=kind, sample_frames=sample_frames))
 
 

@@ -49,13 +49,15 @@ def synth_cmd(out: Path, speakers: int, utterances: int, test_utterances: int, s
 @ONE_PASS
 @QUANTIZER
 @SAMPLE
+@click.option("--append", is_flag=True,
+              help="Add RAW_DIR's new clips to STORE as a new version (the store's quantizers are kept).")
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
-               sample_frames: int | None) -> None:
+               sample_frames: int | None, append: bool) -> None:
     """Dataset/ mapping, metadata, testdata JSON + uttr-*.pt mel tensors under RAW_DIR into STORE."""
     from ..ingest.speakers import ingest_speakers
 
-    print_ingest_summary(raw_dir, store, ingest_speakers(raw_dir, store, overwrite=overwrite, two_pass=not one_pass,
+    print_ingest_summary(raw_dir, store, ingest_speakers(raw_dir, store, overwrite=overwrite, append=append, two_pass=not one_pass,
                                                          kind=kind, sample_frames=sample_frames))
 
 

@@ -51,13 +51,15 @@ def synth_cmd(out: Path, tracks: int, artists: int, test_tracks: int, seed: int,
 @ONE_PASS
 @QUANTIZER
 @SAMPLE
+@click.option("--append", is_flag=True,
+              help="Add RAW_DIR's new clips to STORE as a new version (the store's quantizers are kept).")
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
-               sample_frames: int | None) -> None:
+               sample_frames: int | None, append: bool) -> None:
     """train_meta.tsv / test_meta.tsv + per-track .npy (512 x T) under RAW_DIR into frame sets in STORE."""
     from ..ingest.yandex import ingest_yandex
 
-    print_ingest_summary(raw_dir, store, ingest_yandex(raw_dir, store, overwrite=overwrite, two_pass=not one_pass,
+    print_ingest_summary(raw_dir, store, ingest_yandex(raw_dir, store, overwrite=overwrite, append=append, two_pass=not one_pass,
                                                        kind=kind, sample_frames=sample_frames))
 
 

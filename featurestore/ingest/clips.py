@@ -25,10 +25,13 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import polars as pl
 from tqdm import tqdm
 
+from ..store.errors import StoreError
 from ..store.frame_writer import FrameWriter, RangeScan
 from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
+from .clips_append import FrameAppender
 
 
 @dataclass
@@ -117,8 +120,11 @@ def ordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
 
 def ingest_clips(source: ClipSource, store_path: str | Path, *, overwrite: bool = False, progress: bool = True,
                  sample_frames: int | None = None, kind: str = "affine", two_pass: bool = True,
-                 workers: int = 1) -> IngestSummary:
-    """Ingest a clip dataset through its source adapter into a new store at ``store_path``."""
+                 workers: int = 1, append: bool = False) -> IngestSummary:
+    """Ingest a clip dataset through its source adapter into a new store at ``store_path``; with
+    ``append``, add its clips to the store's latest version as a new version (``_append_clips``)."""
+    if append:
+        return _append_clips(source, store_path, progress=progress, workers=workers, overwrite=overwrite)
     refuse_existing(store_path, overwrite)
     source.read()
     clips = [c for s in source.splits for c in s.clips]
@@ -144,20 +150,99 @@ def ingest_clips(source: ClipSource, store_path: str | Path, *, overwrite: bool 
                                  extremes=extremes, columns=split.columns or None, labels=split.labels,
                                  quantizers=first.quantizers if first else None)
             builder.on_failure(writer.abort)
-            coded = {c for c, m in split.columns.items() if "dictionary" in m}
-            label_dict = builder.dictionary(split.labels["dictionary"]) if split.labels else None
-            for frames, clip in zip(ordered_map(source.load, split.clips, workers), split.clips,
-                                    strict=True):
-                values = {c: (builder.dictionary(split.columns[c]["dictionary"]).add(v) if c in coded else v)
-                          for c, v in clip.values.items()}
-                labels = [label_dict.add(x) for x in clip.labels] if label_dict is not None else None
-                writer.append(frames, values or None, labels=labels)
-                bar.update(1)
+            _write_split(builder, source, split, writer, workers, bar)
             shared = {"quantizers_from": source.splits[0].name, "exact_range": two_pass} if first else {}
             builder.table(split.name, writer.close(split=split.name, **split.attrs, **shared))
             builder.write_ids(split.name, [c.id for c in split.clips])
             first = first or writer
-        sources = file_sources(source.raw_dir, source.meta_files)
-        sources.append({"path": source.pattern, "files": len(clips), "bytes": feature_bytes})
-        builder.finish(sources)
+        builder.finish(_sources(source, clips, feature_bytes))
     return builder.summary
+
+
+def _write_split(builder: StoreBuilder, source: ClipSource, split: ClipSplit, writer, workers: int,
+                 bar: tqdm) -> None:
+    """Load, encode (dictionary columns and labels through the builder's vocabularies) and write a split."""
+    coded = {c for c, m in split.columns.items() if "dictionary" in m}
+    label_dict = builder.dictionary(split.labels["dictionary"]) if split.labels else None
+    for frames, clip in zip(ordered_map(source.load, split.clips, workers), split.clips, strict=True):
+        values = {c: (builder.dictionary(split.columns[c]["dictionary"]).add(v) if c in coded else v)
+                  for c, v in clip.values.items()}
+        labels = [label_dict.add(x) for x in clip.labels] if label_dict is not None else None
+        writer.append(frames, values or None, labels=labels)
+        bar.update(1)
+
+
+def _sources(source: ClipSource, clips: list[Clip], feature_bytes: int) -> list[dict]:
+    sources = file_sources(source.raw_dir, source.meta_files)
+    sources.append({"path": source.pattern, "files": len(clips), "bytes": feature_bytes})
+    return sources
+
+
+def _append_clips(source: ClipSource, store_path: str | Path, *, progress: bool, workers: int,
+                  overwrite: bool) -> IngestSummary:
+    """New clips into the latest version's frame sets, as a new version (see clips_append.py).
+
+    Quantizers stay the parent's (clipped values counted in a note), vocabularies grow, a clip id the
+    parent holds is an error, a split the parent lacks is written whole with the parent's quantizers."""
+    source.read()
+    clips = [c for s in source.splits for c in s.clips]
+    feature_bytes = sum(c.path.stat().st_size for c in clips)
+    builder = StoreBuilder(store_path, source.dataset, overwrite=overwrite, progress=progress, append=True,
+                           files=len(source.meta_files) + len(clips),
+                           raw_bytes=feature_bytes + sum(m.stat().st_size for m in source.meta_files),
+                           notes=source.notes)
+    with builder:
+        parent = builder.parent_store
+        frame_tables = [n for n, m in parent.tables.items() if m["kind"] == "frames"]
+        _check_new(source, parent, frame_tables)
+        for rel in parent.manifest["files"]:  # vocabularies grow from the parent's: old codes keep their meaning
+            if rel.startswith("dicts/") and rel.endswith(".parquet"):
+                builder.adopt_dictionary(rel[6:-8], parent.dictionary(rel[6:-8]))
+        for name, values in source.dictionaries.items():
+            builder.dictionary(name).extend(values)
+        bar = builder.bar(len(clips), source.unit, f"append {source.name}")
+        clipped, worst = 0, 0.0
+        for split in source.splits:
+            if split.name in parent.tables:
+                writer = FrameAppender(builder.root, split.name)
+            else:
+                writer = FrameWriter(builder.root, split.name, source.bins, columns=split.columns or None,
+                                     labels=split.labels, quantizers=parent.frames(frame_tables[0]).quantizers)
+            builder.on_failure(writer.abort)
+            _write_split(builder, source, split, writer, workers, bar)
+            if isinstance(writer, FrameAppender):
+                clipped, worst = clipped + writer.clipped, max(worst, writer.clipped_max_error)
+                builder.table(split.name, writer.close())
+            else:
+                builder.table(split.name, writer.close(split=split.name, **split.attrs,
+                                                       quantizers_from=frame_tables[0], exact_range=False))
+                clipped += sum(q["clipped"] for q in builder.tables[split.name]["quantizers"])
+            builder.ids(split.name).append(pl.Series([c.id for c in split.clips], dtype=pl.Utf8))
+        if clipped:
+            builder.summary.notes.append(
+                f"{clipped} frame values outside the quantizers' fitted ranges (version {builder.parent}) were "
+                f"clipped, largest error {worst:.4g} (re-ingest with --overwrite to refit)")
+        builder.finish(_sources(source, clips, feature_bytes))
+    return builder.summary
+
+
+def _check_new(source: ClipSource, parent, frame_tables: list[str]) -> None:
+    """Every appended clip is new, and its split has the parent's bins and columns."""
+    held = {}
+    for name in frame_tables:
+        held.update(dict.fromkeys(parent.ids(name), name))
+    for split in source.splits:
+        if split.name in parent.tables:
+            meta = parent.tables[split.name]
+            if meta["kind"] != "frames" or meta["bins"] != source.bins:
+                raise StoreError(f"{parent.path}: table {split.name!r} has {meta.get('bins')} bins, "
+                                 f"{source.raw_dir} has {source.bins}: cannot append")
+            have, new = set(meta.get("clip_columns", {})), set(split.columns)
+            if have != new or ("labels" in meta) != (split.labels is not None):
+                raise StoreError(f"{source.raw_dir}: split {split.name!r} has columns {sorted(new)} (labels: "
+                                 f"{split.labels is not None}), the store's has {sorted(have)} (labels: "
+                                 f"{'labels' in meta}): cannot append")
+        for c in split.clips:
+            if c.id in held:
+                raise StoreError(f"{source.raw_dir}: clip {c.id!r} ({split.name}) is already in {parent.path} "
+                                 f"version {parent.version} (table {held[c.id]}); an append adds new clips only")

@@ -244,7 +244,7 @@ class FsdSource(ClipSourceBase):
 def ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False, progress: bool = True,
                sample_rate: int = S.SAMPLE_RATE, n_fft: int = S.N_FFT, hop: int = S.HOP, n_mels: int = S.N_MELS,
                sample_frames: int | None = None, kind: str = "affine", two_pass: bool = False,
-               workers: int | None = None) -> IngestSummary:
+               workers: int | None = None, append: bool = False) -> IngestSummary:
     """Ingest an FSDKaggle2019 release (or a synthetic one) into a new store at ``store_path``.
 
     Clips are decoded and transformed by ``workers`` threads (default: CPU count, at most 16), each
@@ -254,4 +254,5 @@ def ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool = Fa
     source = FsdSource(raw_dir, LogMel(sample_rate, n_fft, hop, n_mels), sample_rate)
     with _torch_threads(1):
         return ingest_clips(source, store_path, overwrite=overwrite, progress=progress,
-                            sample_frames=sample_frames, kind=kind, two_pass=two_pass, workers=workers)
+                            sample_frames=sample_frames, kind=kind, two_pass=two_pass, workers=workers,
+                            append=append)

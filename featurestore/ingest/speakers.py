@@ -172,8 +172,8 @@ def _frames(t: torch.Tensor) -> np.ndarray:
 
 
 def ingest_speakers(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False, progress: bool = True,
-                    sample_frames: int | None = None, kind: str = "affine", two_pass: bool = True
-                    ) -> IngestSummary:
+                    sample_frames: int | None = None, kind: str = "affine", two_pass: bool = True,
+                    append: bool = False) -> IngestSummary:
     """Ingest the speaker-classification homework data (or a synthetic one) into ``store_path``."""
     return ingest_clips(SpeakersSource(raw_dir), store_path, overwrite=overwrite, progress=progress,
-                        sample_frames=sample_frames, kind=kind, two_pass=two_pass)
+                        sample_frames=sample_frames, kind=kind, two_pass=two_pass, append=append)

@@ -132,7 +132,8 @@ class YandexSource(ClipSourceBase):
 
 
 def ingest_yandex(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False, progress: bool = True,
-                  sample_frames: int | None = None, kind: str = "affine", two_pass: bool = True) -> IngestSummary:
+                  sample_frames: int | None = None, kind: str = "affine", two_pass: bool = True,
+                  append: bool = False) -> IngestSummary:
     """Ingest a Yandex Cup 2022 release (or a synthetic one) into a new store at ``store_path``."""
     return ingest_clips(YandexSource(raw_dir), store_path, overwrite=overwrite, progress=progress,
-                        sample_frames=sample_frames, kind=kind, two_pass=two_pass)
+                        sample_frames=sample_frames, kind=kind, two_pass=two_pass, append=append)

@@ -1,0 +1,173 @@
+"""Appending clips to audio stores: ingest A then append B == ingest A + B (within the quantizer bound)."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from featurestore.cli import main
+from featurestore.ingest.fsd import ingest_fsd
+from featurestore.ingest.yandex import YandexSource, ingest_yandex
+from featurestore.store import Store
+from featurestore.store import versions as V
+from featurestore.store.errors import StoreError
+from featurestore.synth.fsd import synth_fsd
+from featurestore.synth.yandex import synth_yandex
+
+
+def _split_rows(src: Path, dst_a: Path, dst_b: Path, name: str, keep_a, delimiter: str) -> list[list[str]]:
+    """Rows of ``src/name`` into A (rows where ``keep_a(i)``) and B; returns B's rows."""
+    with open(src / name, newline="") as f:
+        rows = list(csv.reader(f, delimiter=delimiter))
+    out_b = []
+    for dst, pick in ((dst_a, True), (dst_b, False)):
+        dst.mkdir(parents=True, exist_ok=True)
+        chosen = [r for i, r in enumerate(rows[1:]) if bool(keep_a(i)) == pick]
+        with open(dst / name, "w", newline="") as f:
+            csv.writer(f, delimiter=delimiter, lineterminator="\n").writerows([rows[0], *chosen])
+        if not pick:
+            out_b = chosen
+    return out_b
+
+
+def _link_tree(src: Path, dst: Path, suffix: str) -> None:
+    for dirpath, _, names in os.walk(src):
+        for n in names:
+            if n.endswith(suffix):
+                rel = Path(dirpath, n).relative_to(src)
+                (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+                os.link(Path(dirpath, n), dst / rel)
+
+
+@pytest.fixture(scope="module")
+def yandex_raw(tmp_path_factory) -> tuple[Path, Path, Path]:
+    """A synthetic Yandex release, and A / B halves of its train and test tracks (every 3rd track in B)."""
+    tmp = tmp_path_factory.mktemp("yappend")
+    full, a, b = tmp / "full", tmp / "a", tmp / "b"
+    synth_yandex(full, tracks=60, artists=8, test_tracks=9, seed=3)
+    for name in ("train_meta.tsv", "test_meta.tsv"):
+        _split_rows(full, a, b, name, lambda i: i % 3, "\t")
+    for d in (a, b):
+        _link_tree(full, d, ".npy")
+    return full, a, b
+
+
+def _source(raw: Path) -> YandexSource:
+    src = YandexSource(raw)
+    src.read()
+    return src
+
+
+def _frames_by_id(store: Store, split: str) -> dict[str, np.ndarray]:
+    fs = store.frames(split)
+    ids = store.ids(split)
+    return {i: fs.dequantize(fs.clip(k)) for k, i in enumerate(ids)}
+
+
+def _values_by_id(store: Store, split: str, column: str) -> dict[str, str]:
+    fs = store.frames(split)
+    codes = fs.column(column)
+    d = store.dictionary(fs.clip_columns[column]["dictionary"]) if "dictionary" in fs.clip_columns[column] else None
+    return {i: (d.values[c] if d else int(c)) for i, c in zip(store.ids(split), codes, strict=True)}
+
+
+def test_yandex_append_equals_union(yandex_raw, tmp_path: Path) -> None:
+    full, a, b = yandex_raw
+    ingest_yandex(full, tmp_path / "union", progress=False)
+    store = tmp_path / "s"
+    ingest_yandex(a, store, progress=False)
+    before = Store(store)
+    v1_frames = {s: _frames_by_id(before, s) for s in ("train", "test")}
+    v1_shard = before.frames("train").shard_path.read_bytes()
+    summary = ingest_yandex(b, store, progress=False, append=True)
+    assert summary.clips == {"train": 60, "test": 9}
+    appended, union = Store(store), Store(tmp_path / "union")
+    assert appended.version == 2 and V.read_entry(store, 2)["op"] == "append"
+    assert appended.validate() == []
+    new_clips = {c.id: c for sp in _source(b).splits for c in sp.clips}
+    for split in ("train", "test"):
+        got, want = _frames_by_id(appended, split), _frames_by_id(union, split)
+        assert sorted(got) == sorted(want)
+        bank = before.frames(split).bank
+        lo, hi = bank.ranges()
+        bound = bank.bounds()
+        outside = 0
+        for i in want:
+            assert got[i].shape == want[i].shape
+            if i in v1_frames[split]:  # the parent's clips decode exactly as before the append
+                np.testing.assert_array_equal(got[i], v1_frames[split][i])
+                continue
+            x = YandexSource(b).load(new_clips[i])  # B's float frames, encoded with the parent's quantizers
+            inside = (x >= lo) & (x <= hi)
+            assert (np.abs(got[i] - x)[inside] <= bound[np.nonzero(inside)[1]] + 1e-4).all()
+            np.testing.assert_allclose(got[i][~inside], np.clip(x, lo, hi)[~inside], atol=float(bound.max()) + 1e-4)
+            outside += int((~inside).sum())
+        assert sum(q["clipped"] for q in appended.tables[split]["quantizers"]) == outside
+    assert _values_by_id(appended, "train", "artist") == _values_by_id(union, "train", "artist")
+    # the parent version still reads identically, and its shard file was not touched
+    old = Store(store, version=1)
+    assert old.validate() == []
+    assert old.frames("train").shard_path.read_bytes() == v1_shard
+    assert {s: _frames_by_id(old, s).keys() for s in ("train", "test")} == {s: v1_frames[s].keys() for s in v1_frames}
+
+
+def test_append_keeps_parent_chunks(yandex_raw, tmp_path: Path) -> None:
+    """Every parent file but the frame shard, the partial last chunks and the rewritten metadata is shared
+    (a hard link) with the appended version."""
+    _, a, b = yandex_raw
+    store = tmp_path / "s"
+    ingest_yandex(a, store, progress=False)
+    ingest_yandex(b, store, progress=False, append=True)
+    t1 = V.tree_path(store, V.read_entry(store, 1))
+    t2 = V.tree_path(store, V.read_entry(store, 2))
+    shared = [rel for rel in V.read_entry(store, 1)["files"]
+              if (t2 / rel).exists() and os.stat(t1 / rel).st_ino == os.stat(t2 / rel).st_ino]
+    rewritten = set(V.read_entry(store, 1)["files"]) - set(shared)
+    for rel in rewritten:
+        assert rel.endswith(("zarr.json", "c/0/0", "c/0", ".parquet")), rel
+
+
+def test_duplicate_clip_refused_in_one_line(yandex_raw, tmp_path: Path) -> None:
+    _, a, _ = yandex_raw
+    store = tmp_path / "s"
+    ingest_yandex(a, store, progress=False)
+    with pytest.raises(StoreError, match=r"clip '\d+' \(train\) is already in .* version 1"):
+        ingest_yandex(a, store, progress=False, append=True)
+    assert V.version_numbers(store) == [1]
+    r = CliRunner().invoke(main, ["ingest", "yandex", str(a), str(store), "--append"])
+    assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1 and "already in" in r.output
+    assert "Traceback" not in r.output
+
+
+def test_fsd_append_grows_labels(tmp_path: Path) -> None:
+    """Multi-label clips: labels of appended clips decode to the same strings as in a joint ingest."""
+    full, a, b = tmp_path / "full", tmp_path / "a", tmp_path / "b"
+    synth_fsd(full, curated=10, noisy=4, classes=6, seed=2, test_clips=2, max_seconds=0.6, sample_rate=16000)
+    for name in ("train_curated.csv", "train_noisy.csv"):
+        _split_rows(full, a, b, name, lambda i: i % 2, ",")
+    (a / "sample_submission.csv").write_bytes((full / "sample_submission.csv").read_bytes())
+    for d in (a, b):
+        _link_tree(full, d, ".wav")
+    kw = {"progress": False, "sample_rate": 16000, "workers": 1}
+    ingest_fsd(full, tmp_path / "union", **kw)
+    ingest_fsd(a, tmp_path / "s", **kw)
+    r = CliRunner().invoke(main, ["ingest", "fsd", str(b), str(tmp_path / "s"), "--append", "--sample-rate", "16000"])
+    assert r.exit_code == 0, r.output
+    got, want = Store(tmp_path / "s"), Store(tmp_path / "union")
+    assert got.validate() == []
+
+    def labels(s: Store) -> dict[str, list[str]]:
+        lab, d = s.frames("train").labels(), s.dictionary("class")
+        codes = lab.read("class")
+        return {i: [d.values[c] for c in codes[lab.offsets[k]:lab.offsets[k + 1]]]
+                for k, i in enumerate(s.ids("train"))}
+
+    assert labels(got) == labels(want)
+    assert sorted(got.ids("train")) == sorted(want.ids("train"))
+    assert _values_by_id(got, "train", "curated") == _values_by_id(want, "train", "curated")
+    assert got.frames("test").clips == want.frames("test").clips == 2
