@@ -48,8 +48,11 @@ def synth_cmd(out: Path, sessions: int, tracks: int, seed: int, train_files: int
 @click.option("--no-source-checksums", is_flag=True, help="Skip sha256 of the raw files in the manifest.")
 @click.option("--append", is_flag=True,
               help="Add RAW_DIR's new training_set/log_* and track_features/tf_* to STORE as a new version.")
+@click.option("--refit", is_flag=True,
+              help="With --append: refit the track quantizers on old + new tracks (rewrites the track table only).")
 @user_errors
-def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool, append: bool) -> None:
+def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool, append: bool,
+               refit: bool) -> None:
     """MSSD training_set/, track_features/ and test_set/ under RAW_DIR (plain or .csv.gz) into STORE."""
     from ..ingest.spotify import ingest_spotify
     from ..store.errors import FstoreError
@@ -59,8 +62,10 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums:
 
         if overwrite:
             raise FstoreError("--append and --overwrite exclude each other")
-        summary = append_spotify(raw_dir, store, source_checksums=not no_source_checksums)
+        summary = append_spotify(raw_dir, store, source_checksums=not no_source_checksums, refit=refit)
     else:
+        if refit:
+            raise FstoreError("--refit needs --append (a full ingest fits its quantizers anyway)")
         summary = ingest_spotify(raw_dir, store, overwrite=overwrite, source_checksums=not no_source_checksums)
     print_ingest_summary(raw_dir, store, summary)
 

@@ -159,6 +159,7 @@ class StoreBuilder:
         self.summary = IngestSummary(dataset, files=files, raw_bytes=raw_bytes, notes=list(notes or []))
         self.tables: dict[str, dict] = {}
         self._dicts: dict[str, Dictionary] = {}
+        self._adopted: dict[str, int] = {}  # vocabulary sizes as adopted from the parent
         self._ids: list[IdListWriter] = []
         self._sources: list[dict] | None = None
         self._extra: dict = {}
@@ -232,7 +233,9 @@ class StoreBuilder:
         return self._dicts[name]
 
     def adopt_dictionary(self, name: str, d: Dictionary) -> None:
+        """Use the parent version's vocabulary ``d`` (an append): it grows; written again only if it did."""
         self._dicts[name] = d
+        self._adopted[name] = len(d)
 
     def ids(self, table: str) -> IdListWriter:
         """A streaming writer of ``ids/<table>.parquet`` (row number = code), closed at commit. In an
@@ -282,6 +285,8 @@ class StoreBuilder:
             w.close()
         for name, d in self._dicts.items():
             path = self.stage / "dicts" / f"{name}.parquet"
+            if self._adopted.get(name) == len(d) and path.exists():
+                continue  # unchanged: the parent's file (a hard link) stays shared
             path.unlink(missing_ok=True)  # it may be a hard link to the parent's: never write through it
             d.write(path)
         sources = [*getattr(self, "_parent_sources", []), *self._sources]

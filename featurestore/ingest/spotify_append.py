@@ -8,23 +8,29 @@ the id lists and dictionaries are rewritten whole (they are small beside the eve
 - A session already in the store (split between old and new files) is an error, as is a file whose
   name the store already ingested.
 - New tracks are encoded with the parent version's quantizers: values outside their fitted ranges
-  are clipped and counted in a note (re-ingest with --overwrite to refit).
+  are clipped and counted in a note. With ``refit`` (``--refit``) the track quantizers are fitted
+  again on the old tracks (their decoded values: the raw floats are not kept) and the new ones, and
+  the track table alone is rewritten; event data is untouched either way. An old track's error
+  against its raw value is then at most the old bound plus the new one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import polars as pl
 
-from ..quantize import QuantizerBank
+from ..quantize import ExactQuantizer, QuantizerBank, RangeScan
 from ..schemas import mssd as S
-from ..store import InputError, RaggedWriter, Store, StoreError
+from ..store import FeatureTableWriter, InputError, RaggedWriter, Store, StoreError
 from .builder import IngestSummary, StoreBuilder, file_sources
 from .sessions import SessionIdRegistry
-from .spotify import _glob, _ingest_train, _run_ids, _SessionEncoder, _track_block
+from .spotify import FIT_SAMPLE_ROWS, _glob, _ingest_train, _run_ids, _SessionEncoder, _track_block
 from .table import read_typed_csv
+
+REFIT_BLOCK_ROWS = 1 << 18  # old tracks decoded at a time by --refit (29 columns: 60 MB of float64)
 
 
 def _discover(raw_dir: Path, parent: Store) -> tuple[list[Path], list[Path]]:
@@ -42,8 +48,35 @@ def _discover(raw_dir: Path, parent: Store) -> tuple[list[Path], list[Path]]:
     return logs, tracks
 
 
-def _append_tracks(paths: list[Path], b: StoreBuilder, parent: Store) -> tuple[pl.DataFrame, int]:
-    """Encode new tracks with the parent's quantizers; returns (id -> code for all tracks, values clipped)."""
+def _old_blocks(table, rows: int = REFIT_BLOCK_ROWS) -> Iterator[np.ndarray]:
+    """The parent's tracks, decoded (float64), in blocks: memory bounded by ``rows``."""
+    for start in range(0, table.rows, rows):
+        yield table.dequantize(table.array[start:start + rows]).astype(np.float64)
+
+
+def _refit_tracks(blocks: list[np.ndarray], b: StoreBuilder, table) -> int:
+    """Fit the track quantizers on old (decoded) + new tracks, rewrite ``tracks/``; returns values clipped."""
+    rng = np.random.default_rng(0)
+    extremes, samples = RangeScan(len(S.TRACK_FEATURES)), []
+    parts = max(-(-table.rows // REFIT_BLOCK_ROWS) + len(blocks), 1)
+    for block in [*_old_blocks(table), *blocks]:
+        extremes.update(block)
+        samples.append(block[rng.choice(len(block), size=min(len(block), FIT_SAMPLE_ROWS // parts + 1), replace=False)])
+    quantizers = QuantizerBank.fit(samples, "auto", extremes).quantizers
+    quantizers[S.TRACK_FEATURES.index("mode")] = ExactQuantizer(0, labels=S.MODE_LABELS)  # as a full ingest does
+    del b.root["tracks"]  # this tree's links to the parent's files: the parent keeps its own
+    writer = FeatureTableWriter(b.root, "tracks", S.TRACK_FEATURES, quantizers)
+    for block in [*_old_blocks(table), *blocks]:
+        writer.append(block)
+    meta = {**writer.close(), "refit": True}
+    writer.group.attrs.update(meta)
+    b.table("tracks", {**b.tables["tracks"], **meta})
+    return int(writer.encoder.clipped.sum())
+
+
+def _append_tracks(paths: list[Path], b: StoreBuilder, parent: Store, refit: bool = False) -> tuple[pl.DataFrame, int]:
+    """Encode new tracks with the parent's quantizers (or refitted ones, ``refit``); returns (id -> code
+    for all tracks, values clipped)."""
     old_ids = pl.Series(S.TRACK_ID, parent.ids("tracks"), dtype=pl.Utf8)
     table = parent.feature_table("tracks")
     blocks, ids = [], []
@@ -58,7 +91,10 @@ def _append_tracks(paths: list[Path], b: StoreBuilder, parent: Store) -> tuple[p
         first = every[int(dup.arg_max())]
         raise InputError(paths[0] if paths else b.path, f"track id {first!r} is already in the store or appears twice")
     clipped = 0
-    if blocks:
+    if refit:
+        clipped = _refit_tracks(blocks, b, table)
+        b.ids("tracks").append(new_ids)
+    elif blocks:
         encoder = QuantizerBank.from_configs([c["codec"] for c in table.meta["columns"]]).encoder()
         codes_array = b.root["tracks"]["codes"]
         rows = table.rows
@@ -75,8 +111,9 @@ def _append_tracks(paths: list[Path], b: StoreBuilder, parent: Store) -> tuple[p
 
 
 def append_spotify(raw_dir: str | Path, store_path: str | Path, progress: bool = True,
-                   source_checksums: bool = True) -> IngestSummary:
-    """Append RAW's new training logs and tracks to the store as a new version (see the module doc)."""
+                   source_checksums: bool = True, refit: bool = False) -> IngestSummary:
+    """Append RAW's new training logs and tracks to the store as a new version (see the module doc);
+    ``refit``: fit the track quantizers again on old + new tracks and rewrite the track table."""
     raw_dir = Path(raw_dir)
     parent = Store(store_path)
     if parent.version is None:
@@ -87,7 +124,7 @@ def append_spotify(raw_dir: str | Path, store_path: str | Path, progress: bool =
     with StoreBuilder(store_path, parent.manifest["dataset"], append=True, progress=progress, files=len(files),
                       raw_bytes=raw_bytes) as b:
         bar = b.bar(raw_bytes, "B", "append spotify")
-        track_codes, clipped = _append_tracks(tracks, b, b.parent_store)
+        track_codes, clipped = _append_tracks(tracks, b, b.parent_store, refit)
         enc = _SessionEncoder(track_codes)
         for c in S.CATEGORICAL_COLUMNS:  # vocabularies grow from the parent's: old codes keep their meaning
             enc.dicts[c] = b.parent_store.dictionary(c)
@@ -103,8 +140,11 @@ def append_spotify(raw_dir: str | Path, store_path: str | Path, progress: bool =
             writer = RaggedWriter.resume(b.root, "train")
             b.table("train", _ingest_train(logs, b, enc, registry, bar, writer).close(split="train"))
         registry.check(lambda p: stored[p] if p in stored else _run_ids(p))
+        if refit:
+            b.summary.notes.append(f"track quantizers refitted on {b.tables['tracks']['rows']} tracks "
+                                   f"({len(track_codes) - b.parent_store.tables['tracks']['rows']} new); track table rewritten, events untouched")
         if clipped:
             b.summary.notes.append(f"{clipped} track feature values outside the quantizers' fitted ranges were "
-                                   "clipped (re-ingest with --overwrite to refit)")
+                                   "clipped (append with --refit to refit them)")
         b.finish(file_sources(raw_dir, files, checksums=source_checksums))
     return b.summary
