@@ -33,7 +33,7 @@ from tqdm import tqdm
 
 from ..store import versions
 from ..store.dictionary import Dictionary, IdListWriter
-from ..store.errors import StoreError
+from ..store.errors import FstoreError, StoreError
 from ..store.manifest import sha256_file, write_manifest
 from ..store.remote import S3Store, as_url, is_remote
 
@@ -125,6 +125,34 @@ def file_sources(raw_dir: Path, paths: list[Path], checksums: bool = True) -> li
     """Manifest source entries, one per file, with its sha256 unless ``checksums`` is off."""
     return [{"path": str(p.relative_to(raw_dir)), "bytes": p.stat().st_size,
              **({"sha256": sha256_file(p)} if checksums else {})} for p in paths]
+
+
+REBASE_ATTEMPTS = 5  # an append that loses the commit race this many times in a row gives up
+
+
+def with_rebase(store_path: str | Path, append: Callable[[], IngestSummary],
+                attempts: int = REBASE_ATTEMPTS) -> IngestSummary:
+    """Run ``append`` (one whole append: it reads the latest version, builds on it, commits); when another
+    writer commits first, run it again on the new latest version: the same checks decide whether the two
+    conflict (a session, clip or file in both; a track id both add; a track the new version no longer
+    resolves), and then the append fails with one line naming the version it conflicts with."""
+    lost: versions.CommitConflict | None = None
+    for _ in range(attempts):
+        try:
+            summary = append()
+        except versions.CommitConflict as e:
+            lost = e
+            continue
+        except FstoreError as e:
+            if lost is None:
+                raise
+            raise StoreError(f"{as_url(store_path)}: this append conflicts with version {lost.number} "
+                             f"({lost.op or 'a commit'} made while it ran): {e}") from None
+        if lost is not None:
+            summary.notes.append(f"lost the commit race to version {lost.number}: rebased and committed on it")
+        return summary
+    raise StoreError(f"{as_url(store_path)}: this append lost the commit race {attempts} times in a row "
+                     f"(last to version {lost.number}); nothing was written, try again")
 
 
 def refuse_existing(store_path: str | Path, overwrite: bool) -> None:

@@ -30,7 +30,7 @@ from tqdm import tqdm
 
 from ..store.errors import StoreError
 from ..store.frame_writer import FrameWriter, RangeScan
-from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
+from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing, with_rebase
 from .clips_append import FrameAppender
 
 
@@ -123,8 +123,10 @@ def ingest_clips(source: ClipSource, store_path: str | Path, *, overwrite: bool 
                  workers: int = 1, append: bool = False) -> IngestSummary:
     """Ingest a clip dataset through its source adapter into a new store at ``store_path``; with
     ``append``, add its clips to the store's latest version as a new version (``_append_clips``)."""
-    if append:
-        return _append_clips(source, store_path, progress=progress, workers=workers, overwrite=overwrite)
+    if append:  # done again on the new latest version if another writer commits first
+        source.read()
+        return with_rebase(store_path, lambda: _append_clips(source, store_path, progress=progress, workers=workers,
+                                                             overwrite=overwrite))
     refuse_existing(store_path, overwrite)
     source.read()
     clips = [c for s in source.splits for c in s.clips]
@@ -183,8 +185,8 @@ def _append_clips(source: ClipSource, store_path: str | Path, *, progress: bool,
     """New clips into the latest version's frame sets, as a new version (see clips_append.py).
 
     Quantizers stay the parent's (clipped values counted in a note), vocabularies grow, a clip id the
-    parent holds is an error, a split the parent lacks is written whole with the parent's quantizers."""
-    source.read()
+    parent holds is an error, a split the parent lacks is written whole with the parent's quantizers.
+    ``source`` has been read."""
     clips = [c for s in source.splits for c in s.clips]
     feature_bytes = sum(c.path.stat().st_size for c in clips)
     builder = StoreBuilder(store_path, source.dataset, overwrite=overwrite, progress=progress, append=True,

@@ -25,7 +25,7 @@ import polars as pl
 from ..quantize import ExactQuantizer, QuantizerBank, RangeScan
 from ..schemas import mssd as S
 from ..store import FeatureTableWriter, InputError, RaggedWriter, Store, StoreError
-from .builder import IngestSummary, StoreBuilder, file_sources
+from .builder import IngestSummary, StoreBuilder, file_sources, with_rebase
 from .sessions import SessionIdRegistry
 from .spotify import FIT_SAMPLE_ROWS, _glob, _ingest_train, _run_ids, _SessionEncoder, _track_block
 from .table import read_typed_csv
@@ -113,7 +113,13 @@ def _append_tracks(paths: list[Path], b: StoreBuilder, parent: Store, refit: boo
 def append_spotify(raw_dir: str | Path, store_path: str | Path, progress: bool = True,
                    source_checksums: bool = True, refit: bool = False) -> IngestSummary:
     """Append RAW's new training logs and tracks to the store as a new version (see the module doc);
-    ``refit``: fit the track quantizers again on old + new tracks and rewrite the track table."""
+    ``refit``: fit the track quantizers again on old + new tracks and rewrite the track table. An append
+    that loses the commit race is done again on the new latest version (``with_rebase``)."""
+    return with_rebase(store_path, lambda: _append_once(raw_dir, store_path, progress, source_checksums, refit))
+
+
+def _append_once(raw_dir: str | Path, store_path: str | Path, progress: bool, source_checksums: bool,
+                 refit: bool) -> IngestSummary:
     raw_dir = Path(raw_dir)
     parent = Store(store_path)
     if parent.version is None:
@@ -123,6 +129,8 @@ def append_spotify(raw_dir: str | Path, store_path: str | Path, progress: bool =
     raw_bytes = sum(p.stat().st_size for p in files)
     with StoreBuilder(store_path, parent.manifest["dataset"], append=True, progress=progress, files=len(files),
                       raw_bytes=raw_bytes) as b:
+        if b.parent != parent.version:  # a commit landed since: check against the version built on
+            _discover(raw_dir, b.parent_store)
         bar = b.bar(raw_bytes, "B", "append spotify")
         track_codes, clipped = _append_tracks(tracks, b, b.parent_store, refit)
         enc = _SessionEncoder(track_codes)

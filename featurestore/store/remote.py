@@ -28,6 +28,7 @@ import time
 from pathlib import Path
 
 from .errors import StoreError
+from .versions import CommitConflict
 
 
 def default_cache() -> Path:
@@ -119,7 +120,7 @@ class S3Store:
             if "PreconditionFailed" in str(e) or "412" in str(e):
                 what = ("already exists: another ingest created it first" if parent is None
                         else "changed while this commit ran: another writer committed")
-                raise StoreError(f"{self.url}: {what} (version {number}); nothing was committed") from None
+                raise CommitConflict(f"{self.url}: {what} (version {number}); nothing was committed", number) from None
             raise StoreError(f"{self.url}: commit failed ({_reason(e)})") from None
         return number
 

@@ -42,6 +42,14 @@ ROOT_SKIP = {META, "cache", MANIFEST}  # root entries that are not part of a che
 GRACE_SECONDS = 3600.0
 
 
+class CommitConflict(StoreError):
+    """Another writer committed version ``number`` first (an append may rebase on it and retry)."""
+
+    def __init__(self, message: str, number: int, op: str | None = None):
+        super().__init__(message)
+        self.number, self.op = number, op
+
+
 def _meta(root: Path, *parts: str) -> Path:
     return Path(root, META, *parts)
 
@@ -199,8 +207,9 @@ def commit(root: str | os.PathLike, tree: Path, manifest: dict, op: str, parent:
         other = read_entry(root, number)
         what = ("already exists: another ingest created it first" if parent is None
                 else "changed while this commit ran: another writer committed")
-        raise StoreError(f"{root}: {what} (version {number}, {other.get('op')} at {other.get('time')}); "
-                         "nothing was written" + (" (pass --overwrite to replace it)" if parent is None else ""))
+        raise CommitConflict(f"{root}: {what} (version {number}, {other.get('op')} at {other.get('time')}); "
+                             "nothing was written" + (" (pass --overwrite to replace it)" if parent is None else ""),
+                             number, other.get("op"))
     checkout(root)
     return number
 
