@@ -137,3 +137,30 @@ def test_s3_two_writers_one_wins_and_vacuum(s3_server, parts, tmp_path):
     assert r.exit_code == 0 and "expired version 1" in r.output, r.output
     assert S3Store(url).version_numbers() == [2]
     assert Store(url, cache_dir=tmp_path / "c").validate() == []
+
+
+def test_s3_tags(s3_server, parts, tmp_path, monkeypatch):
+    monkeypatch.setenv("FSTORE_CACHE", str(tmp_path / "cache"))
+    a, b = parts
+    url = f"s3://{BUCKET}/tags"
+    ingest_spotify(a, url, progress=False)
+    r = CliRunner()
+    out = r.invoke(main, ["tag", url, "first"])
+    assert out.exit_code == 0 and "tag first -> version 1" in out.output, out.output
+    append_spotify(b, url, progress=False)
+    again = r.invoke(main, ["tag", url, "first"])
+    assert again.exit_code == 1 and "already names version 1" in again.output
+    assert len(again.output.strip().splitlines()) == 1
+    assert r.invoke(main, ["tag", url, "12"]).exit_code == 1  # a number is no tag name
+    assert r.invoke(main, ["tag", url, "latest", "--version", "2"]).exit_code == 0
+    assert S3Store(url).tags() == {"first": 1, "latest": 2}
+    tagged = Store(url, version="first")
+    assert tagged.version == 1 and tagged.ragged("train").rows == Store(url, version=1).ragged("train").rows
+    lines = r.invoke(main, ["versions", url]).output.splitlines()
+    assert "tags: first" in lines[1] and "tags: latest" in lines[2]
+    missing = r.invoke(main, ["info", url, "--version", "nope"])
+    assert missing.exit_code == 1 and "no tag 'nope'" in missing.output
+    # vacuum never expires a tagged version
+    out = r.invoke(main, ["vacuum", url, "--keep", "1", "--grace-hours", "0"])
+    assert out.exit_code == 0 and S3Store(url).version_numbers() == [1, 2], out.output
+    assert Store(url, version="first").validate() == []

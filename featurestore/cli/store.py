@@ -94,8 +94,13 @@ def versions(store: Path) -> None:
 def tag(store: Path, name: str, version: str | None) -> None:
     """Name a version of STORE NAME for good (tags never move; vacuum never expires a tagged version)."""
     from ..store import versions as v
+    from ..store.remote import S3Store, as_url, is_remote
 
-    n = v.tag(store, name, version)
+    if is_remote(store):
+        remote = S3Store(as_url(store))
+        n, store = remote.tag(name, version), remote.url
+    else:
+        n = v.tag(store, name, version)
     click.echo(f"{store}: tag {name} -> version {n}")
 
 
@@ -126,7 +131,7 @@ def vacuum(store: Path, keep: int | None, grace_hours: float) -> None:
 
 
 class _RemoteLog:
-    """The few ``versions`` functions ``fstore versions`` uses, on an S3 store (no tags there)."""
+    """The few ``versions`` functions ``fstore versions`` uses, on an S3 store."""
 
     def __init__(self, remote) -> None:
         self.remote = remote
@@ -139,7 +144,7 @@ class _RemoteLog:
         return self.remote.read_entry(n)
 
     def tags(self, _store) -> dict:
-        return {}
+        return self.remote.tags()
 
 
 COMMANDS = [info, validate, versions, tag, vacuum]

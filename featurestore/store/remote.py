@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from .errors import StoreError
-from .versions import CommitConflict
+from .versions import CommitConflict, check_tag_name
 
 
 def default_cache() -> Path:
@@ -89,14 +89,46 @@ class S3Store:
         return json.loads(body)
 
     def resolve(self, version: int | str | None) -> int:
+        """The version number ``version`` (a number, a tag, or None: the latest) names."""
         numbers = self.version_numbers()
         if not numbers:
             raise StoreError(f"{self.url}: not an fstore store (no {self.key('log')}/)")
         if version is None:
             return numbers[-1]
-        if not str(version).isdigit() or int(version) not in numbers:
-            raise StoreError(f"{self.url}: no version {version!r} (have {numbers}; tags are local-only)")
+        if not str(version).isdigit():
+            named = self.tags()
+            if version not in named:
+                raise StoreError(f"{self.url}: no tag {version!r} (tags: {sorted(named) or 'none'})")
+            version = named[version]
+        if int(version) not in numbers:
+            raise StoreError(f"{self.url}: no version {version} (have {numbers})")
         return int(version)
+
+    def tags(self) -> dict[str, int]:
+        """Tag name -> version number (``_fstore/tags/<name>`` objects holding the number)."""
+        out = {}
+        for o in self._list("tags"):
+            name = o["Key"].rsplit("/", 1)[-1]
+            try:
+                text = self.s3.get_object(Bucket=self.bucket, Key=o["Key"])["Body"].read().decode().strip()
+            except Exception:  # noqa: BLE001 - removed since it was listed: no tag
+                continue
+            if text.isdigit():
+                out[name] = int(text)
+        return dict(sorted(out.items()))
+
+    def tag(self, name: str, version: int | str | None = None) -> int:
+        """Name a version (default: the latest) for good: created once with a conditional put, never moved."""
+        check_tag_name(name)
+        number = self.resolve(version)
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self.key("tags", name), Body=f"{number}\n".encode(),
+                               IfNoneMatch="*")
+        except Exception as e:  # noqa: BLE001
+            if "PreconditionFailed" in str(e) or "412" in str(e):
+                raise StoreError(f"{self.url}: tag {name!r} already names version {self.tags().get(name)}") from None
+            raise StoreError(f"{self.url}: cannot write tag {name!r} ({_reason(e)})") from None
+        return number
 
     def object_keys(self) -> dict[str, dict]:
         return {o["Key"].rsplit("/", 1)[-1]: o for o in self._list("objects")}
@@ -131,7 +163,8 @@ class S3Store:
         done = []
         now = time.time()
         logs = {int(o["Key"].rsplit("/", 1)[-1][:-5]): o for o in self._list("log") if o["Key"].endswith(".json")}
-        expire = [] if keep is None else numbers[:-keep]
+        tagged = set(self.tags().values())  # a tagged version is never expired
+        expire = [] if keep is None else [n for n in numbers[:-keep] if n not in tagged]
         for n in expire:
             if now - logs[n]["LastModified"].timestamp() >= grace_seconds:
                 self.s3.delete_object(Bucket=self.bucket, Key=logs[n]["Key"])

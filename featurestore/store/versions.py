@@ -282,10 +282,14 @@ def checkout(root: str | os.PathLike) -> None:
 
 # --- tags and vacuum ---------------------------------------------------------------------------------
 
-def tag(root: str | os.PathLike, name: str, version: int | str | None = None) -> int:
-    """Name a version (default: the latest) for good: a tag is created once and never moves."""
+def check_tag_name(name: str) -> None:
     if not name or name.isdigit() or "/" in name or name.startswith("."):
         raise StoreError(f"tag {name!r}: a tag is a name that is not a number, without '/' or a leading '.'")
+
+
+def tag(root: str | os.PathLike, name: str, version: int | str | None = None) -> int:
+    """Name a version (default: the latest) for good: a tag is created once and never moves."""
+    check_tag_name(name)
     number = resolve(root, version)
     if number is None:
         raise StoreError(f"{root}: not a versioned store; ingest it again to tag versions")
