@@ -38,10 +38,18 @@ READERS = {"ragged": ("SessionBatches", "fstore ingest spotify"),
 KIND_NAME = {"ragged": "session sets", "frames": "frame sets", "feature_table": "feature tables"}
 
 
-def open_store(store: str | Path | Store, version: int | str | None = None) -> Store:
-    """A path opens ``version`` (None: the latest); an open Store must be that version already."""
+def open_store(store: str | Path | Store, version: int | str | None = None,
+               cache_limit: int | None = None) -> Store:
+    """A path opens ``version`` (None: the latest); an open Store must be that version already.
+    ``cache_limit``: bytes of downloaded objects kept for an ``s3://`` path (see Store; unused locally)."""
+    if cache_limit is not None and (isinstance(cache_limit, bool) or not isinstance(cache_limit, int)
+                                    or cache_limit < 0):
+        raise ValueError(f"cache_limit must be a number of bytes >= 0 or None, got {cache_limit!r}")
     if not isinstance(store, Store):
-        return Store(store, version=version)
+        return Store(store, version=version, cache_limit=cache_limit)
+    if cache_limit is not None:
+        raise ValueError("cache_limit applies when the store is opened here: pass the path, "
+                         "or Store(path, cache_limit=...)")
     if version is not None and store.version != Store(store.path, version=version).version:
         raise ValueError(f"version={version!r} but the Store given is version {store.version}: "
                          "pass the path, or Store(path, version=...)")
@@ -95,7 +103,12 @@ class BatchLoader(torch.utils.data.IterableDataset):
     """Iterate batches of one table. Also a ``torch.utils.data.IterableDataset`` (use
     ``DataLoader(batches, batch_size=None)``; with workers, batch i goes to worker i % workers and
     DataLoader keeps the order). Resume state is tracked in-process: with DataLoader workers, keep
-    the epoch and batch count in the training loop and pass them to ``load_state_dict``."""
+    the epoch and batch count in the training loop and pass them to ``load_state_dict``.
+
+    ``store``: a folder, ``s3://bucket/prefix`` or an open ``Store``; ``version=``: a number or tag (None:
+    the latest). ``cache_limit=`` (bytes, S3 paths only): the local copies of the store's objects are kept
+    within it, least recently used evicted first; what it holds is never downloaded again. The loader's own
+    packed cache (``cache_dir``) is not counted."""
 
     tables_read: list[str]
     items: np.ndarray
@@ -103,13 +116,13 @@ class BatchLoader(torch.utils.data.IterableDataset):
     def __init__(self, store: str | Path | Store, split: str, batch_size: int, order: str, seed: int,
                  device: str | torch.device, rank: int, world_size: int, drop_last: bool, threads: int,
                  ring: int, feature_dtype: torch.dtype, chunk: int, window: int,
-                 version: int | str | None = None):
+                 version: int | str | None = None, cache_limit: int | None = None):
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         check_order(order)
         check_rank(rank, world_size)
-        self.store = open_store(store, version)  # one version, read as it was whatever writers do
+        self.store = open_store(store, version, cache_limit)  # one version, read as it was whatever writers do
         self.split, self.batch_size, self.order, self.seed = split, batch_size, order, seed
         self.rank, self.world_size, self.drop_last = rank, world_size, drop_last
         self.threads, self.ring, self.chunk, self.window = threads, ring, chunk, window

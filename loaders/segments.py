@@ -81,11 +81,13 @@ class SegmentBatches(BatchLoader):
                  device: str | torch.device = "cpu", rank: int = 0, world_size: int = 1, drop_last: bool = False,
                  threads: int = 2, ring: int = 4, feature_dtype: torch.dtype = torch.float32,
                  window: int = 8, chunk: int = 1024, clips: np.ndarray | None = None,
-                 version: int | str | None = None):
+                 version: int | str | None = None,
+                 cache_limit: int | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {', '.join(MODES)}, got {mode!r}")
         super().__init__(store, split, batch_size, order, seed, device, rank, world_size, drop_last, threads,
-                         ring, feature_dtype, chunk, window, version=version)
+                         ring, feature_dtype, chunk, window, version=version,
+                         cache_limit=cache_limit)
         require_table(self.store, split, "frames", "frame set")
         verify_table_files(self.store, split, metadata_only=True)  # quantizers and layout as the version says
         self.tables_read = [split]

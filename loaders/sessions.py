@@ -66,7 +66,8 @@ class SessionBatches(BatchLoader):
                  rank: int = 0, world_size: int = 1, drop_last: bool = False, half: int = MAX_HALF,
                  subset: str = "all", holdout: float = 0.0, threads: int = 2, ring: int = 4,
                  feature_dtype: torch.dtype = torch.float32, cache_dir: str | Path | None = None,
-                 chunk: int = 4096, window: int = 8, version: int | str | None = None):
+                 chunk: int = 4096, window: int = 8, version: int | str | None = None,
+                 cache_limit: int | None = None):
         if order not in TRAINING_ORDERS:  # sessions have no length orders: they are padded to 2 * half
             raise ValueError(f"unknown order {order!r}; choose one of {', '.join(TRAINING_ORDERS)}")
         if subset not in ("all", "fit", "holdout"):
@@ -74,7 +75,8 @@ class SessionBatches(BatchLoader):
         if subset != "all" and not 0.0 < holdout < 1.0:
             raise ValueError(f"subset {subset!r} needs 0 < holdout < 1, got {holdout}")
         super().__init__(store, split, batch_size, order, seed, device, rank, world_size, drop_last, threads,
-                         ring, feature_dtype, chunk, window, version=version)
+                         ring, feature_dtype, chunk, window, version=version,
+                         cache_limit=cache_limit)
         require_table(self.store, split, "ragged", "session split")
         self.tables_read = [split, "tracks"]
         self.half = half

@@ -164,3 +164,67 @@ def test_s3_tags(s3_server, parts, tmp_path, monkeypatch):
     out = r.invoke(main, ["vacuum", url, "--keep", "1", "--grace-hours", "0"])
     assert out.exit_code == 0 and S3Store(url).version_numbers() == [1, 2], out.output
     assert Store(url, version="first").validate() == []
+
+
+def _objects(cache: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_ino for p in cache.glob("*/objects/*") if not p.name.startswith(".")}
+
+
+def _held(cache: Path) -> int:
+    return sum(p.stat().st_size for p in cache.glob("*/objects/*") if not p.name.startswith("."))
+
+
+def test_loaders_cache_limit_on_s3(s3_server, parts, tmp_path, monkeypatch):
+    """SessionBatches(cache_limit=): the objects kept stay within it, and what it holds is not downloaded again."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FSTORE_CACHE", str(cache))
+    a, b = parts
+    url = f"s3://{BUCKET}/limit"
+    ingest_spotify(a, url, progress=False)
+    append_spotify(b, url, progress=False)
+    remote = S3Store(url)
+    sizes = [{f["sha256"]: f["bytes"] for f in remote.read_entry(n)["files"].values()} for n in (1, 2)]
+    union = sum({**sizes[0], **sizes[1]}.values())
+    limit = max(sum(s.values()) for s in sizes)
+    assert union > limit  # both versions do not fit together: opening one must evict the other's parts
+    local = tmp_path / "local.fstore"
+    ingest_spotify(a, local, progress=False)
+    append_spotify(b, local, progress=False)
+    got = _batches(url, cache_limit=limit)
+    assert _held(cache) <= limit
+    stamps = _objects(cache)
+    assert sum(x["session"].numel() for x in got) == Store(local).ragged("train").rows
+    again = _batches(url, cache_limit=limit)
+    assert _objects(cache) == stamps  # nothing downloaded twice while it fits
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(got, again, strict=True) for k in x)
+    assert all(torch.equal(x[k], y[k]) for x, y in zip(got, _batches(local), strict=True) for k in x)
+    v1 = _batches(url, version=1, cache_limit=limit)
+    assert _held(cache) <= limit and set(_objects(cache)) != set(stamps)  # version 2's own parts evicted
+    assert len(v1) == len(_batches(local, version=1))
+    with pytest.raises(StoreError, match="more than cache_limit"):
+        SessionBatches(url, cache_limit=limit // 4)
+    with pytest.raises(ValueError, match="cache_limit must be"):
+        SessionBatches(url, cache_limit=-1)
+
+
+def test_segment_loader_cache_limit_on_s3(s3_server, tmp_path, monkeypatch):
+    from featurestore.ingest.yandex import ingest_yandex
+    from featurestore.synth.yandex import synth_yandex
+    from loaders import SegmentBatches
+
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("FSTORE_CACHE", str(cache))
+    raw = tmp_path / "y"
+    synth_yandex(raw, tracks=24, artists=4, test_tracks=3, seed=2)
+    url = f"s3://{BUCKET}/frames"
+    ingest_yandex(raw, url, progress=False)
+    need = sum({f["sha256"]: f["bytes"] for f in S3Store(url).read_entry(1)["files"].values()}.values())
+
+    def crops(store, **kw) -> list[torch.Tensor]:
+        return [x["frames"].clone() for x in SegmentBatches(store, batch_size=8, crop=16, seed=3, threads=1, **kw)]
+
+    got = crops(url, cache_limit=need)
+    stamps = _objects(cache)
+    assert _held(cache) <= need and crops(url, cache_limit=need) and _objects(cache) == stamps
+    ingest_yandex(raw, tmp_path / "local", progress=False)
+    assert all(torch.equal(x, y) for x, y in zip(got, crops(tmp_path / "local"), strict=True))

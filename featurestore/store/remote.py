@@ -187,6 +187,9 @@ class S3Store:
         objects = root / "objects"
         objects.mkdir(parents=True, exist_ok=True)
         need = {f["sha256"]: f["bytes"] for f in entry["files"].values()}
+        if cache_limit is not None and sum(need.values()) > cache_limit:
+            raise StoreError(f"{self.url}: version {number} holds {sum(need.values()):,} bytes, more than "
+                             f"cache_limit={cache_limit:,}: raise the limit to read it")
         if cache_limit is not None:
             _evict(objects, keep=set(need), limit=max(cache_limit - sum(need.values()), 0))
         for sha in need:
