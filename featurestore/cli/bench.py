@@ -63,3 +63,21 @@ def bench_loader_cmd(store: Path, batch_size: int | None, order: str, epochs: in
         lines = run(store, batch_size=batch_size or 1024, order=order, epochs=epochs,
                     baseline_sessions=baseline_sessions)
     echo_lines(lines)
+
+
+@bench.command("remote")
+@click.option("--sessions", default=100_000, type=click.IntRange(min=1), show_default=True,
+              help="Synthetic sessions ingested to the local S3 server and to a local folder.")
+@click.option("--tracks", default=20_000, type=click.IntRange(min=1), show_default=True, help="Synthetic tracks.")
+@click.option("--batch-size", default=1024, type=click.IntRange(min=1), show_default=True, help="Sessions a batch.")
+@click.option("--cache-limit", default=None, type=click.IntRange(min=0),
+              help="Bytes of S3 objects the loader's local cache may hold (default: unbounded).")
+@click.option("--epochs", default=5, type=click.IntRange(min=1), show_default=True,
+              help="Warm epochs timed after the first (cold) one.")
+@user_errors
+def bench_remote_cmd(sessions: int, tracks: int, batch_size: int, cache_limit: int | None, epochs: int) -> None:
+    """SessionBatches from a local moto S3 server (cold, then warm cache) vs the same store on local disk."""
+    from bench.remote import run
+
+    echo_lines(run(sessions=sessions, tracks=tracks, batch_size=batch_size, cache_limit=cache_limit,
+                   epochs=epochs))
