@@ -116,20 +116,35 @@ def test_yandex_append_equals_union(yandex_raw, tmp_path: Path) -> None:
     assert {s: _frames_by_id(old, s).keys() for s in ("train", "test")} == {s: v1_frames[s].keys() for s in v1_frames}
 
 
-def test_append_keeps_parent_chunks(yandex_raw, tmp_path: Path) -> None:
-    """Every parent file but the frame shard, the partial last chunks and the rewritten metadata is shared
-    (a hard link) with the appended version."""
+def test_append_rewrites_only_last_chunks_and_the_shard(yandex_raw, tmp_path: Path, monkeypatch) -> None:
+    """With small chunks (8 values), the parent's whole chunks stay shared (hard links) with the appended
+    version; only each array's partial last chunk, the metadata, the ids and the frame shard are new."""
+    import featurestore.store.frame_writer as fw
+
+    monkeypatch.setattr(fw, "EVENT_CHUNK", 8)
+    monkeypatch.setattr(fw, "ROW_CHUNK", 8)
     _, a, b = yandex_raw
     store = tmp_path / "s"
     ingest_yandex(a, store, progress=False)
     ingest_yandex(b, store, progress=False, append=True)
-    t1 = V.tree_path(store, V.read_entry(store, 1))
-    t2 = V.tree_path(store, V.read_entry(store, 2))
-    shared = [rel for rel in V.read_entry(store, 1)["files"]
-              if (t2 / rel).exists() and os.stat(t1 / rel).st_ino == os.stat(t2 / rel).st_ino]
-    rewritten = set(V.read_entry(store, 1)["files"]) - set(shared)
-    for rel in rewritten:
-        assert rel.endswith(("zarr.json", "c/0/0", "c/0", ".parquet")), rel
+    e1, e2 = V.read_entry(store, 1), V.read_entry(store, 2)
+    t1, t2 = V.tree_path(store, e1), V.tree_path(store, e2)
+    rewritten = {rel for rel in e1["files"] if os.stat(t1 / rel).st_ino != os.stat(t2 / rel).st_ino}
+    expected = {"ids/train.parquet", "ids/test.parquet", "train/frames/c/0/0", "test/frames/c/0/0"}
+    for split in ("train", "test"):
+        clips = e1["tables"][split]["clips"]
+        expected |= {f"{split}/zarr.json", f"{split}/frames/zarr.json", f"{split}/offsets/zarr.json",
+                     f"{split}/offsets/c/{(clips + 1) // 8}"}
+        for col in e1["tables"][split]["clip_columns"]:
+            expected |= {f"{split}/clips/{col}/zarr.json", f"{split}/clips/{col}/c/{clips // 8}"}
+    # the artist vocabulary is rewritten exactly when B brings new artists (old codes keep their meaning)
+    old_artists, artists = Store(store, version=1).dictionary("artist").values, Store(store).dictionary("artist").values
+    assert artists[:len(old_artists)] == old_artists
+    if len(artists) > len(old_artists):
+        expected.add("dicts/artist.parquet")
+    assert rewritten == expected & set(e1["files"])
+    assert len(e1["files"]) - len(rewritten) > 10  # whole chunks shared
+    assert Store(store).validate() == [] and Store(store, version=1).validate() == []
 
 
 def test_duplicate_clip_refused_in_one_line(yandex_raw, tmp_path: Path) -> None:

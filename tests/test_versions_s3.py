@@ -228,3 +228,42 @@ def test_segment_loader_cache_limit_on_s3(s3_server, tmp_path, monkeypatch):
     assert _held(cache) <= need and crops(url, cache_limit=need) and _objects(cache) == stamps
     ingest_yandex(raw, tmp_path / "local", progress=False)
     assert all(torch.equal(x, y) for x, y in zip(got, crops(tmp_path / "local"), strict=True))
+
+
+def test_s3_clip_appends_racing_both_land(s3_server, tmp_path, monkeypatch):
+    """Audio append on S3, two of them racing: the loser rebases on the winner's version and retries."""
+    import threading
+
+    from featurestore.ingest.yandex import ingest_yandex
+    from featurestore.synth.yandex import synth_yandex
+    from loaders import SegmentBatches
+
+    monkeypatch.setenv("FSTORE_CACHE", str(tmp_path / "cache"))
+    full = tmp_path / "y"
+    synth_yandex(full, tracks=24, artists=4, test_tracks=0, seed=5)
+    (full / "test_meta.tsv").unlink(missing_ok=True)
+    lines = (full / "train_meta.tsv").read_text().splitlines(keepends=True)
+    for name, rows in {"a": lines[1:15], "b1": lines[15:20], "b2": lines[20:]}.items():
+        shutil.copytree(full, tmp_path / name, ignore=shutil.ignore_patterns("*.tsv"))
+        (tmp_path / name / "train_meta.tsv").write_text(lines[0] + "".join(rows))
+    url = f"s3://{BUCKET}/clips-race"
+    ingest_yandex(tmp_path / "a", url, progress=False)
+    real, done = S3Store.commit, []
+
+    def commit(self, *args, **kw):
+        if not done:  # the first append to reach its commit lets the other one commit first
+            done.append(1)
+            t = threading.Thread(target=ingest_yandex, args=(tmp_path / "b2", url),
+                                 kwargs={"progress": False, "append": True})
+            t.start()
+            t.join()
+        return real(self, *args, **kw)
+
+    monkeypatch.setattr(S3Store, "commit", commit)
+    summary = ingest_yandex(tmp_path / "b1", url, progress=False, append=True)
+    assert any("rebased" in n for n in summary.notes)
+    assert S3Store(url).version_numbers() == [1, 2, 3]
+    s = Store(url)
+    assert s.validate() == [] and sorted(s.ids("train")) == sorted(ln.split("\t")[0] for ln in lines[1:])
+    n = sum(int(x["length"].numel()) for x in SegmentBatches(url, batch_size=8, crop=8, threads=1))
+    assert n == len(lines) - 1
