@@ -159,7 +159,7 @@ def test_duplicate_clip_refused_in_one_line(yandex_raw, tmp_path: Path) -> None:
     assert "Traceback" not in r.output
 
 
-def test_fsd_append_grows_labels(tmp_path: Path) -> None:
+def test_fsd_append_grows_labels(yandex_raw, tmp_path: Path) -> None:
     """Multi-label clips: labels of appended clips decode to the same strings as in a joint ingest."""
     full, a, b = tmp_path / "full", tmp_path / "a", tmp_path / "b"
     synth_fsd(full, curated=10, noisy=4, classes=6, seed=2, test_clips=2, max_seconds=0.6, sample_rate=16000)
@@ -186,3 +186,6 @@ def test_fsd_append_grows_labels(tmp_path: Path) -> None:
     assert sorted(got.ids("train")) == sorted(want.ids("train"))
     assert _values_by_id(got, "train", "curated") == _values_by_id(want, "train", "curated")
     assert got.frames("test").clips == want.frames("test").clips == 2
+    # another dataset's clips are refused in one line
+    r = CliRunner().invoke(main, ["ingest", "yandex", str(yandex_raw[2]), str(tmp_path / "s"), "--append"])
+    assert r.exit_code == 1 and "is a fsdkaggle2019" in r.output.lower() and len(r.output.strip().splitlines()) == 1

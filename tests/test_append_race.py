@@ -96,7 +96,7 @@ def test_conflicting_append_fails_in_one_line(logs, tmp_path, monkeypatch):
     assert not isinstance(out["second"], Exception)
     err = out["first"]
     assert isinstance(err, StoreError) and "\n" not in str(err)
-    assert "conflicts with version 2" in str(err) and "already holds a file named" in str(err)
+    assert "cannot be rebased on version 2" in str(err) and "already holds a file named" in str(err)
     assert V.version_numbers(path) == [1, 2] and Store(path).validate() == []
 
 
@@ -125,7 +125,7 @@ def test_racing_clip_appends_rebase_or_name_the_clip(tmp_path, monkeypatch):
     assert not isinstance(out["second"], Exception)
     err, clip = out["first"], parts["dup"][0].split("\t")[0]
     assert isinstance(err, StoreError) and "\n" not in str(err)
-    assert "conflicts with version 2" in str(err) and f"clip {clip!r}" in str(err)
+    assert "cannot be rebased on version 2" in str(err) and f"clip {clip!r}" in str(err)
     assert V.version_numbers(other) == [1, 2]
 
 

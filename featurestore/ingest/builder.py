@@ -146,8 +146,8 @@ def with_rebase(store_path: str | Path, append: Callable[[], IngestSummary],
         except FstoreError as e:
             if lost is None:
                 raise
-            raise StoreError(f"{as_url(store_path)}: this append conflicts with version {lost.number} "
-                             f"({lost.op or 'a commit'} made while it ran): {e}") from None
+            raise StoreError(f"{as_url(store_path)}: this append cannot be rebased on version {lost.number} "
+                             f"({lost.op or 'a commit'}, made while it ran): {e}") from None
         if lost is not None:
             summary.notes.append(f"lost the commit race to version {lost.number}: rebased and committed on it")
         return summary

@@ -230,6 +230,12 @@ def _append_clips(source: ClipSource, store_path: str | Path, *, progress: bool,
 
 def _check_new(source: ClipSource, parent, frame_tables: list[str]) -> None:
     """Every appended clip is new, and its split has the parent's bins and columns."""
+    if parent.manifest.get("dataset") != source.dataset or not frame_tables:
+        raise StoreError(f"{parent.path} is a {parent.manifest.get('dataset')} store, {source.raw_dir} is "
+                         f"{source.dataset}: cannot append")
+    if parent.tables[frame_tables[0]]["bins"] != source.bins:
+        raise StoreError(f"{parent.path}: {parent.tables[frame_tables[0]]['bins']} bins a frame, "
+                         f"{source.raw_dir} has {source.bins}: cannot append")
     held = {}
     for name in frame_tables:
         held.update(dict.fromkeys(parent.ids(name), name))

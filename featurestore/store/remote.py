@@ -88,6 +88,12 @@ class S3Store:
             raise StoreError(f"{self.url}: no version {number} ({_reason(e)})") from None
         return json.loads(body)
 
+    def _entry_or_none(self, number: int) -> dict:
+        try:
+            return self.read_entry(number)
+        except StoreError:
+            return {}
+
     def resolve(self, version: int | str | None) -> int:
         """The version number ``version`` (a number, a tag, or None: the latest) names."""
         numbers = self.version_numbers()
@@ -152,7 +158,9 @@ class S3Store:
             if "PreconditionFailed" in str(e) or "412" in str(e):
                 what = ("already exists: another ingest created it first" if parent is None
                         else "changed while this commit ran: another writer committed")
-                raise CommitConflict(f"{self.url}: {what} (version {number}); nothing was committed", number) from None
+                other = self._entry_or_none(number)
+                raise CommitConflict(f"{self.url}: {what} (version {number}, {other.get('op')} at "
+                                     f"{other.get('time')}); nothing was committed", number, other.get("op")) from None
             raise StoreError(f"{self.url}: commit failed ({_reason(e)})") from None
         return number
 
