@@ -69,13 +69,15 @@ MIN_MEL_LEN = S.MIN_MEL_LEN
 MAX_MEL_LEN = S.MAX_MEL_LEN
 
 _SPEAKER_SCALE = 0.5
-_GAIN = 0.6
-_CHANNEL_TILT = 1.2
+_GAIN = 0.4
+_CHANNEL_TILT = 0.8
 _BAND_LIMITED = 0.5  # share of utterances recorded with a band-limited microphone
-_BAND_LIMIT_DEPTH = 3.0
+_BAND_LIMIT_DEPTH = 2.0
 _UTT_COLOUR = 0.3
 _PATTERNS = 3
-_PATTERN_SCALE = 0.8
+_PATTERN_SCALE = 0.35
+_PATTERN_OWN = 0.5  # a speaker's own part of a pattern, beside the shape all speakers share
+_NUISANCE_SCALE = 0.5
 _FRAME_NOISE = 0.8
 _RATE_JITTER = 0.08
 _BATCH = 64
@@ -88,31 +90,6 @@ def _smooth_bands(x: np.ndarray, width: int = 3) -> np.ndarray:
     c = np.concatenate([np.zeros_like(c[..., :1]), c], axis=-1)
     y = (c[..., 2 * width + 1 :] - c[..., : -2 * width - 1]) / (2 * width + 1)
     return y * (x.std() / max(float(y.std()), 1e-12))
-
-
-def _channel(rng: np.random.Generator, n: int, bands: np.ndarray) -> np.ndarray:
-    """Per-utterance recording channel (n, N_MELS): gain, spectral tilt, band limit, residual colouring."""
-    gain = _GAIN * rng.standard_normal((n, 1))
-    slope = _CHANNEL_TILT * rng.standard_normal((n, 1)) * (bands / (N_MELS - 1) - 0.5)
-    cutoff = rng.uniform(18, 36, size=(n, 1))
-    limited = rng.random((n, 1)) < _BAND_LIMITED
-    rolloff = limited * _BAND_LIMIT_DEPTH / (1 + np.exp(-(bands - cutoff) / 1.5))
-    colour = _UTT_COLOUR * _smooth_bands(rng.standard_normal((n, N_MELS)), 3)
-    return (gain + slope - rolloff + colour).astype(np.float32)
-
-
-def _trajectories(rng: np.random.Generator, smoothness: np.ndarray, lens: np.ndarray) -> np.ndarray:
-    """AR(1) latent trajectories (n, MAX_MEL_LEN, K) with per-row coefficients ``smoothness`` (n, K),
-    unit stationary variance, centred on each utterance's own ``lens`` frames (frames past it are unused)."""
-    n, k = smoothness.shape
-    drive = rng.standard_normal((n, MAX_MEL_LEN, k)).astype(np.float32) * np.sqrt(1 - smoothness**2)[:, None, :]
-    z = np.empty_like(drive)
-    z[:, 0] = rng.standard_normal((n, k)).astype(np.float32)
-    for t in range(1, MAX_MEL_LEN):
-        z[:, t] = smoothness * z[:, t - 1] + drive[:, t]
-    real = np.arange(MAX_MEL_LEN)[None, :, None] < lens[:, None, None]
-    z -= (z * real).sum(1, keepdims=True) / lens[:, None, None]
-    return z
 
 
 def _channel(rng: np.random.Generator, n: int, bands: np.ndarray) -> np.ndarray:
@@ -177,7 +154,9 @@ def synth_speakers(
         rng.standard_normal((speakers, N_MELS)).astype(np.float32), 2
     ).astype(np.float32)
     # speaker dynamics: band patterns, the smoothness of their trajectories, the speaking rate
-    patterns = _smooth_bands(rng.standard_normal((speakers * _PATTERNS, N_MELS)).astype(np.float32), 2)
+    shared = _smooth_bands(rng.standard_normal((1, _PATTERNS, N_MELS)).astype(np.float32), 2)
+    own = _smooth_bands(rng.standard_normal((speakers, _PATTERNS, N_MELS)).astype(np.float32), 2)
+    patterns = (shared + np.float32(_PATTERN_OWN) * own).reshape(speakers * _PATTERNS, N_MELS)
     patterns = (patterns / np.sqrt((patterns**2).mean(1, keepdims=True))).reshape(speakers, _PATTERNS, N_MELS)
     smoothness = rng.uniform(0.55, 0.95, size=(speakers, _PATTERNS)).astype(np.float32)
     speaking_rate = rng.uniform(0.03, 0.09, size=speakers).astype(np.float32)
@@ -202,6 +181,11 @@ def synth_speakers(
         x += base[:, None, :]
         x += energy[:, :, None]
         x += np.float32(_PATTERN_SCALE) * np.einsum("btk,bkm->btm", z, patterns[spk])
+        # a session's own moving source (background noise, reverberation) co-varies bands too
+        nuisance = _smooth_bands(rng.standard_normal((b, 1, N_MELS)).astype(np.float32), 2)
+        nuisance /= np.sqrt((nuisance**2).mean(-1, keepdims=True))
+        w = _trajectories(rng, rng.uniform(0.55, 0.95, size=(b, 1)).astype(np.float32), lens)
+        x += np.float32(_NUISANCE_SCALE) * w * nuisance
         for j in range(b):
             i = start + j
             p = root / utt_ids[i]
