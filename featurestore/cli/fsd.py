@@ -57,7 +57,7 @@ def synth_cmd(out: Path, curated: int, noisy: int, classes: int, test_clips: int
 @QUANTIZER
 @SAMPLE
 @click.option("--append", is_flag=True,
-              help="Add RAW_DIR's new clips to STORE as a new version (the store's quantizers are kept).")
+              help="Add RAW_DIR's new clips to STORE as a new version (its quantizers are kept: quantizer options are ignored).")
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_fft: int, hop: int, n_mels: int,
                two_pass: bool, workers: int | None, kind: str, sample_frames: int | None, append: bool) -> None:

@@ -52,7 +52,7 @@ def synth_cmd(out: Path, tracks: int, artists: int, test_tracks: int, seed: int,
 @QUANTIZER
 @SAMPLE
 @click.option("--append", is_flag=True,
-              help="Add RAW_DIR's new clips to STORE as a new version (the store's quantizers are kept).")
+              help="Add RAW_DIR's new clips to STORE as a new version (its quantizers are kept: quantizer options are ignored).")
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
                sample_frames: int | None, append: bool) -> None:
