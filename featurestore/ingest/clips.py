@@ -12,7 +12,10 @@ files and its notes. ``ingest_clips`` does the rest, the same for every dataset:
   builder's dictionary of that name (likewise the ``labels`` of a split with a label column);
 - items are loaded by ``workers`` threads in order (``ordered_map``), written in order;
 - ids, dictionaries, manifest (sources: the metadata files with sha256, the feature files as one
-  counted entry), staging, commit and summary through ``StoreBuilder``.
+  counted entry), staging, commit and summary through ``StoreBuilder``;
+- ``append=True``: the clips go into the latest version's frame sets as a new version
+  (``clips_append.py``): the parent's quantizers, growing vocabularies, new clip ids only, and a
+  rebase on the new latest version when another writer commits first (``builder.with_rebase``).
 """
 
 from __future__ import annotations
