@@ -189,3 +189,38 @@ def test_fsd_append_grows_labels(yandex_raw, tmp_path: Path) -> None:
     # another dataset's clips are refused in one line
     r = CliRunner().invoke(main, ["ingest", "yandex", str(yandex_raw[2]), str(tmp_path / "s"), "--append"])
     assert r.exit_code == 1 and "is a fsdkaggle2019" in r.output.lower() and len(r.output.strip().splitlines()) == 1
+
+
+def test_kill_9_during_an_append_leaves_the_parent_or_the_appended_version(yandex_raw, tmp_path: Path) -> None:
+    """An audio append killed at random points: version 1 intact (and still validating), or version 2 whole."""
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    _, a, b = yandex_raw
+    cmd = [sys.executable, "-m", "featurestore.cli", "ingest", "yandex", str(b)]
+    probe = tmp_path / "probe"
+    ingest_yandex(a, probe, progress=False)
+    t = time.perf_counter()
+    subprocess.run([*cmd, str(probe), "--append"], check=True, capture_output=True, timeout=300)
+    duration = time.perf_counter() - t  # interpreter start included: kills land all over the run
+    for seed in range(4):
+        path = tmp_path / f"s{seed}"
+        ingest_yandex(a, path, progress=False)
+        v1 = {s: _frames_by_id(Store(path), s) for s in ("train", "test")}
+        proc = subprocess.Popen([*cmd, str(path), "--append"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(random.Random(seed).uniform(0.5, 1.1) * duration)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        s = Store(path)
+        assert s.version in (1, 2) and s.validate() == []
+        old = Store(path, version=1)
+        assert old.validate() == []
+        for split, frames in v1.items():
+            got = _frames_by_id(old, split)
+            assert got.keys() == frames.keys() and all(np.array_equal(got[i], frames[i]) for i in frames)
+        V.vacuum(path)  # the killed writer's tree is removed, the committed ones stay
+        assert set(os.listdir(path / "_fstore" / "trees")) == {V.read_entry(path, n)["tree"]
+                                                                for n in V.version_numbers(path)}
