@@ -223,6 +223,8 @@ def _append_clips(source: ClipSource, store_path: str | Path, *, progress: bool,
                                                        quantizers_from=frame_tables[0], exact_range=False))
                 clipped += sum(q["clipped"] for q in builder.tables[split.name]["quantizers"])
             builder.ids(split.name).append(pl.Series([c.id for c in split.clips], dtype=pl.Utf8))
+        added = ", ".join(f"{split.name} +{len(split.clips)}" for split in source.splits)
+        builder.summary.notes.append(f"appended {len(clips)} {source.unit}s to version {builder.parent} ({added})")
         if clipped:
             builder.summary.notes.append(
                 f"{clipped} frame values outside the quantizers' fitted ranges (version {builder.parent}) were "
