@@ -167,11 +167,13 @@ class _Playlists:
         return out, reps
 
     def add(self, path: Path, first: int, items: list[S.Playlist]) -> None:
+        at = S.SPLITS.index(self.split) << 40  # where each id was first seen, packed in one int
         for k, p in enumerate(items):
             if p.id in self.seen:
+                where = self.seen[p.id]
                 raise InputError(path, f"item {first + k}, field id: playlist id {p.id} seen twice "
-                                 f"(first in {self.seen[p.id]})")
-            self.seen[p.id] = f"{path.name} item {first + k}"
+                                 f"(first in {S.SPLITS[where >> 40]}.json item {where & ((1 << 40) - 1)})")
+            self.seen[p.id] = at | (first + k)
         codes, reps = self.encode(path, first, items)
         lengths = np.fromiter(map(len, codes), dtype=np.int64, count=len(codes))
         flat = np.concatenate(codes) if codes else np.empty(0, dtype=np.int64)
@@ -271,6 +273,7 @@ def ingest_melon(raw_dir: str | Path, store_path: str | Path, overwrite: bool = 
                  block_bytes: int = BLOCK_BYTES) -> IngestSummary:
     """Ingest a Melon release under ``raw_dir`` into a new store (version) at ``store_path``."""
     raw_dir = Path(raw_dir)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the interpreter and libraries
     refuse_existing(store_path, overwrite)
     files = discover(raw_dir)
     raw_bytes = sum(p.stat().st_size for p in files.values())
@@ -290,7 +293,7 @@ def ingest_melon(raw_dir: str | Path, store_path: str | Path, overwrite: bool = 
         bar.update(path.stat().st_size)
         songs.finish(path)
         tags = b.dictionary(S.DICT_TAG)
-        seen: dict[int, str] = {}
+        seen: dict[int, int] = {}
         notes, popularity = [], np.zeros(songs.n, dtype=np.int64)
         for split in S.SPLITS:
             path = files.get(f"{split}.json")
@@ -321,7 +324,8 @@ def ingest_melon(raw_dir: str | Path, store_path: str | Path, overwrite: bool = 
         if unknown:
             notes.append(f"{unknown} genre codes used by songs are not in {S.GENRES} (added to the dictionaries)")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        notes.append(f"peak memory {peak:.0f} MB (process max RSS; JSON read in {block_bytes / 2**20:g} MiB blocks)")
+        notes.append(f"peak memory {peak:.0f} MB max RSS ({max(peak - rss0, 0):.0f} MB above the process before the "
+                     f"ingest; JSON read in {block_bytes / 2**20:g} MiB blocks)")
         b.summary.notes = notes
         b.finish(file_sources(raw_dir, list(files.values())))
     return b.summary

@@ -48,7 +48,9 @@ def categories(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def mask(playlist: dict, category: int, rng: np.random.Generator) -> tuple[dict, dict]:
     """(question, answer) of one playlist (a dict in the raw format) for one category."""
-    songs, tags, title = list(playlist["songs"]), list(playlist["tags"]), playlist["plylst_title"]
+    # a repeated song would land in both question and answer: kept once, as ingest keeps it
+    songs, tags = list(dict.fromkeys(playlist["songs"])), list(dict.fromkeys(playlist["tags"]))
+    title = playlist["plylst_title"]
     name = CATEGORIES[category]
     if name in ("songs", "songs_tags"):
         q_songs, a_songs = _half(songs, rng)
