@@ -40,7 +40,7 @@ import msgspec
 import numpy as np
 
 from ..ingest.json_array import iter_items
-from ..ingest.melon_split import make_questions
+from ..ingest.melon_split import ArrayWriter, make_questions
 from ..schemas import melon as S
 from ..store.errors import FstoreError
 from .audio_common import prepare_out_dir, tree_size
@@ -267,24 +267,6 @@ def _playlists(planted: Planted, rng: np.random.Generator, ids: np.ndarray, repe
     return out, themes, weights
 
 
-class _ArrayWriter:
-    def __init__(self, path: Path):
-        self.f = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self.enc = msgspec.json.Encoder()
-        self.n = 0
-        self.f.write(b"[")
-
-    def write(self, items: list[dict]) -> None:
-        for item in items:
-            self.f.write(b"\n" if self.n == 0 else b",\n")
-            self.f.write(self.enc.encode(item))
-            self.n += 1
-
-    def close(self) -> None:
-        self.f.write(b"\n]\n")
-        self.f.close()
-
-
 def synth_melon(out_dir: str | Path, playlists: int = 15_000, songs: int = 30_000, seed: int = 0,
                 overwrite: bool = False, progress: bool = True) -> MelonSynthSummary:
     """Write a synthetic Melon release (see the module docstring) under ``out_dir``."""
@@ -301,8 +283,8 @@ def synth_melon(out_dir: str | Path, playlists: int = 15_000, songs: int = 30_00
     ids = np.sort(rng.choice(int(playlists * 1.03) + 10, size=playlists, replace=False))
     split = rng.choice(3, size=playlists, p=SPLIT_SHARES)
     (out / S.ANSWERS_DIR).mkdir()
-    writers = {s: _ArrayWriter(out / f"{s}.json") for s in S.SPLITS}
-    answers = {s: _ArrayWriter(out / S.ANSWERS_DIR / f"{s}.json") for s in ("val", "test")}
+    writers = {s: ArrayWriter(out / f"{s}.json") for s in S.SPLITS}
+    answers = {s: ArrayWriter(out / S.ANSWERS_DIR / f"{s}.json") for s in ("val", "test")}
     all_themes, all_weights = np.empty((playlists, 2), dtype=np.int64), np.empty(playlists)
     order = rng.permutation(playlists)  # file order is not id order
     with tqdm(total=playlists, unit="playlist", desc="synth melon", disable=not progress) as bar:
@@ -313,11 +295,11 @@ def synth_melon(out_dir: str | Path, playlists: int = 15_000, songs: int = 30_00
                 items, themes, weights = _playlists(planted, rng, ids[rows], repeats=s == "train")
                 all_themes[rows], all_weights[rows] = themes, weights
                 if s == "train":
-                    writers[s].write(items)
+                    writers[s].extend(items)
                 else:
                     questions, ans = make_questions(items, rng)
-                    writers[s].write(questions)
-                    answers[s].write(ans)
+                    writers[s].extend(questions)
+                    answers[s].extend(ans)
             bar.update(block.size)
     for w in [*writers.values(), *answers.values()]:
         w.close()
