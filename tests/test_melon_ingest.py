@@ -21,7 +21,7 @@ from featurestore.ingest.json_array import iter_items
 from featurestore.ingest.melon import ingest_melon
 from featurestore.ingest.melon_split import split_melon
 from featurestore.schemas import melon as S
-from featurestore.store import InputError, Store
+from featurestore.store import InputError, Store, StoreError
 from featurestore.synth.melon import synth_melon
 
 
@@ -103,13 +103,15 @@ def test_repeats_counted(raw: Path, tmp_path: Path) -> None:
     shutil.copytree(raw, copy)
     train = load(copy / "train.json")
     train[0]["songs"] = train[0]["songs"][:3] * 3  # 6 repeats
+    train[1]["tags"] = [train[1]["tags"][0]] * 3  # 2 repeated tags
     (copy / "train.json").write_text(json.dumps(train, ensure_ascii=False), encoding="utf-8")
     r = CliRunner().invoke(main, ["ingest", "melon", str(copy), str(tmp_path / "s")])
     assert r.exit_code == 0, r.output
     before = sum(len(p["songs"]) - len(set(p["songs"])) for p in load(raw / "train.json"))
-    assert f"train: {before + 6} repeated songs dropped" in r.output
+    assert f"train: {before + 6} repeated songs dropped" in r.output and ", 2 repeated tags dropped" in r.output
     assert Store(tmp_path / "s").parquet("train_playlists").column("repeats")[0].as_py() == 6
     assert Store(tmp_path / "s").ragged("train_songs").lengths()[0] == 3
+    assert Store(tmp_path / "s").ragged("train_tags").lengths()[1] == 1
 
 
 def _broken(raw: Path, tmp_path: Path, name: str, edit) -> Path:
@@ -153,6 +155,12 @@ BAD = {
     "missing_train": ("train.json", "delete", r"train.json: file missing"),
     "orphan_answer": ("answers/val.json", _set(0, "id", 10**9), r"answers/val.json: item 0, field id: playlist 1000000000 is not a question"),
     "genres": ("genre_gn_all.json", lambda d: b"[1]", r"genre_gn_all.json: .*expected an object"),
+    "unanswered": ("answers/val.json", _json_edit(lambda it: it.pop(1)),
+                   r"answers/val.json: no answer for playlist \d+ \(val.json item 1; 1 questions unanswered\)"),
+    "answers_alone": ("val.json", "delete", r"val.json: file missing \(but .*answers/val.json exists\)"),
+    "huge_like_cnt": ("train.json", _set(5, "like_cnt", 2**40), r"train.json: item 5, field like_cnt: 1099511627776 "
+                      r"out of range"),
+    "huge_song_id": ("test.json", _set(0, "songs", [2**70]), r"test.json: item 0, field songs: .*out of range"),
 }
 
 
@@ -254,6 +262,47 @@ def test_validate_new_kinds(raw: Path, tmp_path: Path) -> None:
     problems = Store(tmp_path / "s").validate(checksums=False)
     assert any(p.startswith("val_playlists/id: 3 rows, manifest says") for p in problems), problems
     assert Store(tmp_path / "s").validate()  # and the checksum catches it too
+
+
+def test_wrong_kind_is_one_line(store: Store) -> None:
+    with pytest.raises(StoreError, match="no parquet table 'song_info'"):
+        store.parquet(S.SONG_INFO)
+    with pytest.raises(StoreError, match="no columns table 'train_playlists'"):
+        store.columns("train_playlists")
+
+
+def test_s3_store_reads_new_kinds(raw: Path, tmp_path: Path) -> None:
+    import os
+    import socket
+
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
+           "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
+    old = {k: os.environ.get(k) for k in env}
+    os.environ.update(env)
+    try:
+        boto3.client("s3").create_bucket(Bucket="melon")
+        ingest_melon(raw, "s3://melon/store", progress=False)
+        remote = Store("s3://melon/store", cache_dir=tmp_path / "cache")
+        local = ingest_melon(raw, tmp_path / "local", progress=False) and Store(tmp_path / "local")
+        assert remote.validate() == []
+        assert remote.parquet("val_playlists").equals(local.parquet("val_playlists"))
+        for c, v in local.columns(S.SONG_INFO).items():
+            assert np.array_equal(remote.columns(S.SONG_INFO)[c], v)
+    finally:
+        server.stop()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
 
 
 def test_msgspec_structs_match_fields() -> None:

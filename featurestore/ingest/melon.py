@@ -148,14 +148,17 @@ class _Playlists:
         self.song_w = RaggedWriter(b.root, S.songs_table(split), {"song": {"dtype": "int32", "ref": SONG_REF}})
         self.tag_w = RaggedWriter(b.root, S.tags_table(split), {"tag": {"dtype": "int32", "dictionary": S.DICT_TAG}})
         self.cols: dict[str, list] = {"id": [], "title": [], "like_cnt": [], "updt_date": [], "repeats": []}
-        self.repeats = 0
+        self.repeats = self.tag_repeats = 0
         self.popularity = np.zeros(songs.n, dtype=np.int64) if split == "train" else None
 
     def encode(self, path: Path, first: int, items: list[S.Playlist]) -> tuple[list[np.ndarray], list[int]]:
         """Song codes per playlist (repeats dropped) and the repeat counts; errors name path and item."""
         out, reps = [], []
         for k, p in enumerate(items):
-            raw = np.asarray(p.songs, dtype=np.int64)
+            try:
+                raw = np.asarray(p.songs, dtype=np.int64)
+            except OverflowError:
+                raise InputError(path, f"item {first + k}, field songs: a song id out of range (int64)") from None
             codes = self.songs.codes(raw)
             if (codes < 0).any():
                 j = int(np.flatnonzero(codes < 0)[0])
@@ -174,6 +177,9 @@ class _Playlists:
                 raise InputError(path, f"item {first + k}, field id: playlist id {p.id} seen twice "
                                  f"(first in {S.SPLITS[where >> 40]}.json item {where & ((1 << 40) - 1)})")
             self.seen[p.id] = at | (first + k)
+            for field, value, limit in (("id", p.id, 2**63), ("like_cnt", p.like_cnt, 2**31)):
+                if not -limit <= value < limit:
+                    raise InputError(path, f"item {first + k}, field {field}: {value} out of range")
         codes, reps = self.encode(path, first, items)
         lengths = np.fromiter(map(len, codes), dtype=np.int64, count=len(codes))
         flat = np.concatenate(codes) if codes else np.empty(0, dtype=np.int64)
@@ -181,6 +187,7 @@ class _Playlists:
         if self.popularity is not None and flat.size:
             self.popularity += np.bincount(flat, minlength=self.songs.n)
         tag_codes = [[self.tags.add(t) for t in dict.fromkeys(p.tags)] for p in items]
+        self.tag_repeats += sum(len(p.tags) for p in items) - sum(map(len, tag_codes))
         tag_lengths = np.fromiter(map(len, tag_codes), dtype=np.int64, count=len(items))
         self.tag_w.append(tag_lengths, {"tag": np.fromiter((t for r in tag_codes for t in r), dtype=np.int64,
                                                            count=int(tag_lengths.sum()))})
@@ -208,7 +215,8 @@ class _Playlists:
                                                 "split": split})
 
     def answers(self, path: Path) -> int:
-        """Read answers/S.json, aligned with this split's questions by id; returns repeated answer songs."""
+        """Read answers/S.json, aligned with this split's questions by id; returns the repeated answer
+        songs and tags dropped."""
         row = {pid: i for i, pid in enumerate(self.cols["id"])}
         songs: list[np.ndarray | None] = [None] * len(row)
         tags: list[list[int]] = [[] for _ in row]
@@ -224,6 +232,7 @@ class _Playlists:
                     raise InputError(path, f"item {first + k}, field id: playlist id {p.id} seen twice")
                 songs[i] = codes[k]
                 tags[i] = [self.tags.add(t) for t in dict.fromkeys(p.tags)]
+                repeats += len(p.tags) - len(tags[i])
             repeats += sum(reps)
         missing = [i for i, s in enumerate(songs) if s is None]
         if missing:
@@ -308,13 +317,14 @@ def ingest_melon(raw_dir: str | Path, store_path: str | Path, overwrite: bool = 
             if pl_.popularity is not None:
                 popularity = pl_.popularity
             notes.append(f"{split}: {pl_.repeats} repeated songs dropped (kept once) in "
-                         f"{sum(1 for r in pl_.cols['repeats'] if r)} playlists")
+                         f"{sum(1 for r in pl_.cols['repeats'] if r)} playlists"
+                         + (f", {pl_.tag_repeats} repeated tags dropped" if pl_.tag_repeats else ""))
             answers = files.get(f"{S.ANSWERS_DIR}/{split}.json")
             if answers is not None:
                 reps = pl_.answers(answers)
                 bar.update(answers.stat().st_size)
                 if reps:
-                    notes.append(f"answers/{split}.json: {reps} repeated songs dropped (kept once)")
+                    notes.append(f"answers/{split}.json: {reps} repeated songs or tags dropped (kept once)")
             elif split != "train":
                 notes.append(f"no answers/{split}.json: {split} has questions only")
         b.table(S.SONG_INFO, songs.write_info(popularity))
