@@ -105,7 +105,7 @@ class Planted:
         p = np.empty(n_songs)
         for t in range(k):
             a, b = self.theme_start[t], self.theme_start[t + 1]
-            p[a:b] = _zipf(b - a, SONG_ZIPF) if b > a else p[a:b]
+            p[a:b] = _zipf(b - a, SONG_ZIPF)
         self.song_p = np.empty(n_songs)
         self.song_p[order] = p  # p(song | its theme)
         self.cum = np.concatenate([np.cumsum(p[self.theme_start[t]:self.theme_start[t + 1]]) + t for t in range(k)])
@@ -115,7 +115,7 @@ class Planted:
         # tags: shared one-word tags and per-theme two-word tags
         words = list(_WORDS)
         own = {f"{words[i]}{words[j]}" for i, j in rng.integers(0, len(words), size=(4 * k, 2)) if i != j}
-        own_list = sorted(own)
+        own_list = sorted(own - set(words))  # a compound may spell a one-word tag ("감성충전"): one text, one tag
         rng.shuffle(own_list)
         self.tags = words + own_list
         theme_tags = np.empty((k, 6), dtype=np.int64)
@@ -165,7 +165,9 @@ def _genres() -> dict[str, str]:
     return out
 
 
-def _write_songs(path: Path, planted: Planted, rng: np.random.Generator) -> None:
+def _write_songs(path: Path, planted: Planted, rng: np.random.Generator, progress: bool) -> None:
+    from tqdm import tqdm
+
     n = planted.song_theme.size
     enc = msgspec.json.Encoder()
     # artists: contiguous runs of each theme's songs (grouped order), 4..30 songs each, one or two albums
@@ -189,7 +191,7 @@ def _write_songs(path: Path, planted: Planted, rng: np.random.Generator) -> None
     album_day = rng.integers(1, 29, size=al)
     quirk = rng.random(al)
     artist_names = [_name(rng) for _ in range(a)]
-    with open(path, "wb") as f:
+    with open(path, "wb") as f, tqdm(total=n, unit="song", desc="synth song_meta", disable=not progress) as bar:
         f.write(b"[")
         for lo in range(0, n, BLOCK):
             items = []
@@ -198,9 +200,11 @@ def _write_songs(path: Path, planted: Planted, rng: np.random.Generator) -> None
                 g = int(planted.theme_genre[t])
                 r = rng.random(4)
                 genre = [] if r[0] < 0.01 else [f"GN{g:02d}00"]
-                detail = [] if not genre else [f"GN{g:02d}{d:02d}" for d in sorted({2 + t % 4, 2 + (s + t) % 4})][: 1 + (r[3] < 0.3)]
+                # the theme's detail genre, and for 30 % of the songs a second one of the same major genre
+                details = sorted({2 + t % 4, 2 + (s + t) % 4})[: 1 + int(r[3] < 0.3)]
+                detail = [f"GN{g:02d}{d:02d}" for d in details] if genre else []
                 q = quirk[alb]
-                date = ("00000000" if q < 0.02 else f"{album_year[alb]}00{0:02d}" if q < 0.05
+                date = ("00000000" if q < 0.02 else f"{album_year[alb]}0000" if q < 0.05  # month (and day) 00
                         else f"{album_year[alb]}{album_month[alb]:02d}00" if q < 0.09
                         else f"{album_year[alb]}{album_month[alb]:02d}{album_day[alb]:02d}")
                 no_album = r[1] < 0.001
@@ -219,6 +223,7 @@ def _write_songs(path: Path, planted: Planted, rng: np.random.Generator) -> None
             for i, item in enumerate(items):
                 f.write(b"\n" if lo == 0 and i == 0 else b",\n")
                 f.write(enc.encode(item))
+            bar.update(len(items))
         f.write(b"\n]\n")
 
 
@@ -279,7 +284,7 @@ def synth_melon(out_dir: str | Path, playlists: int = 15_000, songs: int = 30_00
     planted = Planted(songs, rng)
     genres = _genres()
     (out / S.GENRES).write_bytes(msgspec.json.encode(genres))
-    _write_songs(out / S.SONG_META, planted, rng)
+    _write_songs(out / S.SONG_META, planted, rng, progress)
     ids = np.sort(rng.choice(int(playlists * 1.03) + 10, size=playlists, replace=False))
     split = rng.choice(3, size=playlists, p=SPLIT_SHARES)
     (out / S.ANSWERS_DIR).mkdir()
