@@ -18,7 +18,7 @@ file and the item index (with the JSON path of a wrong field) or the byte offset
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,8 @@ def element_ends(buf: bytes) -> np.ndarray:
 
 class ArrayReader:
     """``for items in ArrayReader(path, type): ...`` yields lists of decoded elements, in file order;
-    ``index`` is the item index of the first element of the next list, ``offset`` its byte offset."""
+    ``index`` is the item index of the first element of the next list; ``consumed`` the bytes read up to
+    the end of the last list (for progress bars)."""
 
     def __init__(self, path: str | Path, item_type: Any, block_bytes: int = BLOCK_BYTES):
         self.path = Path(path)
@@ -75,6 +76,7 @@ class ArrayReader:
         self.block_bytes = block_bytes
         self.index = 0
         self.offset = 0
+        self.consumed = 0
 
     def __iter__(self) -> Iterator[list]:
         if not self.path.is_file():
@@ -90,7 +92,9 @@ class ArrayReader:
                 ends = element_ends(buf)
                 if ends.size:
                     cut = int(ends[-1])
-                    yield self._decode(buf[:cut], pos, first)
+                    items = self._decode(buf[:cut], pos, first)
+                    self.consumed = pos + cut
+                    yield items
                     first = False
                     buf, pos = buf[cut:], pos + cut
                 if eof:
@@ -139,8 +143,16 @@ class ArrayReader:
         raise InputError(self.path, f"invalid JSON at byte {pos + lead}: not an object (item {self.index})")
 
 
-def iter_items(path: str | Path, item_type: Any, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list]]:
-    """(index of the first item, items) per block of ``path``'s top-level array."""
+def iter_items(path: str | Path, item_type: Any, block_bytes: int = BLOCK_BYTES,
+               progress: Callable[[int], object] | None = None) -> Iterator[tuple[int, list]]:
+    """(index of the first item, items) per block of ``path``'s top-level array; ``progress(n)`` is called
+    with the bytes consumed since its last call (e.g. a tqdm bar's ``update``), the file's size in all."""
     reader = ArrayReader(path, item_type, block_bytes)
+    done = 0
     for items in reader:
+        if progress is not None:
+            progress(reader.consumed - done)
+            done = reader.consumed
         yield reader.index - len(items), items
+    if progress is not None:
+        progress(Path(path).stat().st_size - done)

@@ -12,6 +12,7 @@ an answer without a question, or a question without an answer, is an error.
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -214,14 +215,14 @@ class _Playlists:
         self.b.table(S.playlists_table(split), {"kind": "parquet", "rows": table.num_rows, "path": rel,
                                                 "split": split})
 
-    def answers(self, path: Path) -> int:
+    def answers(self, path: Path, progress: Callable[[int], object]) -> int:
         """Read answers/S.json, aligned with this split's questions by id; returns the repeated answer
         songs and tags dropped."""
         row = {pid: i for i, pid in enumerate(self.cols["id"])}
         songs: list[np.ndarray | None] = [None] * len(row)
         tags: list[list[int]] = [[] for _ in row]
         repeats = 0
-        for first, items in iter_items(path, S.Playlist):
+        for first, items in iter_items(path, S.Playlist, progress=progress):
             codes, reps = self.encode(path, first, items)
             for k, p in enumerate(items):
                 i = row.get(p.id)
@@ -294,12 +295,11 @@ def ingest_melon(raw_dir: str | Path, store_path: str | Path, overwrite: bool = 
         bar.update(files[S.GENRES].stat().st_size)
         songs = _Songs(b, genres)
         path = files[S.SONG_META]
-        for first, items in iter_items(path, S.Song, block_bytes):
+        for first, items in iter_items(path, S.Song, block_bytes, bar.update):
             try:
                 songs.add(items)
             except (ValueError, OverflowError) as e:
                 raise InputError(path, f"items {first}..{first + len(items) - 1}: {e}") from None
-        bar.update(path.stat().st_size)
         songs.finish(path)
         tags = b.dictionary(S.DICT_TAG)
         seen: dict[int, int] = {}
@@ -310,9 +310,8 @@ def ingest_melon(raw_dir: str | Path, store_path: str | Path, overwrite: bool = 
                 notes.append(f"no {split}.json: store has no {split} split")
                 continue
             pl_ = _Playlists(b, songs, tags, split, seen)
-            for first, items in iter_items(path, S.Playlist, block_bytes):
+            for first, items in iter_items(path, S.Playlist, block_bytes, bar.update):
                 pl_.add(path, first, items)
-            bar.update(path.stat().st_size)
             pl_.finish()
             if pl_.popularity is not None:
                 popularity = pl_.popularity
@@ -321,8 +320,7 @@ def ingest_melon(raw_dir: str | Path, store_path: str | Path, overwrite: bool = 
                          + (f", {pl_.tag_repeats} repeated tags dropped" if pl_.tag_repeats else ""))
             answers = files.get(f"{S.ANSWERS_DIR}/{split}.json")
             if answers is not None:
-                reps = pl_.answers(answers)
-                bar.update(answers.stat().st_size)
+                reps = pl_.answers(answers, bar.update)
                 if reps:
                     notes.append(f"answers/{split}.json: {reps} repeated songs or tags dropped (kept once)")
             elif split != "train":
