@@ -125,8 +125,16 @@ def test_oracle_is_valid_and_beats_popularity(raw: Path) -> None:
 
 
 def test_cli_synth(tmp_path: Path) -> None:
-    r = CliRunner().invoke(main, ["synth", "melon", str(tmp_path / "o"), "--playlists", "40", "--songs", "200"])
+    r = CliRunner().invoke(main, ["synth", "melon", str(tmp_path / "o"), "--playlists", "40", "--songs", "300"])
     assert r.exit_code == 0, r.output
-    assert "wrote" in r.output and "200 songs" in r.output
-    r = CliRunner().invoke(main, ["synth", "melon", str(tmp_path / "o"), "--playlists", "40", "--songs", "200"])
+    assert "wrote" in r.output and "300 songs" in r.output
+    r = CliRunner().invoke(main, ["synth", "melon", str(tmp_path / "o"), "--playlists", "40", "--songs", "300"])
     assert r.exit_code != 0 and "not empty" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(main, ["synth", "melon", str(tmp_path / "p"), "--songs", "100"])
+    assert r.exit_code == 2 and "--songs" in r.output and "Traceback" not in r.output
+
+
+def test_oracle_test_split(raw: Path) -> None:
+    recs = oracle_results(raw, "test")
+    answers = load(raw, "answers/test.json")
+    assert melon_score(answers, recs)["score"] > 0.3

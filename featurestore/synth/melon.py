@@ -53,6 +53,7 @@ TWO_THEMES = 0.4
 SPLIT_SHARES = (0.80, 0.13, 0.07)
 PLANTED = "_planted/planted.npz"
 BLOCK = 20_000
+MIN_SONGS = 300
 
 _SYLLABLES = list("가나다라마바사아자차카타파하고노도로모보소오조초코토포호구누두루무부수우주추쿠투푸후민진선영미연지은혜")
 _WORDS = ("드라이브 여름 감성 힙합 카페 새벽 운동 비오는날 신나는 잔잔한 발라드 재즈 인디 사랑 이별 출근길 퇴근길 공부 "
@@ -277,8 +278,9 @@ def synth_melon(out_dir: str | Path, playlists: int = 15_000, songs: int = 30_00
     """Write a synthetic Melon release (see the module docstring) under ``out_dir``."""
     from tqdm import tqdm
 
-    if playlists < 20 or songs < 100:
-        raise FstoreError(f"--playlists {playlists} --songs {songs}: need at least 20 playlists and 100 songs")
+    if playlists < 20 or songs < MIN_SONGS:
+        raise FstoreError(f"--playlists {playlists} --songs {songs}: need at least 20 playlists and {MIN_SONGS} songs "
+                          "(100 recommendations besides a question's songs)")
     out = prepare_out_dir(out_dir, overwrite)
     rng = np.random.default_rng(seed)
     planted = Planted(songs, rng)
@@ -322,7 +324,8 @@ def oracle_results(raw_dir: str | Path, split: str = "val") -> list[dict]:
     path = raw / PLANTED
     if not path.is_file():
         raise FstoreError(f"{path}: no planted truth (only `fstore synth melon` output has one)")
-    z = np.load(path)
+    with np.load(path) as npz:
+        z = {k: npz[k] for k in npz.files}  # an NpzFile decompresses on every access: read each array once
     pos = {int(p): i for i, p in enumerate(z["playlist_ids"])}
     song_theme, song_p = z["song_theme"], z["song_p"]
     bg_p = np.empty(song_p.size)
@@ -345,11 +348,12 @@ def oracle_results(raw_dir: str | Path, split: str = "val") -> list[dict]:
                 score = score + (1 - SONG_NOISE) * wt * np.where(song_theme[cand] == t, song_p[cand], 0.0)
             ranked = cand[np.argsort(-score, kind="stable")]
             asked = set(q.songs)
-            songs = [int(s) for s in ranked if int(s) not in asked][: S.N_SONGS]
+            songs = [int(s) for s in ranked[: S.N_SONGS + len(asked)] if int(s) not in asked][: S.N_SONGS]
             tag_score = TAG_NOISE * tag_bg.copy()
             for t, wt in mix:
                 np.add.at(tag_score, z["theme_tags"][t], (1 - TAG_NOISE) * wt * z["theme_tag_p"])
             asked_tags = set(q.tags)
-            tag_list = [tags[j] for j in np.argsort(-tag_score, kind="stable") if tags[j] not in asked_tags][: S.N_TAGS]
+            best = np.argsort(-tag_score, kind="stable")[: S.N_TAGS + len(asked_tags)]
+            tag_list = [tags[j] for j in best if tags[j] not in asked_tags][: S.N_TAGS]
             out.append({"id": q.id, "songs": songs, "tags": tag_list})
     return out
