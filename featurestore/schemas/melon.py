@@ -22,9 +22,14 @@ Store layout (every name below is a table in the store's manifest; codes are den
 
 Repeated songs within one playlist: kept once (first position), counted per playlist and in the ingest
 summary. The official answers never repeat a song, so keeping duplicates would only weight the input.
+Repeated tags likewise (counted in the summary). Ragged ``song`` columns carry ``ref: song_info`` (codes
+are rows of song_info, so ``fstore validate`` range-checks them); tag, artist and genre columns carry
+their ``dictionary``. Raw records are decoded with the typed :class:`Playlist` and :class:`Song` below.
 """
 
 from __future__ import annotations
+
+import msgspec
 
 # --- raw files -------------------------------------------------------------------------------------
 SPLITS = ("train", "val", "test")
@@ -51,6 +56,34 @@ SONG_FIELDS = {
     "artist_name_basket": (list,),
     "song_name": (str, type(None)),
 }
+
+
+class Playlist(msgspec.Struct):
+    """A playlist of train/val/test.json (and of answers/*.json), as the ingest decodes it (typed: a wrong
+    type is an error naming the field). Field order is the release's."""
+
+    tags: list[str]
+    id: int
+    plylst_title: str
+    songs: list[int]
+    like_cnt: int
+    updt_date: str
+
+
+class Song(msgspec.Struct):
+    """A song of song_meta.json."""
+
+    song_gn_dtl_gnr_basket: list[str]
+    issue_date: str
+    album_name: str | None
+    album_id: int | None
+    artist_id_basket: list[int]
+    song_name: str | None
+    song_gn_gnr_basket: list[str]
+    artist_name_basket: list[str]
+    id: int
+
+
 UPDT_DATE_FORMAT = "%Y-%m-%d %H:%M:%S.000"
 MISSING_ISSUE_DATE = "00000000"
 
