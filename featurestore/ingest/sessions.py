@@ -104,8 +104,12 @@ class SessionIdRegistry:
         self.paths: list[Path] = []
 
     def add(self, path: Path, session_ids: pl.Series) -> None:
+        self.add_hashes(path, session_ids.hash(seed=0).to_numpy())
+
+    def add_hashes(self, path: Path, hashes: np.ndarray) -> None:
+        """``session_ids.hash(seed=0)``, computed elsewhere (by the task that parsed the file)."""
         self.paths.append(path)
-        self._hashes.append(session_ids.hash(seed=0).to_numpy())
+        self._hashes.append(hashes)
 
     def check(self, read_run_ids) -> None:
         """read_run_ids(path) -> the run session ids of that file (called only on a hash match)."""

@@ -34,16 +34,24 @@ TAIL_BYTES = 1 << 16  # how much of a file's end is read to count trailing blank
 
 # --- bytes ---------------------------------------------------------------------------------------
 
-def read_source_bytes(path: Path) -> bytes | Path:
-    """The file's content: the path itself when plain, decompressed bytes when gzip."""
+def read_source_bytes(path: Path, digest=None) -> bytes | Path:
+    """The file's content: the path itself when plain, decompressed bytes when gzip.
+
+    ``digest`` (a hashlib object): the file's bytes as stored are fed to it, read once for both the
+    hash and the parse (a plain file then comes back as bytes), instead of a second full read later."""
     if not path.is_file():
         raise InputError(path, "file not found")
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty")
-    if path.suffix != ".gz":
+    if digest is not None:
+        stored = path.read_bytes()
+        digest.update(stored)
+        if path.suffix != ".gz":
+            return stored
+    elif path.suffix != ".gz":
         return path
     try:
-        with gzip.open(path, "rb") as f:
+        with gzip.open(path, "rb") if digest is None else gzip.GzipFile(fileobj=io.BytesIO(stored)) as f:
             data = f.read()
     except EOFError:
         raise InputError(path, "truncated gzip file (compressed stream ended early)") from None
@@ -235,14 +243,20 @@ def _trailing_blank_lines(source: bytes | Path) -> int:
     return n
 
 
-def read_typed_csv(path: Path, schema: dict[str, pl.DataType], required: list[str] | None = None) -> pl.DataFrame:
+def read_typed_csv(path: Path, schema: dict[str, pl.DataType], required: list[str] | None = None,
+                   digest=None) -> pl.DataFrame:
     """Read the columns of ``schema`` from a CSV file, every value non-null and of its dtype.
 
     Raises InputError naming the file, line (1-based, header is line 1) and column of the first
     problem: a missing column, an empty value, or a value that does not parse. ``pl.Enum`` columns
     are open vocabularies: if a value is outside the Enum, that column comes back as text.
+    ``digest``: a hashlib object fed the file's bytes as they are read (see ``read_source_bytes``).
     """
-    source = read_source_bytes(path)
+    return _read_typed(path, read_source_bytes(path, digest), schema, required)
+
+
+def _read_typed(path: Path, source: bytes | Path, schema: dict[str, pl.DataType],
+                required: list[str] | None) -> pl.DataFrame:
     raw = read_header(source)
     stripped = [h.strip() for h in raw]
     required = list(schema) if required is None else required
@@ -259,7 +273,7 @@ def read_typed_csv(path: Path, schema: dict[str, pl.DataType], required: list[st
         if not enums:
             _locate_parse_error(path, source, names, schema, e)
         # an Enum column met a value outside its vocabulary: open vocabularies take it as text
-        return read_typed_csv(path, {c: (pl.Utf8 if c in enums else t) for c, t in schema.items()}, required)
+        return _read_typed(path, source, {c: (pl.Utf8 if c in enums else t) for c, t in schema.items()}, required)
     nulls = df.null_count().row(0)
     if any(nulls):
         df = _drop_trailing_blank_lines(df, source)
