@@ -10,8 +10,10 @@ from .common import (
     OVERWRITE_STORE,
     OVERWRITE_SYNTH,
     RAW_AND_STORE,
+    SCHEDULER,
     SEED,
     SYNTH_OUT,
+    WORKERS,
     echo_lines,
     evaluate_options,
     print_ingest_summary,
@@ -48,8 +50,11 @@ def synth_cmd(out: Path, sessions: int, tracks: int, seed: int, train_files: int
 @click.option("--no-source-checksums", is_flag=True, help="Skip sha256 of the raw files in the manifest.")
 @click.option("--append", is_flag=True,
               help="Add RAW_DIR's new training_set/log_* and track_features/tf_* to STORE as a new version.")
+@WORKERS
+@SCHEDULER
 @user_errors
-def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool, append: bool) -> None:
+def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool, append: bool,
+               dask_workers: int, scheduler: str | None) -> None:
     """MSSD training_set/, track_features/ and test_set/ under RAW_DIR (plain or .csv.gz) into STORE."""
     from ..ingest.spotify import ingest_spotify
     from ..store.errors import FstoreError
@@ -59,9 +64,12 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums:
 
         if overwrite:
             raise FstoreError("--append and --overwrite exclude each other")
+        if dask_workers or scheduler:
+            raise FstoreError("--append runs in this process: --workers/--scheduler apply to a full ingest only")
         summary = append_spotify(raw_dir, store, source_checksums=not no_source_checksums)
     else:
-        summary = ingest_spotify(raw_dir, store, overwrite=overwrite, source_checksums=not no_source_checksums)
+        summary = ingest_spotify(raw_dir, store, overwrite=overwrite, source_checksums=not no_source_checksums,
+                                 workers=dask_workers, scheduler=scheduler)
     print_ingest_summary(raw_dir, store, summary)
 
 
