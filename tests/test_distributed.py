@@ -105,14 +105,14 @@ def test_bad_file_fails_like_serial_and_commits_nothing(raw, cluster, tmp_path):
 
 
 class KillOnce(distributed.WorkerPlugin):
-    """Kills (SIGKILL) the worker process that starts the first ``write_part`` task, once: the marker
+    """Kills (SIGKILL) the worker process that starts the first ``write_chunks`` task, once: the marker
     file is claimed by unlinking it, so the restarted worker and the other one are spared."""
 
     def __init__(self, marker: str):
         self.marker = marker
 
     def transition(self, key, start, finish, **kwargs):
-        if finish == "executing" and "write_part" in str(key):
+        if finish == "executing" and "write_chunks" in str(key):
             try:
                 os.unlink(self.marker)
             except FileNotFoundError:

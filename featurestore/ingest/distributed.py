@@ -14,14 +14,15 @@ dictionaries) because every global decision is taken by the driver, in file orde
    lengths, session-id hashes and ids). The driver merges the per-file vocabularies in file order,
    which gives exactly the serial path's dictionaries (values added in first-appearance order), and
    fixes each file's event and session offsets by a prefix sum of the counts;
-3. phase B, one task per file: remap the categorical codes, write every chunk wholly inside the
-   file's region of the one zarr array per column, and save the partial chunks at its two edges
-   aside; the driver assembles each shared edge chunk from those pieces (at most one chunk per file
-   edge and column), so no chunk is ever written by two processes.
+3. phase B, one task per column and range of whole chunks (about as many ranges as files): gather
+   the range's values from the parts that cover it (memory-mapped ``.npy``: only that range is
+   read), map the categorical codes to the merged dictionaries, write the chunks. Every chunk of the
+   one zarr array per column is written whole by exactly one task: no chunk is shared between
+   processes, none is assembled by the driver (the driver only writes the small session-id list).
 
 The parts live in ``<staging tree>/_fstore/parts`` (not part of a version's data: the manifest skips
 ``_fstore``) and are removed before the commit. Tasks are idempotent (they write whole files and whole
-chunks), so Dask may rerun a task whose worker died. A file failing validation fails the ingest with
+chunks), so Dask may rerun a task whose worker died: a part or a chunk is replaced whole. A file failing validation fails the ingest with
 the same one-line error as the serial path: the driver raises errors in file order, after telling the
 remaining tasks to stop (an abort flag file) and waiting for the running ones, so nothing writes into
 the staging tree once the builder removes it.
@@ -34,7 +35,6 @@ import hashlib
 import logging
 import os
 import shutil
-from collections import defaultdict
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -127,61 +127,55 @@ def encode_file(path: str, part: str, codes_path: str, checksum: bool) -> dict |
             "sha256": digest.hexdigest() if digest is not None else None}
 
 
-def _write_region(array: zarr.Array, start: int, values: np.ndarray, pieces: Path, name: str) -> list:
-    """Write the chunks of ``array`` wholly inside [start, start + len(values)); save the partial chunks
-    at the two edges as ``.npy`` pieces (returned as (array path, global start, file) for the driver)."""
-    c, stop = array.chunks[0], start + len(values)
-    a, b = -(-start // c) * c, stop // c * c  # first and last chunk boundary inside the region
-    out = []
-    if a >= b:  # no whole chunk inside: the region lies in one chunk, or straddles one boundary
-        cuts = [start, *([a] if start < a < stop else []), stop]
-    else:
-        array[a:b] = values[a - start : b - start]
-        cuts = [start, a, b, stop]
-    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
-        if hi > lo and not (a < b and lo == a and hi == b):
-            f = pieces / f"{name.replace('/', '.')}-{lo}.npy"
-            np.save(f, values[lo - start : hi - start])
-            out.append((name, lo, str(f)))
-    return out
+def _slices(parts: list[tuple[str, int]], name: str, lo: int, hi: int) -> Iterator:
+    """(part index, values) of the ``name.npy`` arrays of ``parts`` ((folder, first global index)) that
+    fall in [lo, hi), in order; the arrays are memory-mapped, so only that range is read."""
+    for k, (folder, start) in enumerate(parts):
+        v = np.load(Path(folder) / f"{name}.npy", mmap_mode="r")
+        a, b = max(lo, start) - start, min(hi, start + len(v)) - start
+        if b > a:
+            yield k, v[a:b]
 
 
-def write_part(part: str, stage: str, table: str, event_start: int, session_start: int,
-               luts: dict[str, list[int]]) -> list | None:
-    """Phase B for one file: its columns (categoricals remapped to the global codes) and offsets into
-    the version's arrays, whole chunks only; returns the edge pieces."""
-    src = Path(part)
-    if (src.parent / ABORT).exists():
-        return None
-    group = Path(stage) / table
-    pieces = src / "pieces"
-    pieces.mkdir(exist_ok=True)
-    out = []
-    for c in S.EVENT_COLUMNS:
-        v = np.load(src / f"{c}.npy")
-        if c in luts:
-            v = np.asarray(luts[c], dtype=np.uint8)[v]
-        out += _write_region(zarr.open_array(group / "events" / c, mode="r+"), event_start, v, pieces, f"events/{c}")
-    offsets = event_start + np.cumsum(np.load(src / "lengths.npy"))
-    out += _write_region(zarr.open_array(group / "offsets", mode="r+"), session_start + 1, offsets, pieces, "offsets")
-    return out
+def write_chunks(stage: str, table: str, column: str, lo: int, hi: int, parts: list[tuple[str, int]],
+                 luts: list[list[int]] | None) -> bool:
+    """Phase B: values [lo, hi) of one event column (whole chunks, the last one possibly short), gathered
+    from the parts that cover it, categorical codes mapped through each part's ``luts``. Each chunk of
+    the version is written by exactly one task, whole: no chunk is shared between processes."""
+    if (Path(parts[0][0]).parent / ABORT).exists():
+        return False
+    pieces = [np.asarray(luts[k], dtype=np.uint8)[v] if luts else np.asarray(v)
+              for k, v in _slices(parts, column, lo, hi)]
+    zarr.open_array(Path(stage) / table / "events" / column, mode="r+")[lo:hi] = np.concatenate(pieces)
+    return True
 
 
-# --- on the driver -------------------------------------------------------------------------------
+def write_offsets(stage: str, table: str, lo: int, hi: int, parts: list[tuple[str, int]],
+                  event_starts: list[int]) -> bool:
+    """Phase B: ``offsets[lo:hi]``; ``offsets[j]`` = events before session j (part k's sessions start
+    at session ``parts[k][1]`` and event ``event_starts[k]``)."""
+    if (Path(parts[0][0]).parent / ABORT).exists():
+        return False
+    pieces = [np.zeros(1, dtype=np.int64)] if lo == 0 else []
+    for (folder, first), event_start in zip(parts, event_starts, strict=True):
+        lengths = np.load(Path(folder) / "lengths.npy")  # offsets[first + 1 + i] = event_start + cumsum[i]
+        a, b = max(lo, first + 1) - first - 1, min(hi, first + 1 + len(lengths)) - first - 1
+        if b > a:
+            pieces.append(event_start + np.cumsum(lengths)[a:b])
+    zarr.open_array(Path(stage) / table / "offsets", mode="r+")[lo:hi] = np.concatenate(pieces)
+    return True
 
-def _assemble(group: zarr.Group, pieces: list) -> None:
-    """Write every chunk shared by several files (or by a file and the offsets' leading 0) from its pieces."""
-    by_chunk: dict[tuple[str, int], list] = defaultdict(list)
-    for name, lo, f in pieces:
-        by_chunk[name, lo // group[name].chunks[0]].append((lo, f))
-    for (name, k), ps in sorted(by_chunk.items()):
-        array = group[name]
-        ps.sort()
-        values = np.concatenate([np.load(f) for _, f in ps])
-        lo, c = ps[0][0], array.chunks[0]
-        if lo != k * c or lo + len(values) != min((k + 1) * c, array.shape[0]):  # a bug, never bad input
-            raise RuntimeError(f"{name}: pieces of chunk {k} cover [{lo}, {lo + len(values)})")
-        array[lo : lo + len(values)] = values
+
+def chunk_ranges(total: int, chunk: int, tasks: int) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of whole chunks covering [0, total), about ``tasks`` of them."""
+    chunks = -(-total // chunk)
+    per = max(1, -(-chunks // max(tasks, 1)))
+    return [(k * chunk, min((k + per) * chunk, total)) for k in range(0, chunks, per)]
+
+
+def _covering(starts: np.ndarray, counts: np.ndarray, lo: int, hi: int, base: int = 0) -> list[int]:
+    """Indices of the parts whose [start + base, start + base + count) meets [lo, hi)."""
+    return [k for k in range(len(starts)) if starts[k] + base < hi and starts[k] + base + counts[k] > lo]
 
 
 def _ordered(futures: list) -> Iterator:
@@ -236,24 +230,34 @@ def _run(client, paths, builder, enc, registry, bar, digests, chunk, parts: Path
         if digests is not None:
             digests[p] = info["sha256"]
         bar.update(p.stat().st_size)
-    events = np.cumsum([0] + [i["events"] for i in infos])
-    sessions = np.cumsum([0] + [i["sessions"] for i in infos])
+    counts = {"events": np.array([i["events"] for i in infos]), "sessions": np.array([i["sessions"] for i in infos])}
+    starts = {k: np.concatenate([[0], np.cumsum(v)[:-1]]) for k, v in counts.items()}
+    n_events, n_sessions = int(counts["events"].sum()), int(counts["sessions"].sum())
     group = RaggedWriter(builder.root, "train", S.EVENT_COLUMNS, chunk=chunk).group  # creates the arrays
     for c in S.EVENT_COLUMNS:
-        group["events"][c].resize((int(events[-1]),))
-    group["offsets"].resize((int(sessions[-1]) + 1,))
-    futures = [client.submit(write_part, f, str(builder.stage), "train", int(events[i]), int(sessions[i]),
-                             luts[i], pure=False) for i, f in enumerate(folders)]
-    submitted += futures
-    np.save(parts / "offsets-0.npy", np.zeros(1, dtype=np.int64))
-    pieces = [("offsets", 0, str(parts / "offsets-0.npy"))]
+        group["events"][c].resize((n_events,))
+    group["offsets"].resize((n_sessions + 1,))
+    # phase B: one task per column and range of whole chunks (about one range per file)
+    for lo, hi in chunk_ranges(n_events, chunk, len(paths)):
+        ks = _covering(starts["events"], counts["events"], lo, hi)
+        parts_here = [(folders[k], int(starts["events"][k])) for k in ks]
+        for c in S.EVENT_COLUMNS:
+            lut = [luts[k][c] for k in ks] if c in S.CATEGORICAL_COLUMNS else None
+            submitted.append(client.submit(write_chunks, str(builder.stage), "train", c, lo, hi, parts_here, lut,
+                                           pure=False))
+    offsets_chunk = group["offsets"].chunks[0]
+    for lo, hi in chunk_ranges(n_sessions + 1, offsets_chunk, len(paths)):
+        ks = _covering(starts["sessions"], counts["sessions"], lo, hi, base=1)
+        parts_here = [(folders[k], int(starts["sessions"][k])) for k in ks]
+        submitted.append(client.submit(write_offsets, str(builder.stage), "train", lo, hi, parts_here,
+                                       [int(starts["events"][k]) for k in ks], pure=False))
     ids = builder.ids("train")
-    for p, got, folder in zip(paths, _ordered(futures), folders, strict=True):
-        pieces += got
+    for p, folder in zip(paths, folders, strict=True):  # meanwhile: session ids and their hashes, in file order
         registry.add_hashes(p, np.load(Path(folder) / "hashes.npy"))
         ids.append(pl.read_parquet(Path(folder) / "ids.parquet")["value"])
-    _assemble(group, pieces)
-    meta = {**dict(group.attrs), "kind": "ragged", "rows": int(sessions[-1]), "events": int(events[-1]),
+    for _ in _ordered(submitted[len(paths):]):
+        pass
+    meta = {**dict(group.attrs), "kind": "ragged", "rows": n_sessions, "events": n_events,
             "columns": S.EVENT_COLUMNS, "split": "train"}
     group.attrs.update(meta)
     return meta
