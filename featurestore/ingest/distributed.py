@@ -31,7 +31,6 @@ the staging tree once the builder removes it.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -47,7 +46,7 @@ from ..schemas import mssd as S
 from ..store import InputError, RaggedWriter
 from ..store.errors import FstoreError
 from .sessions import FULL, SessionIdRegistry, session_runs
-from .table import read_typed_csv
+from .table import HashAside, read_typed_csv
 
 ABORT = "abort"
 
@@ -82,6 +81,17 @@ def dask_client(workers: int = 0, scheduler: str | None = None) -> Iterator[Any]
         yield client
 
 
+def warm_up(client) -> list:
+    """Have every worker import the ingest modules now, while the driver reads the track features
+    (a fresh worker process spends about a second on imports before its first file)."""
+    workers = list(client.scheduler_info()["workers"])
+    return [client.submit(_import_ingest, workers=[w], allow_other_workers=False, pure=False) for w in workers]
+
+
+def _import_ingest() -> None:
+    from . import spotify  # noqa: F401 - polars, zarr, numba and the encoder, loaded once per process
+
+
 # --- in the tasks ------------------------------------------------------------------------------
 
 _TRACK_CODES: dict[tuple, pl.DataFrame] = {}  # per worker process: the track id -> code table
@@ -108,7 +118,7 @@ def encode_file(path: str, part: str, codes_path: str, checksum: bool) -> dict |
     if (out.parent / ABORT).exists():
         return None
     p = Path(path)
-    digest = hashlib.sha256() if checksum else None
+    digest = HashAside() if checksum else None
     try:
         df = read_typed_csv(p, S.LOG_CSV, digest=digest)
         runs = session_runs(df, p, FULL)

@@ -20,7 +20,6 @@ Open vocabularies: unseen context_type / reason values are added to the dictiona
 
 from __future__ import annotations
 
-import hashlib
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from ..store.arrays import EVENT_CHUNK
 from ..store.manifest import sha256_file
 from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
 from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
-from .table import read_typed_csv
+from .table import HashAside, read_typed_csv
 
 FIT_SAMPLE_ROWS = 32_768  # quantizer fitting sample in all (plus the exact min/max of every column)
 KEEP_TRACK_BYTES = 256 << 20  # track blocks kept in memory between fitting and encoding
@@ -189,21 +188,21 @@ def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: Ragg
     writer = writer if writer is not None else RaggedWriter(builder.root, "train", S.EVENT_COLUMNS, chunk=TRAIN_CHUNK)
     ids = builder.ids("train")
 
-    def process(p: Path, df: pl.DataFrame) -> None:
+    def process(p: Path, df: pl.DataFrame, digest: HashAside | None) -> None:
         runs = session_runs(df, p, FULL)
         registry.add(p, runs.session_ids)
         writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
         ids.append(runs.session_ids)
+        if digest is not None:
+            digests[p] = digest.hexdigest()
         bar.update(p.stat().st_size)
 
     pipeline = _FilePipeline()
     try:
         for p in paths:
-            digest = hashlib.sha256() if digests is not None else None
+            digest = HashAside() if digests is not None else None
             df = read_typed_csv(p, enc.log_schema(S.LOG_CSV), digest=digest)
-            if digest is not None:
-                digests[p] = digest.hexdigest()
-            pipeline.submit(process, p, df)
+            pipeline.submit(process, p, df, digest)
         pipeline.wait()
     finally:
         pipeline.close()
@@ -286,10 +285,11 @@ def ingest_spotify(raw_dir: str | Path, store_path: str | Path, overwrite: bool 
     ``workers`` > 0 (a local Dask cluster of that many processes) or ``scheduler`` (an existing Dask
     cluster's address): the training logs are encoded by one task per file (``ingest/distributed.py``);
     the store's content is the same as the serial path's (``workers=0``)."""
-    from .distributed import dask_client
+    from .distributed import dask_client, warm_up
 
     refuse_existing(store_path, overwrite)
     with dask_client(workers, scheduler) as client:
+        warming = warm_up(client) if client is not None else []  # noqa: F841 - held while the ingest runs
         return _ingest(Path(raw_dir), store_path, overwrite, progress, source_checksums, client)
 
 

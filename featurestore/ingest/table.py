@@ -19,9 +19,11 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import hashlib
 import io
 import json
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,6 +35,36 @@ TAIL_BYTES = 1 << 16  # how much of a file's end is read to count trailing blank
 
 
 # --- bytes ---------------------------------------------------------------------------------------
+
+_HASH_POOL: ThreadPoolExecutor | None = None
+
+
+class HashAside:
+    """A sha256 fed on a background thread (hashlib releases the GIL on large buffers), so the parse
+    of the same bytes runs meanwhile; ``hexdigest`` waits for it."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._pending: Future | None = None
+
+    def update(self, data: bytes) -> None:
+        global _HASH_POOL
+        if _HASH_POOL is None:
+            _HASH_POOL = ThreadPoolExecutor(1, thread_name_prefix="fstore-hash")
+        before = self._pending
+
+        def feed() -> None:
+            if before is not None:
+                before.result()
+            self._h.update(data)
+
+        self._pending = _HASH_POOL.submit(feed)
+
+    def hexdigest(self) -> str:
+        if self._pending is not None:
+            self._pending.result()
+        return self._h.hexdigest()
+
 
 def read_source_bytes(path: Path, digest=None) -> bytes | Path:
     """The file's content: the path itself when plain, decompressed bytes when gzip.
