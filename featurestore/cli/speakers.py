@@ -13,8 +13,10 @@ from .common import (
     QUANTIZER,
     RAW_AND_STORE,
     SAMPLE,
+    SCHEDULER,
     SEED,
     SYNTH_OUT,
+    WORKERS,
     echo_lines,
     evaluate_options,
     print_ingest_summary,
@@ -49,14 +51,19 @@ def synth_cmd(out: Path, speakers: int, utterances: int, test_utterances: int, s
 @ONE_PASS
 @QUANTIZER
 @SAMPLE
+@WORKERS
+@SCHEDULER
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
-               sample_frames: int | None) -> None:
+               sample_frames: int | None, dask_workers: int, scheduler: str | None) -> None:
     """Dataset/ mapping, metadata, testdata JSON + uttr-*.pt mel tensors under RAW_DIR into STORE."""
+    from ..ingest.distributed_clips import clip_loader
     from ..ingest.speakers import ingest_speakers
 
-    print_ingest_summary(raw_dir, store, ingest_speakers(raw_dir, store, overwrite=overwrite, two_pass=not one_pass,
-                                                         kind=kind, sample_frames=sample_frames))
+    with clip_loader(store, dask_workers, scheduler):
+        summary = ingest_speakers(raw_dir, store, overwrite=overwrite, two_pass=not one_pass, kind=kind,
+                                  sample_frames=sample_frames)
+    print_ingest_summary(raw_dir, store, summary)
 
 
 @click.command("speakers")

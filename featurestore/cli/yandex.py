@@ -16,8 +16,10 @@ from .common import (
     QUANTIZER,
     RAW_AND_STORE,
     SAMPLE,
+    SCHEDULER,
     SEED,
     SYNTH_OUT,
+    WORKERS,
     echo_lines,
     evaluate_options,
     print_ingest_summary,
@@ -51,14 +53,19 @@ def synth_cmd(out: Path, tracks: int, artists: int, test_tracks: int, seed: int,
 @ONE_PASS
 @QUANTIZER
 @SAMPLE
+@WORKERS
+@SCHEDULER
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
-               sample_frames: int | None) -> None:
+               sample_frames: int | None, dask_workers: int, scheduler: str | None) -> None:
     """train_meta.tsv / test_meta.tsv + per-track .npy (512 x T) under RAW_DIR into frame sets in STORE."""
+    from ..ingest.distributed_clips import clip_loader
     from ..ingest.yandex import ingest_yandex
 
-    print_ingest_summary(raw_dir, store, ingest_yandex(raw_dir, store, overwrite=overwrite, two_pass=not one_pass,
-                                                       kind=kind, sample_frames=sample_frames))
+    with clip_loader(store, dask_workers, scheduler):
+        summary = ingest_yandex(raw_dir, store, overwrite=overwrite, two_pass=not one_pass, kind=kind,
+                                sample_frames=sample_frames)
+    print_ingest_summary(raw_dir, store, summary)
 
 
 def _torch_threads(device: str, threads: int) -> int | None:

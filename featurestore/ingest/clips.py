@@ -119,7 +119,11 @@ def ingest_clips(source: ClipSource, store_path: str | Path, *, overwrite: bool 
                  sample_frames: int | None = None, kind: str = "affine", two_pass: bool = True,
                  workers: int = 1) -> IngestSummary:
     """Ingest a clip dataset through its source adapter into a new store at ``store_path``."""
+    from .distributed_clips import current_loader
+
     refuse_existing(store_path, overwrite)
+    # hook: inside ``distributed_clips.clip_loader`` the clips are loaded by Dask tasks
+    load_all = current_loader() or (lambda fn, items: ordered_map(fn, items, workers))
     source.read()
     clips = [c for s in source.splits for c in s.clips]
     feature_bytes = sum(c.path.stat().st_size for c in clips)
@@ -131,7 +135,7 @@ def ingest_clips(source: ClipSource, store_path: str | Path, *, overwrite: bool 
     if two_pass:
         extremes = RangeScan(source.bins)
         with tqdm(total=len(clips), unit=source.unit, desc=f"scan {source.name}", disable=not progress) as bar:
-            for frames in ordered_map(source.load, clips, workers):
+            for frames in load_all(source.load, clips):
                 extremes.update(frames)
                 bar.update(1)
     with builder:
@@ -146,7 +150,7 @@ def ingest_clips(source: ClipSource, store_path: str | Path, *, overwrite: bool 
             builder.on_failure(writer.abort)
             coded = {c for c, m in split.columns.items() if "dictionary" in m}
             label_dict = builder.dictionary(split.labels["dictionary"]) if split.labels else None
-            for frames, clip in zip(ordered_map(source.load, split.clips, workers), split.clips,
+            for frames, clip in zip(load_all(source.load, split.clips), split.clips,
                                     strict=True):
                 values = {c: (builder.dictionary(split.columns[c]["dictionary"]).add(v) if c in coded else v)
                           for c, v in clip.values.items()}
