@@ -229,7 +229,8 @@ def _run(client, paths, builder, enc, registry, bar, digests, chunk, parts: Path
                for p, f in zip(paths, folders, strict=True)]
     submitted += futures
     infos, luts = [], []
-    for p, info in zip(paths, _ordered(futures), strict=True):
+    ids = builder.ids("train")
+    for p, info, folder in zip(paths, _ordered(futures), folders, strict=True):
         lut = {}
         for c in S.CATEGORICAL_COLUMNS:  # the serial path's dictionaries: values in first-appearance order
             lut[c] = [enc.dicts[c].add(v) for v in info["vocab"][c]]
@@ -239,6 +240,9 @@ def _run(client, paths, builder, enc, registry, bar, digests, chunk, parts: Path
         infos.append(info)
         if digests is not None:
             digests[p] = info["sha256"]
+        # the driver's share, O(sessions), done while later files are still encoding
+        registry.add_hashes(p, np.load(Path(folder) / "hashes.npy"))
+        ids.append(pl.read_parquet(Path(folder) / "ids.parquet")["value"])
         bar.update(p.stat().st_size)
     counts = {"events": np.array([i["events"] for i in infos]), "sessions": np.array([i["sessions"] for i in infos])}
     starts = {k: np.concatenate([[0], np.cumsum(v)[:-1]]) for k, v in counts.items()}
@@ -261,10 +265,6 @@ def _run(client, paths, builder, enc, registry, bar, digests, chunk, parts: Path
         parts_here = [(folders[k], int(starts["sessions"][k])) for k in ks]
         submitted.append(client.submit(write_offsets, str(builder.stage), "train", lo, hi, parts_here,
                                        [int(starts["events"][k]) for k in ks], pure=False))
-    ids = builder.ids("train")
-    for p, folder in zip(paths, folders, strict=True):  # meanwhile: session ids and their hashes, in file order
-        registry.add_hashes(p, np.load(Path(folder) / "hashes.npy"))
-        ids.append(pl.read_parquet(Path(folder) / "ids.parquet")["value"])
     for _ in _ordered(submitted[len(paths):]):
         pass
     meta = {**dict(group.attrs), "kind": "ragged", "rows": n_sessions, "events": n_events,
