@@ -70,10 +70,11 @@ QUANTIZER = click.option("--quantizer", "kind", default="affine", show_default=T
 SAMPLE = click.option("--sample-frames", type=int, default=None,
                       help="Frames the quantizers are fitted on (default: 64 MB of float32).")
 WORKERS = click.option("--workers", "dask_workers", default=0, type=click.IntRange(min=0), show_default=True,
-                       help="Encode on a local Dask cluster of this many worker processes (0: in this process).")
+                       help="Do the per-file work (read, validate, encode; audio: load, transform) on a local Dask "
+                            "cluster of this many worker processes (0: in this process).")
 SCHEDULER = click.option("--scheduler", default=None, metavar="ADDRESS",
-                         help="Encode on an existing Dask cluster (e.g. tcp://host:8786); its workers must see "
-                              "RAW_DIR and STORE at the same paths.")
+                         help="Do the per-file work on an existing Dask cluster (e.g. tcp://host:8786); its workers "
+                              "must see RAW_DIR and STORE at the same paths.")
 ONE_PASS = click.option("--one-pass", is_flag=True, help="Fit on the sample only (no exact-range pre-pass; may clip).")
 
 
