@@ -15,5 +15,7 @@ def test_bench_ingest_prints_every_tool_with_ratios():
     for tool in ("fstore", "fstore --workers 1", "pandas", "polars", "duckdb"):
         line = next(x for x in lines if x[2:22].strip() == tool)
         seconds, rows_s, per_event = (float(v.replace(",", "")) for v in line[22:].split()[:3])
-        assert seconds > 0 and abs(rows_s - rows / seconds) <= 0.01 * rows_s + 1 and per_event > 0, line
+        # seconds are printed to 0.01 s: rows/s must match them within that rounding
+        assert seconds > 0 and per_event > 0, line
+        assert rows / (seconds + 0.006) <= rows_s <= rows / max(seconds - 0.006, 1e-3), line
     assert "load average" in lines[0]
