@@ -1,33 +1,50 @@
-"""``fstore bench ingest``: fstore's ingest vs the per-file pandas approach vs a bare polars scan.
+"""``fstore bench ingest``: fstore's ingest beside what a user writes in five lines, each a whole process.
 
-All three read the same synthetic MSSD files in one process, one after the other. The pandas
-baseline is the seed's approach: ``read_csv`` per file, then ids mapped through Python dicts with
-``np.vectorize(dict.get)`` (as the skip-prediction seed did), booleans and categoricals converted
-column by column, arrays saved with numpy.
-The polars scan parses the same files with the same dtypes and does nothing else: the floor.
+Every tool runs as its own process on the same files (training logs + track features), one after the
+other, so each pays its own imports and start-up as a user would:
+
+- fstore: ``fstore ingest spotify`` (source checksums and every check on), in this process's
+  interpreter; then with ``--workers N`` (a local Dask cluster: its start-up is counted);
+- pandas: the seed's approach: ``read_csv`` per file, ids mapped through Python dicts with
+  ``np.vectorize(dict.get)``, booleans and categoricals converted column by column, saved with numpy;
+- polars: ``scan_csv(...).sink_parquet(zstd)`` with the id and categorical columns as ``Categorical``;
+- duckdb: ``COPY (SELECT * FROM read_csv(...)) TO 'x.parquet'``.
+
+Printed: seconds (best of the repeats), log rows/s, bytes on disk per log row, peak RSS of the process
+(with the Dask workers it reaps), and each tool's ratios against polars and fstore run in the same run.
+Run as ``python -m bench.ingest TOOL RAW OUT`` it is one of those processes.
 """
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
-import polars as pl
 
-from featurestore.ingest.spotify import discover, ingest_spotify
-from featurestore.schemas import mssd as S
-from featurestore.synth.spotify import synth_spotify
+ROOT = Path(__file__).resolve().parents[1]
 
-from .memory import peak_mb, reset_peak
+
+def _files(raw: Path) -> dict[str, list[Path]]:
+    """The MSSD files, found without importing fstore's ingest (the baselines' processes stay light)."""
+    def glob(folder: str, pattern: str) -> list[Path]:
+        return sorted(p for p in (raw / folder).glob(pattern) if p.name.endswith((".csv", ".csv.gz")))
+
+    return {"train": glob("training_set", "log_*"), "tracks": glob("track_features", "tf_*"),
+            "test": glob("test_set", "log_*")}
 
 
 def pandas_ingest(raw: Path, out: Path) -> int:
     import pandas as pd
 
-    files = discover(raw)
+    from featurestore.schemas import mssd as S
+
+    files = _files(raw)
     track_code: dict[str, int] = {}
     for p in files["tracks"]:
         tf = pd.read_csv(p)
@@ -54,60 +71,118 @@ def pandas_ingest(raw: Path, out: Path) -> int:
     return rows
 
 
-def polars_scan(raw: Path) -> int:
-    files = discover(raw)
-    rows = 0
-    for p in files["tracks"]:
-        rows += 0 * pl.read_csv(p, schema_overrides=S.TRACK_CSV).height
-    for p in files["train"]:
-        rows += pl.read_csv(p, schema_overrides=S.LOG_CSV).height
-    return rows
+def polars_ingest(raw: Path, out: Path) -> None:
+    import polars as pl
+
+    from featurestore.schemas import mssd as S
+
+    files = _files(raw)
+    cat = {c: pl.Categorical for c in ["session_id", "track_id_clean", *S.CATEGORICAL_COLUMNS]}
+    pl.scan_csv(files["train"], schema_overrides={**S.LOG_CSV, **cat}).sink_parquet(
+        out / "train.parquet", compression="zstd")
+    pl.scan_csv(files["tracks"], schema_overrides={**S.TRACK_CSV, S.TRACK_ID: pl.Categorical,
+                                                   "mode": pl.Categorical}).sink_parquet(
+        out / "tracks.parquet", compression="zstd")
 
 
-def run(raw: Path | None = None, sessions: int = 200_000, tracks: int = 50_000, repeats: int = 1) -> list[str]:
+def duckdb_ingest(raw: Path, out: Path) -> None:
+    import duckdb
+
+    files = _files(raw)
+    for name, paths in (("train", files["train"]), ("tracks", files["tracks"])):
+        listed = ", ".join(f"'{p}'" for p in paths)
+        duckdb.sql(f"COPY (SELECT * FROM read_csv([{listed}])) TO '{out / name}.parquet' (FORMAT parquet)")
+
+
+def _count_rows(raw: Path) -> int:
+    import polars as pl
+
+    return sum(pl.scan_csv(p).select(pl.len()).collect().item() for p in _files(raw)["train"])
+
+
+def _dir_bytes(path: Path) -> int:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+
+
+def _store_bytes(path: Path) -> int:
+    """A store's bytes: the files of its latest version (the manifest's list), not the version log."""
+    from featurestore.store import Store
+
+    return sum(f["bytes"] for f in Store(path).manifest["files"].values())
+
+
+def _run_process(cmd: list[str]) -> tuple[float, float]:
+    """(wall seconds, peak RSS MB of the process and the children it reaped) of one whole process."""
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    out = proc.stdout.read() if proc.stdout else b""
+    _, status, usage = os.wait4(proc.pid, 0)
+    seconds = time.perf_counter() - t
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{out.decode(errors='replace')[-2000:]}")
+    return seconds, usage.ru_maxrss / 1024
+
+
+def tools(raw: Path, out: Path, workers: list[int]) -> dict[str, list[str]]:
+    fstore = [sys.executable, "-m", "featurestore.cli", "ingest", "spotify", str(raw), str(out / "store"),
+              "--overwrite"]
+    cmds = {"fstore": fstore}
+    cmds.update({f"fstore --workers {n}": [*fstore, "--workers", str(n)] for n in workers})
+    for name in ("pandas", "polars", "duckdb"):
+        cmds[name] = [sys.executable, "-m", "bench.ingest", name, str(raw), str(out / name)]
+    return cmds
+
+
+def run(raw: Path | None = None, sessions: int = 200_000, tracks: int = 50_000, repeats: int = 1,
+        workers: tuple[int, ...] = (1, 2)) -> list[str]:
     tmp = Path(tempfile.mkdtemp(prefix="fstore-bench-"))
     try:
         if raw is None:
+            from featurestore.synth.spotify import synth_spotify
+
             raw = tmp / "raw"
-            synth_spotify(raw, sessions=sessions, tracks=tracks, seed=0)
-            shutil.rmtree(raw / "test_set")  # all three read the same files: training logs + tracks
-        files = discover(raw)
+            synth_spotify(raw, sessions=sessions, tracks=tracks, seed=0, train_files=8)
+            shutil.rmtree(raw / "test_set")  # every tool reads the same files: training logs + tracks
+        files = _files(raw)
         if files["test"]:
             raise ValueError(f"{raw}: bench ingest compares training logs only; use a copy without test_set/")
         raw_bytes = sum(p.stat().st_size for p in files["train"] + files["tracks"])
-        polars_scan(raw)  # warm the page cache and polars
-        results: dict[str, float] = {}
+        rows = _count_rows(raw)  # also warms the page cache for every tool alike
+        cmds = tools(raw, tmp, list(workers))
+        seconds: dict[str, float] = {}
         peaks: dict[str, float] = {}
-        rows = 0
+        sizes: dict[str, int] = {}
         for _ in range(repeats):
-            reset_peak()
-            t = time.perf_counter()
-            rows = polars_scan(raw)
-            results["polars scan"] = min(results.get("polars scan", 1e9), time.perf_counter() - t)
-            peaks["polars scan"] = peak_mb()
-            shutil.rmtree(tmp / "store", ignore_errors=True)
-            reset_peak()
-            t = time.perf_counter()
-            summary = ingest_spotify(raw, tmp / "store", progress=False, source_checksums=False)
-            results["fstore"] = min(results.get("fstore", 1e9), time.perf_counter() - t)
-            peaks["fstore"] = peak_mb()
-            (tmp / "pd").mkdir(exist_ok=True)
-            reset_peak()
-            t = time.perf_counter()
-            pandas_ingest(raw, tmp / "pd")
-            results["pandas"] = min(results.get("pandas", 1e9), time.perf_counter() - t)
-            peaks["pandas"] = peak_mb()
-        events = summary.events["train"]
-        store_bytes = summary.bytes_on_disk
-        lines = [f"ingest benchmark: {rows:,} log rows + {summary.tracks:,} tracks, {raw_bytes / 1e6:.0f} MB CSV, "
-                 f"best of {repeats}"]
-        for name in ("fstore", "pandas", "polars scan"):
-            lines.append(f"  {name:<12} {results[name]:8.2f} s  {rows / results[name]:>12,.0f} rows/s"
-                         f"   peak RSS {peaks[name]:,.0f} MB")
-        lines.append(f"  fstore / pandas       {results['pandas'] / results['fstore']:6.1f}x faster")
-        lines.append(f"  fstore / polars scan  {results['fstore'] / results['polars scan']:6.2f}x the time of the bare parse")
-        lines.append(f"  on disk: {store_bytes / events:.2f} bytes/event (raw CSV {raw_bytes / events:.1f} bytes/event, "
-                     f"{raw_bytes / store_bytes:.0f}x smaller)")
+            for name, cmd in cmds.items():  # interleaved: a change of machine load hits every tool alike
+                target = tmp / ("store" if name.startswith("fstore") else name)
+                shutil.rmtree(target, ignore_errors=True)
+                if not name.startswith("fstore"):
+                    target.mkdir()
+                s, peak = _run_process(cmd)
+                seconds[name] = min(seconds.get(name, 1e18), s)
+                peaks[name] = max(peaks.get(name, 0.0), peak)
+                sizes[name] = _store_bytes(target) if name.startswith("fstore") else _dir_bytes(target)
+        load = os.getloadavg()
+        lines = [f"ingest benchmark: {rows:,} log rows + tracks, {raw_bytes / 1e6:.0f} MB CSV, each tool a whole "
+                 f"process, best of {repeats} (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}, "
+                 f"{os.cpu_count()} CPUs)",
+                 f"  {'tool':<20} {'seconds':>8} {'rows/s':>12} {'B/event':>8} {'peak RSS':>9}"
+                 f" {'x polars rows/s':>16} {'x fstore rows/s':>16}"]
+        for name in cmds:
+            lines.append(f"  {name:<20} {seconds[name]:8.2f} {rows / seconds[name]:>12,.0f} {sizes[name] / rows:8.2f}"
+                         f" {peaks[name]:>6,.0f} MB {seconds['polars'] / seconds[name]:>16.2f}"
+                         f" {seconds['fstore'] / seconds[name]:>16.2f}")
+        for n in workers:
+            eff = seconds["fstore --workers 1"] / (seconds[f"fstore --workers {n}"] * n) if 1 in workers else None
+            if eff is not None and n > 1:
+                lines.append(f"  scaling --workers 1 -> {n}: {seconds['fstore --workers 1'] / seconds[f'fstore --workers {n}']:.2f}x "
+                             f"faster, efficiency {eff:.0%} (on {os.cpu_count()} CPUs)")
         return lines
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":  # one tool as a whole process: python -m bench.ingest TOOL RAW OUT
+    tool, raw_arg, out_arg = sys.argv[1:4]
+    {"pandas": pandas_ingest, "polars": polars_ingest, "duckdb": duckdb_ingest}[tool](Path(raw_arg), Path(out_arg))

@@ -22,12 +22,15 @@ def bench() -> None:
 @click.option("--tracks", default=50_000, type=click.IntRange(min=1), show_default=True,
               help="Synthetic tracks when --raw is not given.")
 @click.option("--repeats", default=3, type=click.IntRange(min=1), show_default=True, help="Best of N runs of each.")
+@click.option("--workers", "dask_workers", multiple=True, type=click.IntRange(min=1), default=(1, 2),
+              show_default=True, help="Also run fstore with --workers N (repeat the option for several N).")
 @user_errors
-def bench_ingest_cmd(raw_dir: Path | None, sessions: int, tracks: int, repeats: int) -> None:
-    """fstore ingest vs per-file pandas + dict mapping vs a bare polars parse of the same files."""
+def bench_ingest_cmd(raw_dir: Path | None, sessions: int, tracks: int, repeats: int, dask_workers: tuple[int, ...]) -> None:
+    """fstore ingest (serial and on local Dask workers) vs the seed's pandas, polars scan_csv->sink_parquet and
+    duckdb COPY->parquet on the same files, each a whole process."""
     from bench.ingest import run
 
-    echo_lines(run(raw_dir, sessions=sessions, tracks=tracks, repeats=repeats))
+    echo_lines(run(raw_dir, sessions=sessions, tracks=tracks, repeats=repeats, workers=dask_workers))
 
 
 @bench.command("loader")

@@ -69,6 +69,12 @@ QUANTIZER = click.option("--quantizer", "kind", default="affine", show_default=T
                          type=click.Choice(["affine", "quantile", "auto"]), help="Per-bin 8-bit quantizer.")
 SAMPLE = click.option("--sample-frames", type=int, default=None,
                       help="Frames the quantizers are fitted on (default: 64 MB of float32).")
+WORKERS = click.option("--workers", "dask_workers", default=0, type=click.IntRange(min=0), show_default=True,
+                       help="Do the per-file work (read, validate, encode; audio: load, transform) on a local Dask "
+                            "cluster of this many worker processes (0: in this process).")
+SCHEDULER = click.option("--scheduler", default=None, metavar="ADDRESS",
+                         help="Do the per-file work on an existing Dask cluster (e.g. tcp://host:8786); its workers "
+                              "must see RAW_DIR and STORE at the same paths.")
 ONE_PASS = click.option("--one-pass", is_flag=True, help="Fit on the sample only (no exact-range pre-pass; may clip).")
 
 
@@ -129,3 +135,7 @@ def report_scores(scores: dict[str, dict[str, float]], metric: str, split: str,
         doc = {"metric": metric, "split": split, "scores": {n: row[metric] for n, row in scores.items()}}
         atomic_write_bytes(metrics_json, (json.dumps(doc, indent=1) + "\n").encode())
         click.echo(f"wrote {metrics_json}")
+
+APPEND_CLIPS = click.option(
+    "--append", is_flag=True,
+    help="Add RAW_DIR's new clips to STORE as a new version (its quantizers are kept: quantizer options are ignored).")

@@ -7,13 +7,16 @@ from pathlib import Path
 import click
 
 from .common import (
+    APPEND_CLIPS,
     OVERWRITE_STORE,
     OVERWRITE_SYNTH,
     QUANTIZER,
     RAW_AND_STORE,
     SAMPLE,
+    SCHEDULER,
     SEED,
     SYNTH_OUT,
+    WORKERS,
     echo_lines,
     evaluate_options,
     print_ingest_summary,
@@ -53,20 +56,25 @@ def synth_cmd(out: Path, curated: int, noisy: int, classes: int, test_clips: int
 @click.option("--hop", default=220, show_default=True, help="STFT hop in samples (frames per second = rate / hop).")
 @click.option("--n-mels", default=64, show_default=True, help="Mel bins a frame.")
 @click.option("--two-pass", is_flag=True, help="Exact per-bin range from a first pass (computes the mel twice).")
-@click.option("--workers", type=int, default=None, help="Decode/mel threads (default: CPU count, max 16).")
+@click.option("--threads", "workers", type=int, default=None,
+              help="Decode/mel threads in this process (default: CPU count, max 16).")
 @QUANTIZER
 @SAMPLE
-@click.option("--append", is_flag=True,
-              help="Add RAW_DIR's new clips to STORE as a new version (its quantizers are kept: quantizer options are ignored).")
+@APPEND_CLIPS
+@WORKERS
+@SCHEDULER
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_fft: int, hop: int, n_mels: int,
-               two_pass: bool, workers: int | None, kind: str, sample_frames: int | None, append: bool) -> None:
+               two_pass: bool, workers: int | None, kind: str, sample_frames: int | None, append: bool,
+               dask_workers: int, scheduler: str | None) -> None:
     """train_curated/noisy CSVs + wavs (and test/ via sample_submission.csv) under RAW_DIR -> log-mel frames."""
+    from ..ingest.distributed_clips import clip_loader
     from ..ingest.fsd import ingest_fsd
 
-    print_ingest_summary(raw_dir, store, ingest_fsd(
-        raw_dir, store, overwrite=overwrite, append=append, sample_rate=sample_rate, n_fft=n_fft, hop=hop, n_mels=n_mels,
-        two_pass=two_pass, workers=workers, kind=kind, sample_frames=sample_frames))
+    with clip_loader(store, dask_workers, scheduler):
+        summary = ingest_fsd(raw_dir, store, overwrite=overwrite, append=append, sample_rate=sample_rate, n_fft=n_fft, hop=hop,
+                             n_mels=n_mels, two_pass=two_pass, workers=workers, kind=kind, sample_frames=sample_frames)
+    print_ingest_summary(raw_dir, store, summary)
 
 
 @click.command("fsd")

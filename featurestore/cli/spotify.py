@@ -10,8 +10,10 @@ from .common import (
     OVERWRITE_STORE,
     OVERWRITE_SYNTH,
     RAW_AND_STORE,
+    SCHEDULER,
     SEED,
     SYNTH_OUT,
+    WORKERS,
     echo_lines,
     evaluate_options,
     print_ingest_summary,
@@ -50,9 +52,11 @@ def synth_cmd(out: Path, sessions: int, tracks: int, seed: int, train_files: int
               help="Add RAW_DIR's new training_set/log_* and track_features/tf_* to STORE as a new version.")
 @click.option("--refit", is_flag=True,
               help="With --append: refit the track quantizers on old + new tracks (rewrites the track table only).")
+@WORKERS
+@SCHEDULER
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool, append: bool,
-               refit: bool) -> None:
+               refit: bool, dask_workers: int, scheduler: str | None) -> None:
     """MSSD training_set/, track_features/ and test_set/ under RAW_DIR (plain or .csv.gz) into STORE."""
     from ..ingest.spotify import ingest_spotify
     from ..store.errors import FstoreError
@@ -62,11 +66,14 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums:
 
         if overwrite:
             raise FstoreError("--append and --overwrite exclude each other")
+        if dask_workers or scheduler:
+            raise FstoreError("--append runs in this process: --workers/--scheduler apply to a full ingest only")
         summary = append_spotify(raw_dir, store, source_checksums=not no_source_checksums, refit=refit)
     else:
         if refit:
             raise FstoreError("--refit needs --append (a full ingest fits its quantizers anyway)")
-        summary = ingest_spotify(raw_dir, store, overwrite=overwrite, source_checksums=not no_source_checksums)
+        summary = ingest_spotify(raw_dir, store, overwrite=overwrite, source_checksums=not no_source_checksums,
+                                 workers=dask_workers, scheduler=scheduler)
     print_ingest_summary(raw_dir, store, summary)
 
 

@@ -10,14 +10,17 @@ from typing import Any
 import click
 
 from .common import (
+    APPEND_CLIPS,
     ONE_PASS,
     OVERWRITE_STORE,
     OVERWRITE_SYNTH,
     QUANTIZER,
     RAW_AND_STORE,
     SAMPLE,
+    SCHEDULER,
     SEED,
     SYNTH_OUT,
+    WORKERS,
     echo_lines,
     evaluate_options,
     print_ingest_summary,
@@ -51,16 +54,20 @@ def synth_cmd(out: Path, tracks: int, artists: int, test_tracks: int, seed: int,
 @ONE_PASS
 @QUANTIZER
 @SAMPLE
-@click.option("--append", is_flag=True,
-              help="Add RAW_DIR's new clips to STORE as a new version (its quantizers are kept: quantizer options are ignored).")
+@APPEND_CLIPS
+@WORKERS
+@SCHEDULER
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
-               sample_frames: int | None, append: bool) -> None:
+               sample_frames: int | None, append: bool, dask_workers: int, scheduler: str | None) -> None:
     """train_meta.tsv / test_meta.tsv + per-track .npy (512 x T) under RAW_DIR into frame sets in STORE."""
+    from ..ingest.distributed_clips import clip_loader
     from ..ingest.yandex import ingest_yandex
 
-    print_ingest_summary(raw_dir, store, ingest_yandex(raw_dir, store, overwrite=overwrite, append=append, two_pass=not one_pass,
-                                                       kind=kind, sample_frames=sample_frames))
+    with clip_loader(store, dask_workers, scheduler):
+        summary = ingest_yandex(raw_dir, store, overwrite=overwrite, append=append, two_pass=not one_pass, kind=kind,
+                                sample_frames=sample_frames)
+    print_ingest_summary(raw_dir, store, summary)
 
 
 def _torch_threads(device: str, threads: int) -> int | None:

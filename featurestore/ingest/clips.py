@@ -121,6 +121,14 @@ def ordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
+def clip_loader_for(workers: int) -> Callable[[Callable, list[Clip]], Iterator]:
+    """How clips are loaded: by Dask tasks inside ``distributed_clips.clip_loader``, else by ``workers``
+    threads in this process (both yield frames in clip order)."""
+    from .distributed_clips import current_loader
+
+    return current_loader() or (lambda fn, items: ordered_map(fn, items, workers))
+
+
 def ingest_clips(source: ClipSource, store_path: str | Path, *, overwrite: bool = False, progress: bool = True,
                  sample_frames: int | None = None, kind: str = "affine", two_pass: bool = True,
                  workers: int = 1, append: bool = False) -> IngestSummary:
@@ -131,6 +139,7 @@ def ingest_clips(source: ClipSource, store_path: str | Path, *, overwrite: bool 
         return with_rebase(store_path, lambda: _append_clips(source, store_path, progress=progress, workers=workers,
                                                              overwrite=overwrite))
     refuse_existing(store_path, overwrite)
+    load_all = clip_loader_for(workers)
     source.read()
     clips = [c for s in source.splits for c in s.clips]
     feature_bytes = sum(c.path.stat().st_size for c in clips)
@@ -142,7 +151,7 @@ def ingest_clips(source: ClipSource, store_path: str | Path, *, overwrite: bool 
     if two_pass:
         extremes = RangeScan(source.bins)
         with tqdm(total=len(clips), unit=source.unit, desc=f"scan {source.name}", disable=not progress) as bar:
-            for frames in ordered_map(source.load, clips, workers):
+            for frames in load_all(source.load, clips):
                 extremes.update(frames)
                 bar.update(1)
     with builder:
@@ -169,7 +178,7 @@ def _write_split(builder: StoreBuilder, source: ClipSource, split: ClipSplit, wr
     """Load, encode (dictionary columns and labels through the builder's vocabularies) and write a split."""
     coded = {c for c, m in split.columns.items() if "dictionary" in m}
     label_dict = builder.dictionary(split.labels["dictionary"]) if split.labels else None
-    for frames, clip in zip(ordered_map(source.load, split.clips, workers), split.clips, strict=True):
+    for frames, clip in zip(clip_loader_for(workers)(source.load, split.clips), split.clips, strict=True):
         values = {c: (builder.dictionary(split.columns[c]["dictionary"]).add(v) if c in coded else v)
                   for c, v in clip.values.items()}
         labels = [label_dict.add(x) for x in clip.labels] if label_dict is not None else None

@@ -5,14 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-import numba
 import numpy as np
 import polars as pl
 
 from ..schemas.mssd import MAX_SESSION_LENGTH, MIN_SESSION_LENGTH, first_half_length
 from ..store.errors import InputError
-
-_first_half = numba.njit(first_half_length)
 
 # which positions a file holds of each session
 FULL, FIRST_HALF, SECOND_HALF = "full", "first_half", "second_half"
@@ -32,35 +29,44 @@ class Runs:
 _OK, _LENGTH_CHANGES, _LENGTH_RANGE, _POSITION, _COUNT = 0, 1, 2, 3, 4
 
 
-@numba.njit(nogil=True, cache=True)
-def _first_bad_row(starts_mask, slen, pos, part):
-    """One pass over a file's rows: (error code, row, expected value) of the first bad row.
+def _first_bad_row(starts_mask: np.ndarray, slen: np.ndarray, pos: np.ndarray, part: int) -> tuple[int, int, int]:
+    """(error code, row, expected value) of the first bad row, as a row-by-row scan meets it.
 
     part 0/1/2 = FULL / FIRST_HALF / SECOND_HALF; the first half is ``first_half_length(L)`` rows.
+    A scan checks, at each row r: first the row count of the run that ended just before r, then r's
+    session_length (same as its run's), the run's length range, r's position. Each kind of error is
+    found vectorized (numpy: no JIT start-up in each process); the first by (row, that order) wins.
     """
     n = starts_mask.shape[0]
-    run_start = 0
-    for r in range(n + 1):
-        if r == n or starts_mask[r]:
-            if r > 0:  # close the run that ended at r - 1
-                L = slen[run_start]
-                count = r - run_start
-                half = _first_half(L)
-                want = L if part == 0 else (half if part == 1 else L - half)
-                if count != want:
-                    return _COUNT, run_start, want
-            if r == n:
-                break
-            run_start = r
-        L = slen[run_start]
-        if slen[r] != L:
-            return _LENGTH_CHANGES, r, L
-        if L < MIN_SESSION_LENGTH or L > MAX_SESSION_LENGTH:
-            return _LENGTH_RANGE, r, L
-        first = _first_half(L) + 1 if part == 2 else 1
-        if pos[r] != first + (r - run_start):
-            return _POSITION, r, first + (r - run_start)
-    return _OK, -1, 0
+    starts = np.flatnonzero(starts_mask)
+    ends = np.append(starts[1:], n)
+    run = np.cumsum(starts_mask) - 1  # run index of every row
+    length = slen[starts].astype(np.int64)
+    half = first_half_length(length)
+    want = length if part == 0 else (half if part == 1 else length - half)
+    first = half + 1 if part == 2 else np.ones_like(length)
+    found = []  # (row where the scan meets it, order at that row, code, row reported, expected)
+    bad = np.flatnonzero(slen != length[run])
+    if bad.size:
+        r = int(bad[0])
+        found.append((r, 1, _LENGTH_CHANGES, r, int(length[run[r]])))
+    bad = np.flatnonzero((length < MIN_SESSION_LENGTH) | (length > MAX_SESSION_LENGTH))
+    if bad.size:
+        k = int(bad[0])
+        found.append((int(starts[k]), 2, _LENGTH_RANGE, int(starts[k]), int(length[k])))
+    expected = first[run] + np.arange(n) - starts[run]
+    bad = np.flatnonzero(pos != expected)
+    if bad.size:
+        r = int(bad[0])
+        found.append((r, 3, _POSITION, r, int(expected[r])))
+    bad = np.flatnonzero(ends - starts != want)
+    if bad.size:
+        k = int(bad[0])
+        found.append((int(ends[k]), 0, _COUNT, int(starts[k]), int(want[k])))
+    if not found:
+        return _OK, -1, 0
+    _, _, code, row, value = min(found)
+    return code, row, value
 
 
 def session_runs(df: pl.DataFrame, path: Path, part: str = FULL) -> Runs:
@@ -104,8 +110,12 @@ class SessionIdRegistry:
         self.paths: list[Path] = []
 
     def add(self, path: Path, session_ids: pl.Series) -> None:
+        self.add_hashes(path, session_ids.hash(seed=0).to_numpy())
+
+    def add_hashes(self, path: Path, hashes: np.ndarray) -> None:
+        """``session_ids.hash(seed=0)``, computed elsewhere (by the task that parsed the file)."""
         self.paths.append(path)
-        self._hashes.append(session_ids.hash(seed=0).to_numpy())
+        self._hashes.append(hashes)
 
     def check(self, read_run_ids) -> None:
         """read_run_ids(path) -> the run session ids of that file (called only on a hash match)."""

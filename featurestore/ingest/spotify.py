@@ -31,12 +31,15 @@ from tqdm import tqdm
 from ..quantize import ExactQuantizer, QuantizerBank, RangeScan
 from ..schemas import mssd as S
 from ..store import Dictionary, FeatureTableWriter, InputError, RaggedWriter
+from ..store.arrays import EVENT_CHUNK
+from ..store.manifest import sha256_file
 from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
 from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
-from .table import read_typed_csv
+from .table import HashAside, read_typed_csv
 
 FIT_SAMPLE_ROWS = 32_768  # quantizer fitting sample in all (plus the exact min/max of every column)
 KEEP_TRACK_BYTES = 256 << 20  # track blocks kept in memory between fitting and encoding
+TRAIN_CHUNK = EVENT_CHUNK  # events per chunk of the train columns (tests lower it to cover many chunks)
 
 
 def _glob(folder: Path, pattern: str) -> list[Path]:
@@ -177,24 +180,29 @@ class _FilePipeline:
             self._pool.shutdown(cancel_futures=True)
 
 
-def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: RaggedWriter | None = None) -> RaggedWriter:
+def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: RaggedWriter | None = None,
+                  digests: dict[Path, str] | None = None) -> RaggedWriter:
     """Parse file i+1 while file i is checked, encoded and written; into a new train set, or into
-    ``writer`` (an append resumes the parent version's set)."""
-    writer = writer if writer is not None else RaggedWriter(builder.root, "train", S.EVENT_COLUMNS)
+    ``writer`` (an append resumes the parent version's set). ``digests``: filled with each file's
+    sha256, hashed from the bytes the parse reads (no second read of the file)."""
+    writer = writer if writer is not None else RaggedWriter(builder.root, "train", S.EVENT_COLUMNS, chunk=TRAIN_CHUNK)
     ids = builder.ids("train")
 
-    def process(p: Path, df: pl.DataFrame) -> None:
+    def process(p: Path, df: pl.DataFrame, digest: HashAside | None) -> None:
         runs = session_runs(df, p, FULL)
         registry.add(p, runs.session_ids)
         writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
         ids.append(runs.session_ids)
+        if digest is not None:
+            digests[p] = digest.hexdigest()
         bar.update(p.stat().st_size)
 
     pipeline = _FilePipeline()
     try:
         for p in paths:
-            df = read_typed_csv(p, enc.log_schema(S.LOG_CSV))
-            pipeline.submit(process, p, df)
+            digest = HashAside() if digests is not None else None
+            df = read_typed_csv(p, enc.log_schema(S.LOG_CSV), digest=digest)
+            pipeline.submit(process, p, df, digest)
         pipeline.wait()
     finally:
         pipeline.close()
@@ -260,11 +268,33 @@ def _run_ids(path: Path) -> pl.Series:
     return sid.filter((sid != sid.shift(1)).fill_null(True))
 
 
+def sources_with(raw_dir: Path, paths: list[Path], digests: dict[Path, str] | None) -> list[dict]:
+    """Manifest source entries; sha256 from ``digests`` where the parse computed it, else read here."""
+    out = file_sources(raw_dir, paths, checksums=False)
+    if digests is not None:
+        for entry, p in zip(out, paths, strict=True):
+            entry["sha256"] = digests.get(p) or sha256_file(p)
+    return out
+
+
 def ingest_spotify(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False,
-                   progress: bool = True, source_checksums: bool = True) -> IngestSummary:
-    """Ingest an MSSD release (or a synthetic one) into a new store at ``store_path``."""
+                   progress: bool = True, source_checksums: bool = True, workers: int = 0,
+                   scheduler: str | None = None) -> IngestSummary:
+    """Ingest an MSSD release (or a synthetic one) into a new store at ``store_path``.
+
+    ``workers`` > 0 (a local Dask cluster of that many processes) or ``scheduler`` (an existing Dask
+    cluster's address): the training logs are encoded by one task per file (``ingest/distributed.py``);
+    the store's content is the same as the serial path's (``workers=0``)."""
+    from .distributed import dask_client, warm_up
+
     refuse_existing(store_path, overwrite)
-    raw_dir = Path(raw_dir)
+    with dask_client(workers, scheduler) as client:
+        warming = warm_up(client) if client is not None else []  # noqa: F841 - held while the ingest runs
+        return _ingest(Path(raw_dir), store_path, overwrite, progress, source_checksums, client)
+
+
+def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bool, source_checksums: bool,
+            client) -> IngestSummary:
     files = discover(raw_dir)
     test_files = [p for t in files["test"] for p in t if p is not None]
     all_files = files["tracks"] + files["train"] + test_files
@@ -279,12 +309,20 @@ def ingest_spotify(raw_dir: str | Path, store_path: str | Path, overwrite: bool 
         for name, d in enc.dicts.items():
             b.adopt_dictionary(name, d)
         registry = SessionIdRegistry()
-        b.table("train", _ingest_train(files["train"], b, enc, registry, bar).close(split="train"))
+        digests: dict[Path, str] | None = {} if source_checksums else None
+        if client is None:
+            b.table("train", _ingest_train(files["train"], b, enc, registry, bar, digests=digests).close(split="train"))
+        else:
+            from .distributed import ingest_train_distributed
+
+            remote = not hasattr(client.cluster, "workers")  # --scheduler: parts cross a network
+            b.table("train", ingest_train_distributed(client, files["train"], b, enc, registry, bar, digests,
+                                                      TRAIN_CHUNK, compress=remote))
         if files["test"]:
             test, labelled = _ingest_test(files["test"], b, enc, registry, bar)
             b.table("test", test.close(split="test", second_half_labels=labelled))
         else:
             b.summary.notes.append("no test_set/log_prehistory_* files: store has no test split")
         registry.check(_run_ids)
-        b.finish(file_sources(raw_dir, all_files, checksums=source_checksums))
+        b.finish(sources_with(raw_dir, all_files, digests))
     return b.summary

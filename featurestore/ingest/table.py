@@ -19,9 +19,11 @@ from __future__ import annotations
 import codecs
 import csv
 import gzip
+import hashlib
 import io
 import json
 import zlib
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,16 +36,54 @@ TAIL_BYTES = 1 << 16  # how much of a file's end is read to count trailing blank
 
 # --- bytes ---------------------------------------------------------------------------------------
 
-def read_source_bytes(path: Path) -> bytes | Path:
-    """The file's content: the path itself when plain, decompressed bytes when gzip."""
+_HASH_POOL: ThreadPoolExecutor | None = None
+
+
+class HashAside:
+    """A sha256 fed on a background thread (hashlib releases the GIL on large buffers), so the parse
+    of the same bytes runs meanwhile; ``hexdigest`` waits for it."""
+
+    def __init__(self) -> None:
+        self._h = hashlib.sha256()
+        self._pending: Future | None = None
+
+    def update(self, data: bytes) -> None:
+        global _HASH_POOL
+        if _HASH_POOL is None:
+            _HASH_POOL = ThreadPoolExecutor(1, thread_name_prefix="fstore-hash")
+        before = self._pending
+
+        def feed() -> None:
+            if before is not None:
+                before.result()
+            self._h.update(data)
+
+        self._pending = _HASH_POOL.submit(feed)
+
+    def hexdigest(self) -> str:
+        if self._pending is not None:
+            self._pending.result()
+        return self._h.hexdigest()
+
+
+def read_source_bytes(path: Path, digest=None) -> bytes | Path:
+    """The file's content: the path itself when plain, decompressed bytes when gzip.
+
+    ``digest`` (a hashlib object): the file's bytes as stored are fed to it, read once for both the
+    hash and the parse (a plain file then comes back as bytes), instead of a second full read later."""
     if not path.is_file():
         raise InputError(path, "file not found")
     if path.stat().st_size == 0:
         raise InputError(path, "file is empty")
-    if path.suffix != ".gz":
+    if digest is not None:
+        stored = path.read_bytes()
+        digest.update(stored)
+        if path.suffix != ".gz":
+            return stored
+    elif path.suffix != ".gz":
         return path
     try:
-        with gzip.open(path, "rb") as f:
+        with gzip.open(path, "rb") if digest is None else gzip.GzipFile(fileobj=io.BytesIO(stored)) as f:
             data = f.read()
     except EOFError:
         raise InputError(path, "truncated gzip file (compressed stream ended early)") from None
@@ -235,14 +275,20 @@ def _trailing_blank_lines(source: bytes | Path) -> int:
     return n
 
 
-def read_typed_csv(path: Path, schema: dict[str, pl.DataType], required: list[str] | None = None) -> pl.DataFrame:
+def read_typed_csv(path: Path, schema: dict[str, pl.DataType], required: list[str] | None = None,
+                   digest=None) -> pl.DataFrame:
     """Read the columns of ``schema`` from a CSV file, every value non-null and of its dtype.
 
     Raises InputError naming the file, line (1-based, header is line 1) and column of the first
     problem: a missing column, an empty value, or a value that does not parse. ``pl.Enum`` columns
     are open vocabularies: if a value is outside the Enum, that column comes back as text.
+    ``digest``: a hashlib object fed the file's bytes as they are read (see ``read_source_bytes``).
     """
-    source = read_source_bytes(path)
+    return _read_typed(path, read_source_bytes(path, digest), schema, required)
+
+
+def _read_typed(path: Path, source: bytes | Path, schema: dict[str, pl.DataType],
+                required: list[str] | None) -> pl.DataFrame:
     raw = read_header(source)
     stripped = [h.strip() for h in raw]
     required = list(schema) if required is None else required
@@ -259,7 +305,7 @@ def read_typed_csv(path: Path, schema: dict[str, pl.DataType], required: list[st
         if not enums:
             _locate_parse_error(path, source, names, schema, e)
         # an Enum column met a value outside its vocabulary: open vocabularies take it as text
-        return read_typed_csv(path, {c: (pl.Utf8 if c in enums else t) for c, t in schema.items()}, required)
+        return _read_typed(path, source, {c: (pl.Utf8 if c in enums else t) for c, t in schema.items()}, required)
     nulls = df.null_count().row(0)
     if any(nulls):
         df = _drop_trailing_blank_lines(df, source)

@@ -1,0 +1,127 @@
+"""Clip ingests (Yandex, FSD, speakers) on a Dask cluster: the feature files are loaded by tasks.
+
+What is distributed is ``ClipSource.load`` (reading and validating a feature file; for FSD decoding a
+wav and computing its log-mel, the heaviest work per byte): one task per batch of clips writes the
+float frames of its clips to a scratch folder, and the driver feeds them, in clip order, to the same
+``ingest_clips`` code as a local ingest (quantizer fitting, encoding, one commit). The store is
+therefore identical whatever the number of workers. Only the source adapter (scattered once, worker
+to worker) and file names travel through Dask; frames go through the scratch folder, which must be
+visible to the workers at the same path (it lies beside the store, or in the temporary folder for
+an S3 store: use a LocalCluster then).
+
+Bad input in a task comes back as the same one-line error as a local ingest; the remaining tasks are
+told to stop (an abort flag file), the running ones are waited for, and nothing is committed.
+Memory and scratch space are bounded: at most ``window`` batches are loaded ahead of the writer, and
+each batch's files are removed once written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import shutil
+import tempfile
+from collections import deque
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import numpy as np
+
+from ..store.errors import InputError
+from .distributed import ABORT, RemoteInputError, dask_client
+
+BATCH_CLIPS = 16  # clips a task: a few seconds of FSD log-mel work, small beside the task overhead
+_LOADER: contextvars.ContextVar = contextvars.ContextVar("fstore_clip_loader", default=None)
+
+
+def current_loader() -> DaskClipLoader | None:
+    """The loader ``ingest_clips`` uses instead of its threads, inside ``with clip_loader(...)``."""
+    return _LOADER.get()
+
+
+def load_batch(source, clips: list, folder: str) -> list[str] | dict | None:
+    """Load ``clips`` through ``source.load`` and save each one's frames as ``.npy`` in ``folder``;
+    returns the files in clip order, ``{"error": ...}`` for bad input, or None after an abort."""
+    out = Path(folder)
+    if (out.parent / ABORT).exists():
+        return None
+    out.mkdir(parents=True, exist_ok=True)
+    files = []
+    for k, clip in enumerate(clips):
+        try:
+            frames = source.load(clip)
+        except InputError as e:
+            return {"error": (str(e), str(e.path), e.line, e.column)}
+        f = out / f"{k:05d}.npy"
+        np.save(f, frames)
+        files.append(str(f))
+    return files
+
+
+class DaskClipLoader:
+    """``loader(source.load, clips)`` -> frames in clip order, loaded by tasks on ``client``; the shape
+    of ``ordered_map`` that ``ingest_clips`` takes as its ``mapper``."""
+
+    def __init__(self, client, scratch: Path, batch: int = BATCH_CLIPS, window: int | None = None):
+        self.client, self.scratch, self.batch = client, scratch, batch
+        self.window = window or 2 * max(1, len(client.scheduler_info()["workers"]))
+        self._source_future = None
+        self._source = None
+        self._calls = 0
+
+    def __call__(self, load: Callable, clips: list) -> Iterator[np.ndarray]:
+        source = load.__self__  # the adapter whose bound ``load`` is mapped
+        if source is not self._source:  # sent once to every worker, not with each task
+            self._source, self._source_future = source, self.client.scatter(source, broadcast=True)
+        self._calls += 1
+        batches = [clips[i : i + self.batch] for i in range(0, len(clips), self.batch)]
+        pending: deque = deque()
+        submitted = []
+        try:
+            for i, batch in enumerate(batches):
+                folder = self.scratch / f"{self._calls:03d}-{i:06d}"
+                fut = self.client.submit(load_batch, self._source_future, batch, str(folder), pure=False)
+                pending.append((fut, folder))
+                submitted.append(fut)
+                if len(pending) >= self.window:
+                    yield from self._take(pending.popleft())
+            while pending:
+                yield from self._take(pending.popleft())
+        except BaseException:
+            from distributed import wait
+
+            (self.scratch / ABORT).touch()  # tasks not yet started return at once; wait for the running ones
+            wait(submitted)
+            raise
+
+    @staticmethod
+    def _take(item) -> Iterator[np.ndarray]:
+        fut, folder = item
+        files = fut.result()
+        if isinstance(files, dict):
+            raise RemoteInputError(*files["error"])
+        for f in files:
+            yield np.load(f)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def clip_loader(store_path: str | Path, workers: int = 0, scheduler: str | None = None) -> Iterator:
+    """Inside the block, ``ingest_clips`` loads clips with a ``DaskClipLoader`` on a LocalCluster of
+    ``workers`` processes or on ``scheduler`` (scratch folder beside the store, removed at the end);
+    a no-op when neither is asked for."""
+    with dask_client(workers, scheduler) as client:
+        if client is None:
+            yield None
+            return
+        local = "://" not in str(store_path)
+        parent = Path(store_path).absolute().parent if local else None
+        if parent is not None:
+            parent.mkdir(parents=True, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".fstore-clips-", dir=parent))
+        token = _LOADER.set(DaskClipLoader(client, scratch))
+        try:
+            yield _LOADER.get()
+        finally:
+            _LOADER.reset(token)
+            shutil.rmtree(scratch, ignore_errors=True)
