@@ -34,7 +34,7 @@ def _ragged(b: StoreBuilder, name: str, column: str, rows: list[list[int]], dtyp
 
 
 def make_store(path, train_songs, train_tags, val_q_songs, val_q_tags, val_a_songs, val_a_tags, n_songs, n_tags,
-               val_titles=None):
+               val_titles=None, train_titles=None):
     """A melon store in the schema's layout, built directly (song code c has raw id 1000 + c)."""
     with StoreBuilder(path, "melon", progress=False) as b:
         b.write_ids(schema.SONG_IDS, [str(1000 + c) for c in range(n_songs)])
@@ -48,7 +48,8 @@ def make_store(path, train_songs, train_tags, val_q_songs, val_q_tags, val_a_son
                 _ragged(b, schema.answer_songs_table(split), "song", ans[0])
                 _ragged(b, schema.answer_tags_table(split), "tag", ans[1])
             n = len(songs)
-            titles = val_titles if split == "val" and val_titles is not None else [f"{split} 제목 {i}" for i in range(n)]
+            given = val_titles if split == "val" else train_titles
+            titles = given if given is not None else [f"{split} 제목 {i}" for i in range(n)]
             pq.write_table(pa.table({"id": np.arange(n, dtype=np.int64) + (0 if split == "train" else 10_000),
                                      "title": titles}), b.stage / "tables" / f"{schema.playlists_table(split)}.parquet")
         b.finish([])
