@@ -7,12 +7,17 @@
   ``S_ab = C_ab / sqrt(n_a n_b)`` (``C = X_a^T X_b``, ``n`` the items' train counts), and a question
   ``q`` (its songs, and its tags weighted by ``tag_weight``) scores ``sum_{i in q} S_i``. The item-item
   matrices are never built (708K^2 at real size): ``q S = ((q D^-1/2) X^T) X D^-1/2``, two sparse
-  products through the train playlists, batch by batch. Items never co-occurring with the question
+  products through the train playlists, batch by batch: the first in scipy (sparse x sparse), the
+  second, dense playlist weights times the sparse (items x playlists) matrix, in torch's CSR product
+  on ``device`` (at real size, 64 questions: 0.5 s on 2 CPU threads against 1.2 s for scipy's product,
+  measured on random Zipf data at 115K playlists x 708K songs). Items never co-occurring with the question
   score -inf ("no opinion"), so :func:`~models.melon.recommend.recommend` fills them, and every
   playlist without songs or tags, from the most popular.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import numpy as np
 import scipy.sparse as sp
@@ -45,6 +50,14 @@ def _binary(offsets: np.ndarray, values: np.ndarray, n_cols: int) -> sp.csr_matr
                          shape=(offsets.size - 1, n_cols))
 
 
+def _torch_csr(m: sp.csr_matrix, device: torch.device) -> torch.Tensor:
+    with warnings.catch_warnings():  # "sparse CSR support is in beta": the product used here is stable
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(torch.from_numpy(m.indptr.astype(np.int64)),
+                                       torch.from_numpy(m.indices.astype(np.int64)),
+                                       torch.from_numpy(m.data.astype(np.float32)), size=m.shape, device=device)
+
+
 def _inv_sqrt(counts: np.ndarray) -> np.ndarray:
     out = np.zeros(counts.size, dtype=np.float32)
     seen = counts > 0
@@ -55,8 +68,8 @@ def _inv_sqrt(counts: np.ndarray) -> np.ndarray:
 class ItemCooccurrence:
     """Item-based neighbours over train co-occurrence (see the module docstring)."""
 
-    def __init__(self, store: Store, tag_weight: float = 0.5):
-        self.store = store
+    def __init__(self, store: Store, tag_weight: float = 0.5, device: str | torch.device = "cpu"):
+        self.store, self.device = store, torch.device(device)
         vocab = load_vocab(store)
         train = load_split(store, "train")
         self.n_songs, self.n_tags = vocab.n_songs, vocab.n_tags
@@ -65,9 +78,11 @@ class ItemCooccurrence:
         xt = _binary(train.tag_offsets, train.tags, self.n_tags)
         self.song_norm = _inv_sqrt(vocab.song_pop)
         self.tag_norm = _inv_sqrt(vocab.tag_pop)
-        # item -> playlists (for q X^T) and playlist -> items (for H X), both CSR for fast row products
+        # items x playlists: q X^T on the host (scipy), then X^T H^T on the device (torch)
         self.xs_t, self.xt_t = xs.T.tocsr(), xt.T.tocsr()
-        self.xs, self.xt = xs, xt
+        self.xs_t_dev, self.xt_t_dev = _torch_csr(self.xs_t, self.device), _torch_csr(self.xt_t, self.device)
+        self.song_norm_dev = torch.from_numpy(self.song_norm).to(self.device)
+        self.tag_norm_dev = torch.from_numpy(self.tag_norm).to(self.device)
 
     def _question(self, offsets: np.ndarray, values: np.ndarray, rows: np.ndarray, norm: np.ndarray,
                   n_cols: int, weight: float) -> sp.csr_matrix:
@@ -82,9 +97,10 @@ class ItemCooccurrence:
         data = load_split(self.store, split)
         qs = self._question(data.song_offsets, data.songs, rows, self.song_norm, self.n_songs, 1.0)
         qt = self._question(data.tag_offsets, data.tags, rows, self.tag_norm, self.n_tags, self.tag_weight)
-        hits = (qs @ self.xs_t + qt @ self.xt_t).tocsr()  # (B, train playlists), sparse
-        songs = np.asarray((hits @ self.xs).todense(), dtype=np.float32) * self.song_norm[None]
-        tags = np.asarray((hits @ self.xt).todense(), dtype=np.float32) * self.tag_norm[None]
-        songs[songs <= 0] = -np.inf  # no co-occurrence with the question: no opinion
-        tags[tags <= 0] = -np.inf
-        return torch.from_numpy(songs), torch.from_numpy(tags)
+        # (train playlists, B) weights: most playlists share a popular song with some question, so dense
+        hits = (qs @ self.xs_t + qt @ self.xt_t).toarray()
+        hits_t = torch.from_numpy(np.ascontiguousarray(hits.T, dtype=np.float32)).to(self.device)
+        songs = (self.xs_t_dev @ hits_t).T * self.song_norm_dev[None]
+        tags = (self.xt_t_dev @ hits_t).T * self.tag_norm_dev[None]
+        # no co-occurrence with the question: no opinion
+        return torch.where(songs > 0, songs, -torch.inf), torch.where(tags > 0, tags, -torch.inf)
