@@ -23,6 +23,7 @@ from models.melon.recommend import (
     read_results,
     recommend,
     score_split,
+    title_ensemble,
     write_results,
 )
 
@@ -224,3 +225,22 @@ def test_results_file_is_official_json(random_store, tmp_path):
     path = write_results(tmp_path / "r.json", recs)
     raw = json.loads(path.read_text(encoding="utf-8"))
     assert raw[0].keys() == {"id", "songs", "tags"} and raw == recs
+
+
+def test_blend_ignores_parts_without_weight():
+    a = torch.tensor([[1.0, -np.inf, 3.0]])
+    b = torch.tensor([[5.0, 6.0, 7.0]])
+    out = blend([(a, 1.0), (b, 0.0)])
+    assert out.tolist() == [[0.0, -np.inf, 1.0]]
+
+
+def test_title_ensemble_weights_by_question_size(random_store):
+    """Main has no opinion anywhere; the title part (most popular here) counts only on small questions."""
+    data = load_split(random_store, "val")
+    rows = np.arange(len(data))
+    size = np.diff(data.song_offsets) + np.diff(data.tag_offsets)
+    s, t = title_ensemble(random_store, NoOpinion(random_store), MostPopular(random_store), few=5).scores("val", rows)
+    small = torch.from_numpy(size <= 5)
+    assert small.any() and (~small).any()
+    assert torch.isfinite(s[small]).all() and torch.isneginf(s[~small]).all()
+    assert torch.isfinite(t[small]).all() and torch.isneginf(t[~small]).all()

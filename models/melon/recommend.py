@@ -32,7 +32,7 @@ from featurestore.store.errors import FstoreError, StoreError
 from models.metrics.melon import melon_score
 
 __all__ = ["BlendScorer", "MelonSplit", "Scorer", "Vocab", "blend", "load_split", "load_vocab", "question_kinds",
-           "read_results", "recommend", "score_split", "write_results"]
+           "read_results", "recommend", "score_split", "title_ensemble", "write_results"]
 
 N_SONGS, N_TAGS = schema.N_SONGS, schema.N_TAGS
 KINDS = ("songs_tags", "songs_only", "tags_only", "title_only", "empty")
@@ -229,19 +229,20 @@ def normalise(scores: torch.Tensor) -> torch.Tensor:
 
 
 def blend(parts: Sequence[tuple[torch.Tensor, float | torch.Tensor]]) -> torch.Tensor:
-    """``sum_k w_k * normalise(s_k)``; each weight a float or a per-playlist ``(B,)`` tensor. Rows where
-    every part has no opinion (all -inf) stay -inf, so :func:`recommend` fills them from popularity."""
-    total, any_opinion = None, None
+    """``sum_k w_k * normalise(s_k)``; each weight a float or a per-playlist ``(B,)`` tensor. An item on
+    which no part with a positive weight has an opinion stays -inf, so :func:`recommend` fills it from
+    popularity rather than ranking arbitrary zeros."""
+    total, opinion = None, None
     for scores, weight in parts:
         w = torch.as_tensor(weight, dtype=torch.float32, device=scores.device)
-        w = w[:, None] if w.ndim == 1 else w
+        w = w.expand(scores.shape[0])[:, None] if w.ndim <= 1 else w
         term = w * normalise(scores.float())
+        has = torch.isfinite(scores) & (w > 0)
         total = term if total is None else total + term
-        opinion = torch.isfinite(scores).any(dim=1, keepdim=True)
-        any_opinion = opinion if any_opinion is None else any_opinion | opinion
+        opinion = has if opinion is None else opinion | has
     if total is None:
         raise ValueError("blend needs at least one part")
-    return torch.where(any_opinion, total, -torch.inf)
+    return torch.where(opinion, total, -torch.inf)
 
 
 Weight = float | Callable[[str, np.ndarray], np.ndarray]
@@ -266,6 +267,26 @@ class BlendScorer:
             song_parts.append((s, _on(value(ws), s)))
             tag_parts.append((t, _on(value(wt), t)))
         return blend(song_parts), blend(tag_parts)
+
+
+def title_ensemble(store: Store, main: Scorer, title: Scorer, importance: float = 0.85, tag_weight: float = 0.8,
+                   few: int = 5) -> BlendScorer:
+    """``main`` (e.g. the autoencoder, or co-occurrence) with the title model where the question says
+    little: for a playlist whose question holds at most ``few`` songs and tags together, songs blend
+    ``importance`` x title + (1 - importance) x main, tags ``tag_weight`` x title + (1 - tag_weight) x
+    main (seed: 0.85 and 0.8); other playlists use ``main`` alone. A title-only question gets the title
+    model's scores (``main`` has no opinion there), an empty one the popular fill."""
+    def weight_of(title_w: float, for_title: bool) -> Callable[[str, np.ndarray], np.ndarray]:
+        def weights(split: str, rows: np.ndarray) -> np.ndarray:
+            data = load_split(store, split)
+            r = np.asarray(rows)
+            size = (data.song_offsets[r + 1] - data.song_offsets[r]) + (data.tag_offsets[r + 1] - data.tag_offsets[r])
+            w = np.where(size <= few, title_w, 0.0)
+            return w if for_title else 1.0 - w
+        return weights
+
+    return BlendScorer([main, title], [(weight_of(importance, False), weight_of(tag_weight, False)),
+                                       (weight_of(importance, True), weight_of(tag_weight, True))])
 
 
 def _on(w: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:
