@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import click
 
-from . import bench, fsd, speakers, spotify, store, yandex
+from . import bench, fsd, melon, speakers, spotify, store, yandex
 
-FAMILIES = (spotify, yandex, fsd, speakers)
+FAMILIES = (spotify, yandex, fsd, speakers, melon)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -40,7 +40,12 @@ def evaluate() -> None:
     """Score trained models on a store's test split (table + --metrics-json)."""
 
 
-GROUPS = {"synth": synth, "ingest": ingest, "train": train, "evaluate": evaluate}
+@main.group()
+def split() -> None:
+    """Make an offline validation split (questions and answers) from a raw release's train file."""
+
+
+GROUPS = {"synth": synth, "ingest": ingest, "train": train, "evaluate": evaluate, "split": split}
 for _family in FAMILIES:
     for _group, _command in _family.COMMANDS.items():
         GROUPS[_group].add_command(_command)

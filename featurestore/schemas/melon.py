@@ -26,6 +26,8 @@ summary. The official answers never repeat a song, so keeping duplicates would o
 
 from __future__ import annotations
 
+import msgspec
+
 # --- raw files -------------------------------------------------------------------------------------
 SPLITS = ("train", "val", "test")
 SONG_META = "song_meta.json"
@@ -51,6 +53,34 @@ SONG_FIELDS = {
     "artist_name_basket": (list,),
     "song_name": (str, type(None)),
 }
+
+
+class Playlist(msgspec.Struct):
+    """A playlist of train/val/test.json (and of answers/*.json), as the ingest decodes it (typed: a wrong
+    type is an error naming the field). Field order is the release's."""
+
+    tags: list[str]
+    id: int
+    plylst_title: str
+    songs: list[int]
+    like_cnt: int
+    updt_date: str
+
+
+class Song(msgspec.Struct):
+    """A song of song_meta.json."""
+
+    song_gn_dtl_gnr_basket: list[str]
+    issue_date: str
+    album_name: str | None
+    album_id: int | None
+    artist_id_basket: list[int]
+    song_name: str | None
+    song_gn_gnr_basket: list[str]
+    artist_name_basket: list[str]
+    id: int
+
+
 UPDT_DATE_FORMAT = "%Y-%m-%d %H:%M:%S.000"
 MISSING_ISSUE_DATE = "00000000"
 

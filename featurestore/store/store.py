@@ -21,6 +21,8 @@ import os
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 import zarr
 
 from .arrays import EVENT_CHUNK
@@ -125,6 +127,21 @@ class Store:
         self._table_meta(name, "frames")
         return FrameSet(self._group(name))
 
+    def columns(self, name: str) -> dict[str, np.ndarray]:
+        """A table of kind ``columns`` (a zarr group of equal-length 1-D arrays), read whole."""
+        meta = self._table_meta(name, "columns")
+        g = self._group(name)
+        return {c: np.asarray(g[c][:]).astype(bool) if cm.get("type") == "bool" else np.asarray(g[c][:])
+                for c, cm in meta["columns"].items()}
+
+    def parquet(self, name: str) -> pa.Table:
+        """A table of kind ``parquet`` (``tables/<name>.parquet``), read whole."""
+        meta = self._table_meta(name, "parquet")
+        rel = meta.get("path", f"tables/{name}.parquet")
+        if not self._read_file(rel, lambda p: p.is_file()):
+            raise StoreError(f"{self.data_dir / rel}: missing (damaged store; run `fstore validate`)")
+        return self._read_file(rel, pq.read_table)
+
     def dictionary(self, name: str) -> Dictionary:
         if name not in self._dicts:
             rel = f"dicts/{name}.parquet"
@@ -171,7 +188,19 @@ class Store:
                 problems += self._validate_ragged(name, meta, sizes)
             elif meta["kind"] == "frames":
                 problems += self._validate_frames(name, meta)
+            elif meta["kind"] in ("columns", "parquet"):
+                problems += self._validate_whole(name, meta)
         return problems
+
+    def _validate_whole(self, name: str, meta: dict) -> list[str]:
+        """``columns`` and ``parquet`` tables: readable, every column as long as the manifest's rows."""
+        try:
+            data = self.columns(name) if meta["kind"] == "columns" else self.parquet(name)
+        except (StoreError, KeyError, OSError, ValueError, pa.ArrowException) as e:
+            return [f"{name}: unreadable ({str(e).splitlines()[0] if str(e) else type(e).__name__})"]
+        lengths = ({c: v.shape[0] for c, v in data.items()} if isinstance(data, dict)
+                   else dict.fromkeys(data.column_names, data.num_rows))
+        return [f"{name}/{c}: {n} rows, manifest says {meta['rows']}" for c, n in lengths.items() if n != meta["rows"]]
 
     def _code_limit(self, cm: dict) -> int | None:
         if "dictionary" in cm:

@@ -1,0 +1,140 @@
+"""Stream a file holding one large JSON array of objects, in blocks of whole elements, with bounded memory.
+
+The Melon release ships each file as a single JSON array (song_meta.json: 708K songs). Decoding it whole
+would hold every Python object at once; instead the file is read in byte blocks, each block is cut after
+its last complete top-level element, and only those elements are decoded (msgspec, typed: a wrong type
+is reported with its JSON path). The cut is found with numpy, without a Python loop over bytes:
+
+- a backslash only occurs inside strings in valid JSON, so a quote is escaped exactly when the run of
+  backslashes before it is odd;
+- characters after an odd number of unescaped quotes are inside a string; ``{ [`` and ``} ]`` outside
+  strings move the nesting depth, and an element ends where the depth returns to the array's level.
+
+Every scan starts at the array's level outside any string (the unconsumed tail of a block is carried
+into the next one), so no scanner state crosses blocks. Errors are :class:`InputError` lines naming the
+file and the item index (with the JSON path of a wrong field) or the byte offset of malformed JSON.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+
+from ..store.errors import InputError
+
+BLOCK_BYTES = 8 << 20
+_WS = b" \t\r\n"
+_BYTE_AT = re.compile(r"\(byte (\d+)\)")
+_ITEM_AT = re.compile(r"at `\$\[(\d+)\](.*)`")
+
+
+def element_ends(buf: bytes) -> np.ndarray:
+    """End offsets (exclusive) of the complete top-level elements of ``buf``, which starts between two
+    elements of an array (outside any string, at the array's depth)."""
+    b = np.frombuffer(buf, dtype=np.uint8)
+    if b.size == 0:
+        return np.empty(0, dtype=np.int64)
+    idx = np.arange(b.size)
+    is_bs = b == 0x5C
+    quotes = np.flatnonzero(b == 0x22)
+    if quotes.size:
+        # length of the backslash run just before each quote: q - 1 - (last non-backslash before q)
+        last_plain = np.maximum.accumulate(np.where(is_bs, -1, idx))
+        before = np.where(quotes > 0, last_plain[np.maximum(quotes - 1, 0)], -1)
+        run = np.where(quotes > 0, quotes - 1 - before, 0)
+        quotes = quotes[run % 2 == 0]
+    toggles = np.zeros(b.size, dtype=np.int8)
+    toggles[quotes] = 1
+    in_string = (np.cumsum(toggles) % 2).astype(bool)  # an opening quote counts as inside: harmless
+    delta = np.zeros(b.size, dtype=np.int64)
+    delta[(b == 0x7B) | (b == 0x5B)] = 1
+    delta[(b == 0x7D) | (b == 0x5D)] = -1
+    delta[in_string] = 0
+    depth = np.cumsum(delta)
+    return np.flatnonzero((delta == -1) & (depth == 0)) + 1
+
+
+class ArrayReader:
+    """``for items in ArrayReader(path, type): ...`` yields lists of decoded elements, in file order;
+    ``index`` is the item index of the first element of the next list, ``offset`` its byte offset."""
+
+    def __init__(self, path: str | Path, item_type: Any, block_bytes: int = BLOCK_BYTES):
+        self.path = Path(path)
+        self.decoder = msgspec.json.Decoder(list[item_type])
+        self.block_bytes = block_bytes
+        self.index = 0
+        self.offset = 0
+
+    def __iter__(self) -> Iterator[list]:
+        if not self.path.is_file():
+            raise InputError(self.path, "file missing")
+        with open(self.path, "rb") as f:
+            head = f.read(self.block_bytes)
+            start = len(head) - len(head.lstrip(_WS))
+            if start == len(head) or head[start:start + 1] != b"[":
+                raise InputError(self.path, f"not a JSON array (byte {start}: expected '[')")
+            buf, pos = head[start + 1:], start + 1  # pos: file offset of buf[0]
+            first, eof = True, len(head) < self.block_bytes
+            while True:
+                ends = element_ends(buf)
+                if ends.size:
+                    cut = int(ends[-1])
+                    yield self._decode(buf[:cut], pos, first)
+                    first = False
+                    buf, pos = buf[cut:], pos + cut
+                if eof:
+                    break
+                more = f.read(self.block_bytes)
+                eof = len(more) < self.block_bytes
+                buf += more
+            self._finish(buf, pos, first)
+
+    def _decode(self, chunk: bytes, pos: int, first: bool) -> list:
+        body = chunk.lstrip(_WS)
+        skipped = len(chunk) - len(body)
+        if not first:
+            if body[:1] != b",":
+                raise InputError(self.path, f"invalid JSON at byte {pos + skipped}: expected ',' between items "
+                                 f"(item {self.index})")
+            body, skipped = body[1:], skipped + 1
+        self.offset = pos + skipped
+        try:
+            items = self.decoder.decode(b"[" + body + b"]")
+        except msgspec.ValidationError as e:
+            raise InputError(self.path, self._where(str(e))) from None
+        except msgspec.DecodeError as e:
+            m = _BYTE_AT.search(str(e))
+            at = f"byte {self.offset + int(m.group(1)) - 1}" if m else f"items from {self.index}"
+            raise InputError(self.path, f"invalid JSON at {at} ({str(e).split(' (byte')[0]})") from None
+        self.index += len(items)
+        return items
+
+    def _where(self, message: str) -> str:
+        m = _ITEM_AT.search(message)
+        text = message.split(" - at ")[0]
+        if not m:
+            return f"item {self.index}: {text}"
+        path = m.group(2).lstrip(".")
+        return f"item {self.index + int(m.group(1))}" + (f", field {path}" if path else "") + f": {text}"
+
+    def _finish(self, tail: bytes, pos: int, first: bool) -> None:
+        rest = tail.strip(_WS)
+        lead = len(tail) - len(tail.lstrip(_WS))
+        if rest == b"]" or (first and rest == b"]"):
+            return
+        if not rest.endswith(b"]") or not rest[:-1].strip(_WS):
+            what = "truncated: no closing ']'" if not rest.endswith(b"]") else "invalid JSON"
+            raise InputError(self.path, f"{what} at byte {pos + lead} (after item {self.index - 1})")
+        raise InputError(self.path, f"invalid JSON at byte {pos + lead}: not an object (item {self.index})")
+
+
+def iter_items(path: str | Path, item_type: Any, block_bytes: int = BLOCK_BYTES) -> Iterator[tuple[int, list]]:
+    """(index of the first item, items) per block of ``path``'s top-level array."""
+    reader = ArrayReader(path, item_type, block_bytes)
+    for items in reader:
+        yield reader.index - len(items), items

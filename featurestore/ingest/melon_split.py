@@ -1,0 +1,133 @@
+"""Questions and answers the way Kakao's official split script makes them, and ``fstore split melon``.
+
+A question playlist falls into one category (official shares: 30 / 50 / 15 / 5 %):
+
+==============  ==================================  ==================================  ===========
+category        songs                               tags                                title
+==============  ==================================  ==================================  ===========
+songs only      half kept (rest -> answer)          all -> answer                       emptied
+songs + tags    half kept (rest -> answer)          half kept (rest -> answer)          kept 50 %
+tags only       all -> answer                       half kept (rest -> answer)          kept
+title only      all -> answer                       all -> answer                       kept
+==============  ==================================  ==================================  ===========
+
+"Half kept" keeps ``n // 2`` items chosen at random (original order), as the official ``_mask``; answers
+keep the original order and are cut to 100 songs and 10 tags. Answers are the full playlist record (id,
+original title, like_cnt, updt_date) with the removed songs and tags. A playlist needs at least one song
+and one tag to be a question (the metric needs both in every answer); others stay in train, counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from ..schemas import melon as S
+from ..store.errors import FstoreError
+from .json_array import iter_items
+
+CATEGORIES = ("songs", "songs_tags", "tags", "title")
+SHARES = (0.30, 0.50, 0.15, 0.05)
+
+
+def _half(items: list, rng: np.random.Generator) -> tuple[list, list]:
+    keep = np.zeros(len(items), dtype=bool)
+    keep[rng.permutation(len(items))[: len(items) // 2]] = True
+    return [x for x, k in zip(items, keep, strict=True) if k], [x for x, k in zip(items, keep, strict=True) if not k]
+
+
+def categories(n: int, rng: np.random.Generator) -> np.ndarray:
+    """A category index (into :data:`CATEGORIES`) per question, in the official shares, shuffled."""
+    counts = np.floor(np.asarray(SHARES) * n).astype(int)
+    counts[1] += n - counts.sum()
+    return rng.permutation(np.repeat(np.arange(len(CATEGORIES)), counts))
+
+
+def mask(playlist: dict, category: int, rng: np.random.Generator) -> tuple[dict, dict]:
+    """(question, answer) of one playlist (a dict in the raw format) for one category."""
+    songs, tags, title = list(playlist["songs"]), list(playlist["tags"]), playlist["plylst_title"]
+    name = CATEGORIES[category]
+    if name in ("songs", "songs_tags"):
+        q_songs, a_songs = _half(songs, rng)
+    else:
+        q_songs, a_songs = [], songs
+    if name in ("tags", "songs_tags"):
+        q_tags, a_tags = _half(tags, rng)
+    else:
+        q_tags, a_tags = [], tags
+    keep_title = name in ("tags", "title") or (name == "songs_tags" and rng.random() < 0.5)
+    question = {**playlist, "tags": q_tags, "plylst_title": title if keep_title else "", "songs": q_songs}
+    answer = {**playlist, "tags": a_tags[: S.N_TAGS], "songs": a_songs[: S.N_SONGS]}
+    return question, answer
+
+
+def make_questions(playlists: list[dict], rng: np.random.Generator) -> tuple[list[dict], list[dict]]:
+    """Questions and answers (aligned) for playlists that each hold at least one song and one tag."""
+    cats = categories(len(playlists), rng)
+    pairs = [mask(p, int(c), rng) for p, c in zip(playlists, cats, strict=True)]
+    return [q for q, _ in pairs], [a for _, a in pairs]
+
+
+def write_array(path: Path, items: list) -> None:
+    """A JSON array, UTF-8 (no ASCII escapes), one element a line."""
+    enc = msgspec.json.Encoder()
+    with open(path, "wb") as f:
+        f.write(b"[")
+        for i, item in enumerate(items):
+            f.write(b"\n" if i == 0 else b",\n")
+            f.write(enc.encode(item))
+        f.write(b"\n]\n")
+
+
+@dataclass(frozen=True)
+class SplitSummary:
+    train: int
+    questions: int
+    ineligible: int  # train playlists without a song or a tag: never questions
+
+    def lines(self) -> list[str]:
+        return [f"train          {self.train} playlists",
+                f"val            {self.questions} questions (answers/val.json)",
+                f"kept in train  {self.ineligible} playlists without songs or tags (cannot be questions)"]
+
+
+def split_melon(raw_dir: str | Path, out_dir: str | Path, fraction: float = 0.1, seed: int = 0,
+                overwrite: bool = False) -> SplitSummary:
+    """An offline validation split of ``raw_dir/train.json``: a ``fraction`` of its (eligible) playlists
+    become val questions with answers; OUT gets train.json, val.json, answers/val.json and a copy (hard
+    link when possible) of song_meta.json and genre_gn_all.json, so ``fstore ingest melon OUT`` reads it."""
+    import os
+    import shutil
+
+    from ..synth.audio_common import prepare_out_dir
+
+    raw = Path(raw_dir)
+    for name in (S.SONG_META, S.GENRES, "train.json"):
+        if not (raw / name).is_file():
+            raise FstoreError(f"{raw / name}: file missing")
+    playlists = [msgspec.structs.asdict(p) for _, block in iter_items(raw / "train.json", S.Playlist) for p in block]
+    ids = [p["id"] for p in playlists]
+    if len(set(ids)) != len(ids):
+        seen: set[int] = set()
+        dup = next(i for i, x in enumerate(ids) if x in seen or seen.add(x))
+        raise FstoreError(f"{raw / 'train.json'}: item {dup}, field id: playlist id {ids[dup]} seen twice")
+    rng = np.random.default_rng(seed)
+    eligible = np.flatnonzero([bool(p["songs"]) and bool(p["tags"]) for p in playlists])
+    n_q = int(round(fraction * len(eligible)))
+    chosen = np.zeros(len(playlists), dtype=bool)
+    chosen[rng.choice(eligible, size=n_q, replace=False)] = True
+    questions, answers = make_questions([p for p, c in zip(playlists, chosen, strict=True) if c], rng)
+    out = prepare_out_dir(out_dir, overwrite)
+    (out / S.ANSWERS_DIR).mkdir()
+    write_array(out / "train.json", [p for p, c in zip(playlists, chosen, strict=True) if not c])
+    write_array(out / "val.json", questions)
+    write_array(out / S.ANSWERS_DIR / "val.json", answers)
+    for name in (S.SONG_META, S.GENRES):
+        try:
+            os.link(raw / name, out / name)
+        except OSError:
+            shutil.copyfile(raw / name, out / name)
+    return SplitSummary(len(playlists) - n_q, n_q, len(playlists) - len(eligible))
