@@ -12,8 +12,10 @@ import pytest
 import torch
 
 from featurestore.ingest.builder import StoreBuilder
+from featurestore.ingest.melon import ingest_melon
 from featurestore.schemas import melon as schema
 from featurestore.store import FstoreError, RaggedWriter, Store
+from featurestore.synth.melon import synth_melon
 from models.melon.baselines import ItemCooccurrence, MostPopular
 from models.melon.recommend import (
     BlendScorer,
@@ -51,8 +53,10 @@ def make_store(path, train_songs, train_tags, val_q_songs, val_q_tags, val_a_son
             n = len(songs)
             given = val_titles if split == "val" else train_titles
             titles = given if given is not None else [f"{split} 제목 {i}" for i in range(n)]
+            rel = f"tables/{schema.playlists_table(split)}.parquet"
             pq.write_table(pa.table({"id": np.arange(n, dtype=np.int64) + (0 if split == "train" else 10_000),
-                                     "title": titles}), b.stage / "tables" / f"{schema.playlists_table(split)}.parquet")
+                                     "title": titles}), b.stage / rel)
+            b.table(schema.playlists_table(split), {"kind": "parquet", "rows": n, "path": rel, "split": split})
         b.finish([])
     return Store(path)
 
@@ -158,6 +162,21 @@ def test_results_round_trip_and_score(random_store, tmp_path):
     assert kinds[0] == 4 and kinds[1] == 3
     sub = score_split(random_store, "val", recs, rows=np.flatnonzero(kinds == 0))
     assert sub["playlists"] == int((kinds == 0).sum())
+
+
+def test_on_synth_store(tmp_path):
+    """The layer on what `fstore synth melon` + `fstore ingest melon` write: raw ids, tag texts, answers."""
+    synth_melon(tmp_path / "raw", playlists=300, songs=600, seed=3, progress=False)
+    ingest_melon(tmp_path / "raw", tmp_path / "store", progress=False)
+    store = Store(tmp_path / "store")
+    pop = score_split(store, "val", recommend(store, "val", MostPopular(store), progress=False))
+    cooc_recs = recommend(store, "val", ItemCooccurrence(store), progress=False)
+    cooc = score_split(store, "val", cooc_recs)
+    assert cooc["playlists"] + cooc["skipped_empty_answers"] == len(load_split(store, "val"))
+    assert cooc["score"] > pop["score"]  # planted themes: neighbours beat popularity
+    raw = {p["id"]: p for p in json.loads((tmp_path / "raw" / "val.json").read_text(encoding="utf-8"))}
+    for r in cooc_recs:
+        assert not set(r["songs"]) & set(raw[r["id"]]["songs"]) and not set(r["tags"]) & set(raw[r["id"]]["tags"])
 
 
 @pytest.mark.parametrize(("content", "message"), [

@@ -20,8 +20,6 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 from tqdm import tqdm
 
@@ -92,21 +90,13 @@ def _ragged(store: Store, table: str, column: str) -> tuple[np.ndarray, np.ndarr
     return np.asarray(r.offsets, dtype=np.int64), np.asarray(r.read(column), dtype=np.int64)
 
 
-def _playlists(store: Store, split: str) -> pa.Table:
-    rel = f"tables/{schema.playlists_table(split)}.parquet"
-    try:
-        return store._read_file(rel, lambda p: pq.read_table(p, columns=["id", "title"]))
-    except (pa.ArrowException, OSError) as e:
-        raise StoreError(f"{store.data_dir / rel}: unreadable playlist table ({type(e).__name__})") from None
-
-
 @functools.lru_cache(maxsize=8)
 def load_split(store: Store, split: str) -> MelonSplit:
     """The split's playlists (ids, titles, question items and answers when the store has them)."""
     if schema.songs_table(split) not in store.tables:
         have = sorted(n[: -len("_songs")] for n in store.tables if n.endswith("_songs") and "answer" not in n)
         raise StoreError(f"{store.path}: no melon split {split!r} (have {have})")
-    frame = _playlists(store, split)
+    frame = store.parquet(schema.playlists_table(split)).select(["id", "title"])
     ids = np.asarray(frame.column("id").to_numpy(), dtype=np.int64)
     titles = [t or "" for t in frame.column("title").to_pylist()]
     so, s = _ragged(store, schema.songs_table(split), "song")
