@@ -139,6 +139,7 @@ class TitleBatches(BatchLoader):
         self.tables_read = [schema.songs_table(split), schema.tags_table(split), "tables"]
         data = load_split(self.store, split)
         self.tokens = np.ascontiguousarray(tokens, dtype=np.int32)
+        self.lengths = (self.tokens != PAD).sum(axis=1)
         self.items = np.asarray(items, dtype=np.int32)
         self.song_offsets, self.songs = _csr_remap(data.song_offsets, data.songs, song_remap)
         self.tag_offsets, self.tags = data.tag_offsets, data.tags
@@ -159,7 +160,9 @@ class TitleBatches(BatchLoader):
         v["tokens"][:b] = self.tokens[batch]
         _fill_padded(v["songs"][:b], batch, self.song_offsets, self.songs)
         _fill_padded(v["tags"][:b], batch, self.tag_offsets, self.tags)
-        return {k: t[:b] for k, t in slot.items()}
+        # titles are a few pieces: ship only up to the batch's longest (the encoder's cost is per position)
+        width = max(1, int(self.lengths[batch].max()))
+        return {"tokens": slot["tokens"][:b, :width], "songs": slot["songs"][:b], "tags": slot["tags"][:b]}
 
     def finish(self, raw: dict) -> dict:
-        return {k: t.long() for k, t in raw.items()}
+        return {k: t.long().contiguous() for k, t in raw.items()}
