@@ -196,8 +196,8 @@ def recommend(store: Store, split: str, scorer: Scorer, batch: int = 256, device
         if s.shape != (rows.size, vocab.n_songs) or t.shape != (rows.size, vocab.n_tags):
             raise FstoreError(f"scorer {type(scorer).__name__} returned scores of shapes {tuple(s.shape)} and "
                               f"{tuple(t.shape)}; expected ({rows.size}, {vocab.n_songs}) and ({rows.size}, {vocab.n_tags})")
-        s = s.to(device=device, dtype=torch.float32, copy=True)
-        t = t.to(device=device, dtype=torch.float32, copy=True)
+        s = s.to(device=device, dtype=torch.float32)  # _pick works on a copy (nan_to_num)
+        t = t.to(device=device, dtype=torch.float32)
         songs = _pick(s, song_prior, data.song_offsets, data.songs, rows, N_SONGS, "songs").cpu().numpy()
         tags = _pick(t, tag_prior, data.tag_offsets, data.tags, rows, N_TAGS, "tags").cpu().numpy()
         for i, r in enumerate(rows):
