@@ -58,6 +58,15 @@ class TitleTokenizer:
             num_threads=1, minloglevel=2)
         return cls(buf.getvalue(), max_tokens)
 
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> TitleTokenizer:
+        """The tokenizer saved in a ``title_model.pt`` (what a playlist loader uses to carry title tokens
+        that the trained title model understands)."""
+        ckpt = read_checkpoint(path, "cpu", "melon title-model")
+        if "tokenizer" not in ckpt or "config" not in ckpt:
+            raise FstoreError(f"{path}: not a melon title-model checkpoint (no tokenizer)")
+        return cls(ckpt["tokenizer"], ckpt["config"]["max_tokens"])
+
     @property
     def pieces(self) -> int:
         return self.sp.get_piece_size()
