@@ -21,7 +21,7 @@ from .common import (
 @SYNTH_OUT
 @click.option("--playlists", default=15_000, type=click.IntRange(min=20), show_default=True,
               help="Playlists over train/val/test (80/13/7 %; real release: 148826).")
-@click.option("--songs", default=30_000, type=click.IntRange(min=100), show_default=True,
+@click.option("--songs", default=30_000, type=click.IntRange(min=300), show_default=True,
               help="Songs in song_meta.json (real release: 707989).")
 @SEED
 @OVERWRITE_SYNTH

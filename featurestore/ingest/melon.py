@@ -12,6 +12,7 @@ an answer without a question, or a question without an answer, is an error.
 from __future__ import annotations
 
 import resource
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -148,14 +149,17 @@ class _Playlists:
         self.song_w = RaggedWriter(b.root, S.songs_table(split), {"song": {"dtype": "int32", "ref": SONG_REF}})
         self.tag_w = RaggedWriter(b.root, S.tags_table(split), {"tag": {"dtype": "int32", "dictionary": S.DICT_TAG}})
         self.cols: dict[str, list] = {"id": [], "title": [], "like_cnt": [], "updt_date": [], "repeats": []}
-        self.repeats = 0
+        self.repeats = self.tag_repeats = 0
         self.popularity = np.zeros(songs.n, dtype=np.int64) if split == "train" else None
 
     def encode(self, path: Path, first: int, items: list[S.Playlist]) -> tuple[list[np.ndarray], list[int]]:
         """Song codes per playlist (repeats dropped) and the repeat counts; errors name path and item."""
         out, reps = [], []
         for k, p in enumerate(items):
-            raw = np.asarray(p.songs, dtype=np.int64)
+            try:
+                raw = np.asarray(p.songs, dtype=np.int64)
+            except OverflowError:
+                raise InputError(path, f"item {first + k}, field songs: a song id out of range (int64)") from None
             codes = self.songs.codes(raw)
             if (codes < 0).any():
                 j = int(np.flatnonzero(codes < 0)[0])
@@ -167,11 +171,16 @@ class _Playlists:
         return out, reps
 
     def add(self, path: Path, first: int, items: list[S.Playlist]) -> None:
+        at = S.SPLITS.index(self.split) << 40  # where each id was first seen, packed in one int
         for k, p in enumerate(items):
             if p.id in self.seen:
+                where = self.seen[p.id]
                 raise InputError(path, f"item {first + k}, field id: playlist id {p.id} seen twice "
-                                 f"(first in {self.seen[p.id]})")
-            self.seen[p.id] = f"{path.name} item {first + k}"
+                                 f"(first in {S.SPLITS[where >> 40]}.json item {where & ((1 << 40) - 1)})")
+            self.seen[p.id] = at | (first + k)
+            for field, value, limit in (("id", p.id, 2**63), ("like_cnt", p.like_cnt, 2**31)):
+                if not -limit <= value < limit:
+                    raise InputError(path, f"item {first + k}, field {field}: {value} out of range")
         codes, reps = self.encode(path, first, items)
         lengths = np.fromiter(map(len, codes), dtype=np.int64, count=len(codes))
         flat = np.concatenate(codes) if codes else np.empty(0, dtype=np.int64)
@@ -179,6 +188,7 @@ class _Playlists:
         if self.popularity is not None and flat.size:
             self.popularity += np.bincount(flat, minlength=self.songs.n)
         tag_codes = [[self.tags.add(t) for t in dict.fromkeys(p.tags)] for p in items]
+        self.tag_repeats += sum(len(p.tags) for p in items) - sum(map(len, tag_codes))
         tag_lengths = np.fromiter(map(len, tag_codes), dtype=np.int64, count=len(items))
         self.tag_w.append(tag_lengths, {"tag": np.fromiter((t for r in tag_codes for t in r), dtype=np.int64,
                                                            count=int(tag_lengths.sum()))})
@@ -205,13 +215,14 @@ class _Playlists:
         self.b.table(S.playlists_table(split), {"kind": "parquet", "rows": table.num_rows, "path": rel,
                                                 "split": split})
 
-    def answers(self, path: Path) -> int:
-        """Read answers/S.json, aligned with this split's questions by id; returns repeated answer songs."""
+    def answers(self, path: Path, progress: Callable[[int], object]) -> int:
+        """Read answers/S.json, aligned with this split's questions by id; returns the repeated answer
+        songs and tags dropped."""
         row = {pid: i for i, pid in enumerate(self.cols["id"])}
         songs: list[np.ndarray | None] = [None] * len(row)
         tags: list[list[int]] = [[] for _ in row]
         repeats = 0
-        for first, items in iter_items(path, S.Playlist):
+        for first, items in iter_items(path, S.Playlist, progress=progress):
             codes, reps = self.encode(path, first, items)
             for k, p in enumerate(items):
                 i = row.get(p.id)
@@ -222,6 +233,7 @@ class _Playlists:
                     raise InputError(path, f"item {first + k}, field id: playlist id {p.id} seen twice")
                 songs[i] = codes[k]
                 tags[i] = [self.tags.add(t) for t in dict.fromkeys(p.tags)]
+                repeats += len(p.tags) - len(tags[i])
             repeats += sum(reps)
         missing = [i for i, s in enumerate(songs) if s is None]
         if missing:
@@ -271,6 +283,7 @@ def ingest_melon(raw_dir: str | Path, store_path: str | Path, overwrite: bool = 
                  block_bytes: int = BLOCK_BYTES) -> IngestSummary:
     """Ingest a Melon release under ``raw_dir`` into a new store (version) at ``store_path``."""
     raw_dir = Path(raw_dir)
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the interpreter and libraries
     refuse_existing(store_path, overwrite)
     files = discover(raw_dir)
     raw_bytes = sum(p.stat().st_size for p in files.values())
@@ -282,15 +295,14 @@ def ingest_melon(raw_dir: str | Path, store_path: str | Path, overwrite: bool = 
         bar.update(files[S.GENRES].stat().st_size)
         songs = _Songs(b, genres)
         path = files[S.SONG_META]
-        for first, items in iter_items(path, S.Song, block_bytes):
+        for first, items in iter_items(path, S.Song, block_bytes, bar.update):
             try:
                 songs.add(items)
             except (ValueError, OverflowError) as e:
                 raise InputError(path, f"items {first}..{first + len(items) - 1}: {e}") from None
-        bar.update(path.stat().st_size)
         songs.finish(path)
         tags = b.dictionary(S.DICT_TAG)
-        seen: dict[int, str] = {}
+        seen: dict[int, int] = {}
         notes, popularity = [], np.zeros(songs.n, dtype=np.int64)
         for split in S.SPLITS:
             path = files.get(f"{split}.json")
@@ -298,20 +310,19 @@ def ingest_melon(raw_dir: str | Path, store_path: str | Path, overwrite: bool = 
                 notes.append(f"no {split}.json: store has no {split} split")
                 continue
             pl_ = _Playlists(b, songs, tags, split, seen)
-            for first, items in iter_items(path, S.Playlist, block_bytes):
+            for first, items in iter_items(path, S.Playlist, block_bytes, bar.update):
                 pl_.add(path, first, items)
-            bar.update(path.stat().st_size)
             pl_.finish()
             if pl_.popularity is not None:
                 popularity = pl_.popularity
             notes.append(f"{split}: {pl_.repeats} repeated songs dropped (kept once) in "
-                         f"{sum(1 for r in pl_.cols['repeats'] if r)} playlists")
+                         f"{sum(1 for r in pl_.cols['repeats'] if r)} playlists"
+                         + (f", {pl_.tag_repeats} repeated tags dropped" if pl_.tag_repeats else ""))
             answers = files.get(f"{S.ANSWERS_DIR}/{split}.json")
             if answers is not None:
-                reps = pl_.answers(answers)
-                bar.update(answers.stat().st_size)
+                reps = pl_.answers(answers, bar.update)
                 if reps:
-                    notes.append(f"answers/{split}.json: {reps} repeated songs dropped (kept once)")
+                    notes.append(f"answers/{split}.json: {reps} repeated songs or tags dropped (kept once)")
             elif split != "train":
                 notes.append(f"no answers/{split}.json: {split} has questions only")
         b.table(S.SONG_INFO, songs.write_info(popularity))
@@ -321,7 +332,8 @@ def ingest_melon(raw_dir: str | Path, store_path: str | Path, overwrite: bool = 
         if unknown:
             notes.append(f"{unknown} genre codes used by songs are not in {S.GENRES} (added to the dictionaries)")
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-        notes.append(f"peak memory {peak:.0f} MB (process max RSS; JSON read in {block_bytes / 2**20:g} MiB blocks)")
+        notes.append(f"peak memory {peak:.0f} MB max RSS ({max(peak - rss0, 0):.0f} MB above the process before the "
+                     f"ingest; JSON read in {block_bytes / 2**20:g} MiB blocks)")
         b.summary.notes = notes
         b.finish(file_sources(raw_dir, list(files.values())))
     return b.summary

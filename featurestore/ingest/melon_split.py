@@ -19,6 +19,8 @@ and one tag to be a question (the metric needs both in every answer); others sta
 
 from __future__ import annotations
 
+import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +29,7 @@ import numpy as np
 
 from ..schemas import melon as S
 from ..store.errors import FstoreError
+from ..synth.audio_common import prepare_out_dir
 from .json_array import iter_items
 
 CATEGORIES = ("songs", "songs_tags", "tags", "title")
@@ -48,7 +51,9 @@ def categories(n: int, rng: np.random.Generator) -> np.ndarray:
 
 def mask(playlist: dict, category: int, rng: np.random.Generator) -> tuple[dict, dict]:
     """(question, answer) of one playlist (a dict in the raw format) for one category."""
-    songs, tags, title = list(playlist["songs"]), list(playlist["tags"]), playlist["plylst_title"]
+    # a repeated song would land in both question and answer: kept once, as ingest keeps it
+    songs, tags = list(dict.fromkeys(playlist["songs"])), list(dict.fromkeys(playlist["tags"]))
+    title = playlist["plylst_title"]
     name = CATEGORIES[category]
     if name in ("songs", "songs_tags"):
         q_songs, a_songs = _half(songs, rng)
@@ -71,17 +76,6 @@ def make_questions(playlists: list[dict], rng: np.random.Generator) -> tuple[lis
     return [q for q, _ in pairs], [a for _, a in pairs]
 
 
-def write_array(path: Path, items: list) -> None:
-    """A JSON array, UTF-8 (no ASCII escapes), one element a line."""
-    enc = msgspec.json.Encoder()
-    with open(path, "wb") as f:
-        f.write(b"[")
-        for i, item in enumerate(items):
-            f.write(b"\n" if i == 0 else b",\n")
-            f.write(enc.encode(item))
-        f.write(b"\n]\n")
-
-
 @dataclass(frozen=True)
 class SplitSummary:
     train: int
@@ -96,38 +90,75 @@ class SplitSummary:
 
 def split_melon(raw_dir: str | Path, out_dir: str | Path, fraction: float = 0.1, seed: int = 0,
                 overwrite: bool = False) -> SplitSummary:
-    """An offline validation split of ``raw_dir/train.json``: a ``fraction`` of its (eligible) playlists
-    become val questions with answers; OUT gets train.json, val.json, answers/val.json and a copy (hard
-    link when possible) of song_meta.json and genre_gn_all.json, so ``fstore ingest melon OUT`` reads it."""
-    import os
-    import shutil
-
-    from ..synth.audio_common import prepare_out_dir
-
+    """An offline validation split of ``raw_dir/train.json``: a ``fraction`` of its eligible playlists
+    (a song and a tag) become val questions with answers; OUT gets train.json, val.json, answers/val.json
+    and song_meta.json / genre_gn_all.json (hard links when possible), so ``fstore ingest melon OUT`` reads
+    it. Two streaming passes over train.json (ids and eligibility, then the split): memory holds one block
+    of playlists and a few bytes per playlist."""
     raw = Path(raw_dir)
     for name in (S.SONG_META, S.GENRES, "train.json"):
         if not (raw / name).is_file():
             raise FstoreError(f"{raw / name}: file missing")
-    playlists = [msgspec.structs.asdict(p) for _, block in iter_items(raw / "train.json", S.Playlist) for p in block]
-    ids = [p["id"] for p in playlists]
-    if len(set(ids)) != len(ids):
-        seen: set[int] = set()
-        dup = next(i for i, x in enumerate(ids) if x in seen or seen.add(x))
-        raise FstoreError(f"{raw / 'train.json'}: item {dup}, field id: playlist id {ids[dup]} seen twice")
+    source = raw / "train.json"
+    ids, eligible = [], []
+    for _, block in iter_items(source, S.Playlist):
+        ids += [p.id for p in block]
+        eligible += [bool(p.songs) and bool(p.tags) for p in block]
+    id_arr = np.asarray(ids, dtype=np.int64)
+    order = np.argsort(id_arr, kind="stable")
+    dup = np.flatnonzero(id_arr[order][1:] == id_arr[order][:-1])
+    if dup.size:
+        item = int(order[dup[0] + 1])
+        raise FstoreError(f"{source}: item {item}, field id: playlist id {ids[item]} seen twice")
     rng = np.random.default_rng(seed)
-    eligible = np.flatnonzero([bool(p["songs"]) and bool(p["tags"]) for p in playlists])
-    n_q = int(round(fraction * len(eligible)))
-    chosen = np.zeros(len(playlists), dtype=bool)
-    chosen[rng.choice(eligible, size=n_q, replace=False)] = True
-    questions, answers = make_questions([p for p, c in zip(playlists, chosen, strict=True) if c], rng)
+    candidates = np.flatnonzero(eligible)
+    n_q = int(round(fraction * candidates.size))
+    category = np.full(len(ids), -1, dtype=np.int8)  # -1: stays in train
+    category[np.sort(rng.choice(candidates, size=n_q, replace=False))] = categories(n_q, rng)
     out = prepare_out_dir(out_dir, overwrite)
     (out / S.ANSWERS_DIR).mkdir()
-    write_array(out / "train.json", [p for p, c in zip(playlists, chosen, strict=True) if not c])
-    write_array(out / "val.json", questions)
-    write_array(out / S.ANSWERS_DIR / "val.json", answers)
+    writers = [ArrayWriter(out / "train.json"), ArrayWriter(out / "val.json"),
+               ArrayWriter(out / S.ANSWERS_DIR / "val.json")]
+    try:
+        for first, block in iter_items(source, S.Playlist):
+            for k, p in enumerate(block):
+                record = msgspec.structs.asdict(p)
+                c = int(category[first + k])
+                if c < 0:
+                    writers[0].write(record)
+                else:
+                    question, answer = mask(record, c, rng)
+                    writers[1].write(question)
+                    writers[2].write(answer)
+    finally:
+        for w in writers:
+            w.close()
     for name in (S.SONG_META, S.GENRES):
         try:
             os.link(raw / name, out / name)
         except OSError:
             shutil.copyfile(raw / name, out / name)
-    return SplitSummary(len(playlists) - n_q, n_q, len(playlists) - len(eligible))
+    return SplitSummary(len(ids) - n_q, n_q, len(ids) - candidates.size)
+
+
+class ArrayWriter:
+    """A JSON array written element by element (UTF-8, one element a line)."""
+
+    def __init__(self, path: Path):
+        self.f = open(path, "wb")  # noqa: SIM115 - closed in close()
+        self.enc = msgspec.json.Encoder()
+        self.n = 0
+        self.f.write(b"[")
+
+    def write(self, item: dict) -> None:
+        self.f.write(b"\n" if self.n == 0 else b",\n")
+        self.f.write(self.enc.encode(item))
+        self.n += 1
+
+    def extend(self, items: list[dict]) -> None:
+        for item in items:
+            self.write(item)
+
+    def close(self) -> None:
+        self.f.write(b"\n]\n")
+        self.f.close()

@@ -22,6 +22,9 @@ Store layout (every name below is a table in the store's manifest; codes are den
 
 Repeated songs within one playlist: kept once (first position), counted per playlist and in the ingest
 summary. The official answers never repeat a song, so keeping duplicates would only weight the input.
+Repeated tags likewise (counted in the summary). Ragged ``song`` columns carry ``ref: song_info`` (codes
+are rows of song_info, so ``fstore validate`` range-checks them); tag, artist and genre columns carry
+their ``dictionary``. Raw records are decoded with the typed :class:`Playlist` and :class:`Song` below.
 """
 
 from __future__ import annotations

@@ -40,7 +40,7 @@ import msgspec
 import numpy as np
 
 from ..ingest.json_array import iter_items
-from ..ingest.melon_split import make_questions
+from ..ingest.melon_split import ArrayWriter, make_questions
 from ..schemas import melon as S
 from ..store.errors import FstoreError
 from .audio_common import prepare_out_dir, tree_size
@@ -53,6 +53,7 @@ TWO_THEMES = 0.4
 SPLIT_SHARES = (0.80, 0.13, 0.07)
 PLANTED = "_planted/planted.npz"
 BLOCK = 20_000
+MIN_SONGS = 300
 
 _SYLLABLES = list("가나다라마바사아자차카타파하고노도로모보소오조초코토포호구누두루무부수우주추쿠투푸후민진선영미연지은혜")
 _WORDS = ("드라이브 여름 감성 힙합 카페 새벽 운동 비오는날 신나는 잔잔한 발라드 재즈 인디 사랑 이별 출근길 퇴근길 공부 "
@@ -105,7 +106,7 @@ class Planted:
         p = np.empty(n_songs)
         for t in range(k):
             a, b = self.theme_start[t], self.theme_start[t + 1]
-            p[a:b] = _zipf(b - a, SONG_ZIPF) if b > a else p[a:b]
+            p[a:b] = _zipf(b - a, SONG_ZIPF)
         self.song_p = np.empty(n_songs)
         self.song_p[order] = p  # p(song | its theme)
         self.cum = np.concatenate([np.cumsum(p[self.theme_start[t]:self.theme_start[t + 1]]) + t for t in range(k)])
@@ -115,7 +116,7 @@ class Planted:
         # tags: shared one-word tags and per-theme two-word tags
         words = list(_WORDS)
         own = {f"{words[i]}{words[j]}" for i, j in rng.integers(0, len(words), size=(4 * k, 2)) if i != j}
-        own_list = sorted(own)
+        own_list = sorted(own - set(words))  # a compound may spell a one-word tag ("감성충전"): one text, one tag
         rng.shuffle(own_list)
         self.tags = words + own_list
         theme_tags = np.empty((k, 6), dtype=np.int64)
@@ -165,7 +166,9 @@ def _genres() -> dict[str, str]:
     return out
 
 
-def _write_songs(path: Path, planted: Planted, rng: np.random.Generator) -> None:
+def _write_songs(path: Path, planted: Planted, rng: np.random.Generator, progress: bool) -> None:
+    from tqdm import tqdm
+
     n = planted.song_theme.size
     enc = msgspec.json.Encoder()
     # artists: contiguous runs of each theme's songs (grouped order), 4..30 songs each, one or two albums
@@ -189,7 +192,7 @@ def _write_songs(path: Path, planted: Planted, rng: np.random.Generator) -> None
     album_day = rng.integers(1, 29, size=al)
     quirk = rng.random(al)
     artist_names = [_name(rng) for _ in range(a)]
-    with open(path, "wb") as f:
+    with open(path, "wb") as f, tqdm(total=n, unit="song", desc="synth song_meta", disable=not progress) as bar:
         f.write(b"[")
         for lo in range(0, n, BLOCK):
             items = []
@@ -198,9 +201,11 @@ def _write_songs(path: Path, planted: Planted, rng: np.random.Generator) -> None
                 g = int(planted.theme_genre[t])
                 r = rng.random(4)
                 genre = [] if r[0] < 0.01 else [f"GN{g:02d}00"]
-                detail = [] if not genre else [f"GN{g:02d}{d:02d}" for d in sorted({2 + t % 4, 2 + (s + t) % 4})][: 1 + (r[3] < 0.3)]
+                # the theme's detail genre, and for 30 % of the songs a second one of the same major genre
+                details = sorted({2 + t % 4, 2 + (s + t) % 4})[: 1 + int(r[3] < 0.3)]
+                detail = [f"GN{g:02d}{d:02d}" for d in details] if genre else []
                 q = quirk[alb]
-                date = ("00000000" if q < 0.02 else f"{album_year[alb]}00{0:02d}" if q < 0.05
+                date = ("00000000" if q < 0.02 else f"{album_year[alb]}0000" if q < 0.05  # month (and day) 00
                         else f"{album_year[alb]}{album_month[alb]:02d}00" if q < 0.09
                         else f"{album_year[alb]}{album_month[alb]:02d}{album_day[alb]:02d}")
                 no_album = r[1] < 0.001
@@ -219,6 +224,7 @@ def _write_songs(path: Path, planted: Planted, rng: np.random.Generator) -> None
             for i, item in enumerate(items):
                 f.write(b"\n" if lo == 0 and i == 0 else b",\n")
                 f.write(enc.encode(item))
+            bar.update(len(items))
         f.write(b"\n]\n")
 
 
@@ -267,42 +273,25 @@ def _playlists(planted: Planted, rng: np.random.Generator, ids: np.ndarray, repe
     return out, themes, weights
 
 
-class _ArrayWriter:
-    def __init__(self, path: Path):
-        self.f = open(path, "wb")  # noqa: SIM115 - closed in close()
-        self.enc = msgspec.json.Encoder()
-        self.n = 0
-        self.f.write(b"[")
-
-    def write(self, items: list[dict]) -> None:
-        for item in items:
-            self.f.write(b"\n" if self.n == 0 else b",\n")
-            self.f.write(self.enc.encode(item))
-            self.n += 1
-
-    def close(self) -> None:
-        self.f.write(b"\n]\n")
-        self.f.close()
-
-
 def synth_melon(out_dir: str | Path, playlists: int = 15_000, songs: int = 30_000, seed: int = 0,
                 overwrite: bool = False, progress: bool = True) -> MelonSynthSummary:
     """Write a synthetic Melon release (see the module docstring) under ``out_dir``."""
     from tqdm import tqdm
 
-    if playlists < 20 or songs < 100:
-        raise FstoreError(f"--playlists {playlists} --songs {songs}: need at least 20 playlists and 100 songs")
+    if playlists < 20 or songs < MIN_SONGS:
+        raise FstoreError(f"--playlists {playlists} --songs {songs}: need at least 20 playlists and {MIN_SONGS} songs "
+                          "(100 recommendations besides a question's songs)")
     out = prepare_out_dir(out_dir, overwrite)
     rng = np.random.default_rng(seed)
     planted = Planted(songs, rng)
     genres = _genres()
     (out / S.GENRES).write_bytes(msgspec.json.encode(genres))
-    _write_songs(out / S.SONG_META, planted, rng)
+    _write_songs(out / S.SONG_META, planted, rng, progress)
     ids = np.sort(rng.choice(int(playlists * 1.03) + 10, size=playlists, replace=False))
     split = rng.choice(3, size=playlists, p=SPLIT_SHARES)
     (out / S.ANSWERS_DIR).mkdir()
-    writers = {s: _ArrayWriter(out / f"{s}.json") for s in S.SPLITS}
-    answers = {s: _ArrayWriter(out / S.ANSWERS_DIR / f"{s}.json") for s in ("val", "test")}
+    writers = {s: ArrayWriter(out / f"{s}.json") for s in S.SPLITS}
+    answers = {s: ArrayWriter(out / S.ANSWERS_DIR / f"{s}.json") for s in ("val", "test")}
     all_themes, all_weights = np.empty((playlists, 2), dtype=np.int64), np.empty(playlists)
     order = rng.permutation(playlists)  # file order is not id order
     with tqdm(total=playlists, unit="playlist", desc="synth melon", disable=not progress) as bar:
@@ -313,11 +302,11 @@ def synth_melon(out_dir: str | Path, playlists: int = 15_000, songs: int = 30_00
                 items, themes, weights = _playlists(planted, rng, ids[rows], repeats=s == "train")
                 all_themes[rows], all_weights[rows] = themes, weights
                 if s == "train":
-                    writers[s].write(items)
+                    writers[s].extend(items)
                 else:
                     questions, ans = make_questions(items, rng)
-                    writers[s].write(questions)
-                    answers[s].write(ans)
+                    writers[s].extend(questions)
+                    answers[s].extend(ans)
             bar.update(block.size)
     for w in [*writers.values(), *answers.values()]:
         w.close()
@@ -335,7 +324,8 @@ def oracle_results(raw_dir: str | Path, split: str = "val") -> list[dict]:
     path = raw / PLANTED
     if not path.is_file():
         raise FstoreError(f"{path}: no planted truth (only `fstore synth melon` output has one)")
-    z = np.load(path)
+    with np.load(path) as npz:
+        z = {k: npz[k] for k in npz.files}  # an NpzFile decompresses on every access: read each array once
     pos = {int(p): i for i, p in enumerate(z["playlist_ids"])}
     song_theme, song_p = z["song_theme"], z["song_p"]
     bg_p = np.empty(song_p.size)
@@ -358,11 +348,12 @@ def oracle_results(raw_dir: str | Path, split: str = "val") -> list[dict]:
                 score = score + (1 - SONG_NOISE) * wt * np.where(song_theme[cand] == t, song_p[cand], 0.0)
             ranked = cand[np.argsort(-score, kind="stable")]
             asked = set(q.songs)
-            songs = [int(s) for s in ranked if int(s) not in asked][: S.N_SONGS]
+            songs = [int(s) for s in ranked[: S.N_SONGS + len(asked)] if int(s) not in asked][: S.N_SONGS]
             tag_score = TAG_NOISE * tag_bg.copy()
             for t, wt in mix:
                 np.add.at(tag_score, z["theme_tags"][t], (1 - TAG_NOISE) * wt * z["theme_tag_p"])
             asked_tags = set(q.tags)
-            tag_list = [tags[j] for j in np.argsort(-tag_score, kind="stable") if tags[j] not in asked_tags][: S.N_TAGS]
+            best = np.argsort(-tag_score, kind="stable")[: S.N_TAGS + len(asked_tags)]
+            tag_list = [tags[j] for j in best if tags[j] not in asked_tags][: S.N_TAGS]
             out.append({"id": q.id, "songs": songs, "tags": tag_list})
     return out
