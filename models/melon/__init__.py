@@ -1,0 +1,1 @@
+"""Melon playlist continuation models: recommendation layer, baselines, title model, denoising autoencoder."""
