@@ -1,0 +1,67 @@
+"""``evaluate_melon``: every Melon predictor scored side by side on one split, and ``results.json``.
+
+Rows: most popular, item co-occurrence, the autoencoder (CHECKPOINT), the title model (next to it in
+``title/`` unless given), their ensemble (the seed's rule, :func:`~models.melon.recommend.title_ensemble`)
+and, for a synthetic store whose raw folder is given, the planted-truth oracle. The submitted file is
+the ensemble's (the autoencoder's without a title model); it is re-read from disk and scored again, and
+the two scores must agree.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import torch
+
+from featurestore.store import Store
+from featurestore.store.errors import FstoreError
+
+from .baselines import ItemCooccurrence, MostPopular
+from .data import DAEScorer
+from .recommend import read_results, recommend, score_split, title_ensemble, write_results
+from .title import TITLE_MODEL, TitleScorer
+from .train import TITLE_DIR
+
+__all__ = ["evaluate_melon"]
+
+
+def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str | Path, *, split: str = "val",
+                   title_model: str | Path | None = None, raw_dir: str | Path | None = None,
+                   device: str | torch.device = "cpu", progress: bool = True) -> tuple[dict[str, dict], str]:
+    """Scores per predictor (``{"score", "song_ndcg", "tag_ndcg"}``) and the name of the one written to
+    ``out``. Without answers for ``split`` the file is written and no score is given."""
+    store = store if isinstance(store, Store) else Store(store)
+    checkpoint = Path(checkpoint)
+    dae = DAEScorer.load(checkpoint, store, str(device))
+    title_path = Path(title_model) if title_model else checkpoint.parent / TITLE_DIR / TITLE_MODEL
+    if title_model and not title_path.is_file():
+        raise FstoreError(f"{title_path}: title model not found")
+    title = TitleScorer.load(title_path, store, str(device)) if title_path.is_file() else None
+    scorers = {"most_popular": MostPopular(store), "cooccurrence": ItemCooccurrence(store, device=device),
+               "autoencoder": dae}
+    if title is not None:
+        scorers["title"] = title
+        scorers["ensemble"] = title_ensemble(store, dae, title)
+    submitted = "ensemble" if title is not None else "autoencoder"
+    scored = f"{split}_answer_songs" in store.tables
+    scores: dict[str, dict] = {}
+    for name, scorer in scorers.items():
+        recs = recommend(store, split, scorer, device=device, progress=progress)
+        if name == submitted:
+            write_results(out, recs)
+        if scored:
+            scores[name] = _row(score_split(store, split, recs))
+    if raw_dir is not None and scored:
+        from featurestore.synth.melon import oracle_results
+
+        scores["oracle"] = _row(score_split(store, split, oracle_results(raw_dir, split)))
+    if scored:  # the file on disk scores what was scored in memory
+        again = _row(score_split(store, split, read_results(out)))
+        if not all(math.isclose(again[k], scores[submitted][k], rel_tol=0, abs_tol=1e-12) for k in again):
+            raise FstoreError(f"{out}: scores {again} on re-reading, {scores[submitted]} in memory")
+    return scores, submitted
+
+
+def _row(result: dict) -> dict:
+    return {"score": result["score"], "song_ndcg": result["song_ndcg"], "tag_ndcg": result["tag_ndcg"]}
