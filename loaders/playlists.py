@@ -265,12 +265,17 @@ class PlaylistBatches(BatchLoader):
         return out
 
     def _artists(self, songs: torch.Tensor, width: int | None) -> torch.Tensor:
-        """(B, S) song ids -> (B, <= S * per_song) artist ids, real ones first, -1 after."""
+        """(B, S) song ids -> artist ids of those songs, -1 pads: with a ``width``, real ones left-packed in song
+        order and cut to ``width`` (one cumsum + scatter); without, as gathered (targets: order is irrelevant)."""
         a = self.song_artists[songs.clamp(min=0)]
         a = torch.where((songs >= 0)[..., None], a, -1).reshape(songs.shape[0], -1)
-        order = torch.sort((a < 0).to(torch.int8), dim=1, stable=True).indices  # left-pack, keep song order
-        a = torch.gather(a, 1, order)
-        return a[:, :width] if width is not None else a
+        if width is None:
+            return a
+        real = a >= 0
+        pos = torch.where(real, real.cumsum(1) - 1, width).clamp(max=width)  # beyond width -> spare column
+        out = torch.full((a.shape[0], width + 1), -1, dtype=a.dtype, device=a.device)
+        out.scatter_(1, pos, torch.where(real, a, -1))
+        return out[:, :width]
 
     def batch(self, rows: np.ndarray) -> dict:
         """The batch of exactly these playlist rows (no denoising), e.g. for scoring a split."""

@@ -73,7 +73,9 @@ class DAEScorer:
             song_logits, tag_logits, _ = self.model(b["songs"], b["tags"], b["artists"])
         n = b["songs"].shape[0]
         songs = torch.full((n, self.n_songs), -torch.inf, device=self.device)
-        songs[:, self.song_codes] = song_logits.float()
+        # probabilities, not logits: the same ranking, and blends (min-max normalised) then weigh the
+        # few likely items rather than the bulk of the logit range
+        songs[:, self.song_codes] = torch.sigmoid(song_logits.float())
         tags = torch.full((n, self.n_tags), -torch.inf, device=self.device)
-        tags[:, self.tag_codes] = tag_logits.float()
+        tags[:, self.tag_codes] = torch.sigmoid(tag_logits.float())
         return songs, tags

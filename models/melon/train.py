@@ -38,15 +38,19 @@ class MelonTrainResult:
     dae: FitResult
     title_model: Path | None
     title_seconds: float
+    vocab: tuple[int, int, int]  # songs, tags, artists the autoencoder knows
+    left_out: dict  # train items outside the vocabulary, and input items cut by the width caps
 
     def lines(self) -> list[str]:
         title = f"{self.title_model} ({self.title_seconds:.0f} s)" if self.title_model else "- (skipped)"
-        return [*self.dae.lines(), f"title model    {title}"]
+        left = ", ".join(f"{k} {v}" for k, v in self.left_out.items())
+        return [*self.dae.lines(), f"vocabulary     {self.vocab[0]} songs, {self.vocab[1]} tags, {self.vocab[2]} artists"
+                f" (left out: {left})", f"title model    {title}"]
 
 
 def train_melon(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[str], *, epochs: int = 20,
                 max_minutes: float | None = None, title_share: float = 0.2, device: str | torch.device = "cpu",
-                batch_size: int = 256, lr: float = 3e-3, denoise: float = 0.5, min_count: int = 2,
+                batch_size: int = 256, lr: float = 1e-2, denoise: float = 0.5, min_count: int = 2,
                 max_songs: int = 50, max_tags: int = 16, max_artists: int = 32, seed: int = 0, patience: int = 3,
                 resume: bool = True, progress: bool = True, model: dict | None = None,
                 val_split: str = "val") -> MelonTrainResult:
@@ -90,7 +94,10 @@ def train_melon(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLik
         title_path = train_title_model(store, out_dir / TITLE_DIR, device=str(dev), seed=seed, resume=resume,
                                        progress=progress,
                                        max_minutes=None if max_minutes is None else max_minutes * title_share)
-    return MelonTrainResult(result, title_path, time.perf_counter() - t0)
+    left_out = {f"{k} below min_count": v for k, v in train.dropped.items()}
+    left_out |= {f"input {k} beyond max_{k}": v for k, v in train.truncated.items()}
+    return MelonTrainResult(result, title_path, time.perf_counter() - t0,
+                            (vocab.n_songs, vocab.n_tags, vocab.n_artists), left_out)
 
 
 def _rates(csr: tuple[np.ndarray, np.ndarray], size: int, n: float) -> np.ndarray:
