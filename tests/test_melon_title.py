@@ -84,7 +84,10 @@ def test_title_model_learns_planted_titles(themed_store, tmp_path):
 def test_title_model_one_step_and_bad_checkpoint(themed_store, tmp_path):
     path = train_title_model(themed_store, tmp_path / "t", max_minutes=0, dim=16, layers=1, heads=2, batch_size=64,
                              pretrain_epochs=1, epochs=1, progress=False)
-    assert TitleScorer.load(path, themed_store).scores("val", np.arange(3))[0].shape == (3, N_SONGS)
+    scorer = TitleScorer.load(path, themed_store)
+    assert scorer.scores("val", np.arange(3))[0].shape == (3, N_SONGS)
+    tok = TitleTokenizer.from_checkpoint(path)
+    assert np.array_equal(tokenize(["신나는 댄스"], tok), tokenize(["신나는 댄스"], scorer.tokenizer))
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a checkpoint")
     with pytest.raises(FstoreError, match="bad.pt: not a readable melon title-model checkpoint"):
