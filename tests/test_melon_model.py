@@ -70,7 +70,7 @@ def test_train_and_evaluate_cli(raw_and_store, tmp_path):
                                   "ensemble", "ensemble+cooccurrence", "oracle"}
     recs = read_results(results)
     assert len(recs) == len(Store(store).parquet("val_playlists"))
-    assert score_split(Store(store), "val", recs)["score"] == pytest.approx(doc["scores"]["autoencoder+cooccurrence"], abs=1e-12)
+    assert score_split(Store(store), "val", recs)["score"] == pytest.approx(doc["scores"]["ensemble+cooccurrence"], abs=1e-12)
     assert all(0 <= v <= 1 for v in doc["scores"].values())
     assert doc["scores"]["oracle"] > doc["scores"]["most_popular"]
     r = runner.invoke(main, ["evaluate", "melon", str(store), str(tmp_path / "nope.pt")])

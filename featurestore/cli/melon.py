@@ -75,11 +75,11 @@ COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "split": split_cmd}
 
 
 @click.command("melon")
-@train_options(epochs=8)
+@train_options(epochs=6)
 @click.option("--batch-size", default=256, type=click.IntRange(min=1), show_default=True, help="Playlists per batch.")
 @click.option("--lr", default=1e-2, type=click.FloatRange(min=0, min_open=True), show_default=True,
               help="Peak learning rate (warmup, then cosine).")
-@click.option("--denoise", default=0.5, type=click.FloatRange(0, 1, max_open=True), show_default=True,
+@click.option("--denoise", default=0.7, type=click.FloatRange(0, 1, max_open=True), show_default=True,
               help="Share of each playlist's songs and tags dropped from the autoencoder's input (never all).")
 @click.option("--min-count", default=2, type=click.IntRange(min=1), show_default=True,
               help="Songs and tags in fewer train playlists are left out of the model's vocabulary.")
@@ -105,13 +105,14 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
               help="Title model file (default: title/title_model.pt next to CHECKPOINT, used when present).")
 @click.option("--raw-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Raw folder of a `fstore synth melon` store: adds the planted-truth oracle row.")
-@click.option("--submit", default="autoencoder+cooccurrence", show_default=True,
+@click.option("--submit", default=None,
               type=click.Choice(["autoencoder", "autoencoder+cooccurrence", "ensemble", "ensemble+cooccurrence",
                                  "cooccurrence", "title", "most_popular"]),
-              help="Predictor whose recommendations are written to --out (ensembles need the title model).")
+              help="Predictor written to --out (default: ensemble+cooccurrence, or autoencoder+cooccurrence "
+                   "without a title model; ensembles need the title model).")
 @user_errors
 def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str, split: str,
-                 title_model: Path | None, raw_dir: Path | None, submit: str) -> None:
+                 title_model: Path | None, raw_dir: Path | None, submit: str | None) -> None:
     """Recommend 100 songs and 10 tags per playlist of a split with the autoencoder CHECKPOINT, its blends and
     the title model, scored beside most popular, item co-occurrence (and the oracle); writes --submit's file."""
     from featurestore.store import Store

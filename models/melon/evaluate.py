@@ -4,8 +4,8 @@ Rows: most popular, item co-occurrence, the autoencoder (CHECKPOINT), the autoen
 co-occurrence, the title model (next to it in ``title/`` unless given), the ensemble of the autoencoder
 and the title model (the seed's rule, :func:`~models.melon.recommend.title_ensemble`), the same rule over
 the autoencoder+co-occurrence blend, and, for a synthetic store whose raw folder is given, the planted-truth oracle. The submitted file is
-``submit``'s (default: the autoencoder+co-occurrence blend, the best row on the synthetic store while the
-title model is weak there); it is re-read from disk and scored again, and
+``submit``'s (default: the title rule over the autoencoder+co-occurrence blend, the best row on the
+synthetic store; that blend without a title model); it is re-read from disk and scored again, and
 the two scores must agree.
 """
 
@@ -30,7 +30,7 @@ __all__ = ["evaluate_melon"]
 
 def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str | Path, *, split: str = "val",
                    title_model: str | Path | None = None, raw_dir: str | Path | None = None,
-                   submit: str = "autoencoder+cooccurrence", device: str | torch.device = "cpu",
+                   submit: str | None = None, device: str | torch.device = "cpu",
                    progress: bool = True) -> tuple[dict[str, dict], str]:
     """Scores per predictor (``{"score", "song_ndcg", "tag_ndcg"}``) and the name of the one written to
     ``out``. Without answers for ``split`` the file is written and no score is given."""
@@ -50,6 +50,7 @@ def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str |
         scorers["title"] = title
         scorers["ensemble"] = title_ensemble(store, dae, title)
         scorers["ensemble+cooccurrence"] = title_ensemble(store, both, title)
+    submit = submit or ("ensemble+cooccurrence" if title is not None else "autoencoder+cooccurrence")
     if submit not in scorers:
         raise FstoreError(f"cannot submit {submit!r}: the predictors are {', '.join(scorers)}"
                           + ("" if title is not None else f" (no title model at {title_path})"))
