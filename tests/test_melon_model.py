@@ -49,7 +49,7 @@ def test_dae_shapes_padding_and_learning(raw_and_store):
         loss = dae_loss(model, batch)
         loss.backward()
         opt.step()
-    assert float(loss) < 0.5 * first
+    assert float(loss.detach()) < 0.5 * first
 
 
 def test_train_and_evaluate_cli(raw_and_store, tmp_path):
