@@ -36,7 +36,7 @@ def bench_ingest_cmd(raw_dir: Path | None, sessions: int, tracks: int, repeats: 
 @bench.command("loader")
 @click.argument("store", type=click.Path(path_type=Path))
 @click.option("--batch-size", default=None, type=click.IntRange(min=1),
-              help="Default 1024 sessions, or 64 clips for frame stores.")
+              help="Default 1024 sessions, 64 clips for frame stores, 256 playlists for Melon stores.")
 @click.option("--order", default="random", show_default=True, type=click.Choice(["sequential", "random", "quasi_random"]),
               help="Session stores: the epoch order benched.")
 @click.option("--epochs", default=3, type=click.IntRange(min=1), show_default=True,
@@ -52,11 +52,17 @@ def bench_loader_cmd(store: Path, batch_size: int | None, order: str, epochs: in
                      raw_dir: Path | None, crop: int) -> None:
     """fstore batches vs a per-item Dataset+DataLoader vs a bare numba gather (same store, same order).
 
-    Session stores (Spotify) bench SessionBatches; frame stores (Yandex) bench SegmentBatches."""
+    Session stores (Spotify) bench SessionBatches; frame stores (Yandex) bench SegmentBatches; Melon stores
+    bench PlaylistBatches against a per-item multi-hot Dataset (default batch 256)."""
     from ..store import Store
 
-    kinds = {m["kind"] for m in Store(store).tables.values()}
-    if "frames" in kinds:
+    opened = Store(store)
+    kinds = {m["kind"] for m in opened.tables.values()}
+    if opened.manifest.get("dataset") == "melon":
+        from bench.playlists import run as run_playlists
+
+        lines = run_playlists(store, batch_size=batch_size or 256, epochs=epochs)
+    elif "frames" in kinds:
         from bench.segments import run as run_segments
 
         lines = run_segments(store, raw_dir, batch_size=batch_size or 64, crop=crop, epochs=epochs)

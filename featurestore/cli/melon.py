@@ -6,13 +6,18 @@ from pathlib import Path
 
 import click
 
+from ..schemas import melon as schema
 from .common import (
     OVERWRITE_STORE,
     OVERWRITE_SYNTH,
     RAW_AND_STORE,
     SEED,
     SYNTH_OUT,
+    echo_lines,
+    evaluate_options,
     print_ingest_summary,
+    report_scores,
+    train_options,
     user_errors,
 )
 
@@ -67,3 +72,59 @@ def split_cmd(raw_dir: Path, out: Path, fraction: float, seed: int, overwrite: b
 COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "split": split_cmd}
 
 # --- train / evaluate (melonmodel) -----------------------------------------------------------------
+
+
+@click.command("melon")
+@train_options(epochs=6)
+@click.option("--batch-size", default=256, type=click.IntRange(min=1), show_default=True, help="Playlists per batch.")
+@click.option("--lr", default=1e-2, type=click.FloatRange(min=0, min_open=True), show_default=True,
+              help="Peak learning rate (warmup, then cosine).")
+@click.option("--denoise", default=0.7, type=click.FloatRange(0, 1, max_open=True), show_default=True,
+              help="Share of each playlist's songs and tags dropped from the autoencoder's input (never all).")
+@click.option("--min-count", default=2, type=click.IntRange(min=1), show_default=True,
+              help="Songs and tags in fewer train playlists are left out of the model's vocabulary.")
+@click.option("--title-share", default=0.2, type=click.FloatRange(0, 1, max_open=True), show_default=True,
+              help="Share of --max-minutes for the title model (0: do not train it).")
+@user_errors
+def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
+              no_resume: bool, batch_size: int, lr: float, denoise: float, min_count: int, title_share: float) -> None:
+    """Denoising autoencoder (validated on the val split with the official score each epoch) and title model
+    on STORE's playlists; checkpoints (resumable), best.pt, history and title/ under OUT_DIR."""
+    from models.melon.train import train_melon
+
+    result = train_melon(store, out_dir, epochs=epochs, max_minutes=max_minutes, title_share=title_share,
+                         device=device, batch_size=batch_size, lr=lr, denoise=denoise, min_count=min_count,
+                         seed=seed, resume=not no_resume)
+    echo_lines(result.lines())
+
+
+@click.command("melon")
+@evaluate_options(schema.RESULTS)
+@click.option("--split", default="val", show_default=True, help="Split to recommend for (scored when it has answers).")
+@click.option("--title-model", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Title model file (default: title/title_model.pt next to CHECKPOINT, used when present).")
+@click.option("--raw-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Raw folder of a `fstore synth melon` store: adds the planted-truth oracle row.")
+@click.option("--submit", default=None,
+              type=click.Choice(["autoencoder", "autoencoder+cooccurrence", "ensemble", "ensemble+cooccurrence",
+                                 "cooccurrence", "title", "most_popular"]),
+              help="Predictor written to --out (default: ensemble+cooccurrence, or autoencoder+cooccurrence "
+                   "without a title model; ensembles need the title model).")
+@user_errors
+def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str, split: str,
+                 title_model: Path | None, raw_dir: Path | None, submit: str | None) -> None:
+    """Recommend 100 songs and 10 tags per playlist of a split with the autoencoder CHECKPOINT, its blends and
+    the title model, scored beside most popular, item co-occurrence (and the oracle); writes --submit's file."""
+    from featurestore.store import Store
+    from models.melon.evaluate import evaluate_melon
+
+    scores, submitted = evaluate_melon(Store(store), checkpoint, out, split=split, title_model=title_model,
+                                       raw_dir=raw_dir, submit=submit, device=device)
+    click.echo(f"wrote {out} ({split} split, {submitted})")
+    if scores:
+        report_scores(scores, metric="score", split=split, metrics_json=metrics_json)
+    else:
+        click.echo(f"split {split!r} has no answers: not scored")
+
+
+COMMANDS |= {"train": train_cmd, "evaluate": evaluate_cmd}
