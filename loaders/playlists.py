@@ -138,9 +138,11 @@ def _fill_lists(rows, offsets, values, out, length):
 
 
 @numba.njit(nogil=True, cache=True)
-def _denoise(songs, n_songs, tags, n_tags, rate, seed):
+def _denoise(songs, n_songs, tags, n_tags, rate, no_tags, no_songs, seed):
     """Drop each input item with probability ``rate``, keeping the rest left-packed; a playlist that
-    would lose every item keeps one (chosen at random). Deterministic in ``seed``."""
+    would lose every item keeps one (chosen at random). Before that, like the official questions, a
+    playlist loses all its tags with probability ``no_tags`` (when it has songs) or else all its songs
+    with probability ``no_songs`` (when it has tags). Deterministic in ``seed``."""
     np.random.seed(seed)
     for b in range(songs.shape[0]):
         ns, nt = n_songs[b], n_tags[b]
@@ -148,15 +150,23 @@ def _denoise(songs, n_songs, tags, n_tags, rate, seed):
         if total == 0:
             continue
         keep_one = np.random.randint(total)
+        u = np.random.random()
+        song_rate, tag_rate = rate, rate
+        if u < no_tags and ns > 0:
+            tag_rate = 1.0
+            keep_one = keep_one % ns
+        elif no_tags <= u < no_tags + no_songs and nt > 0:
+            song_rate = 1.0
+            keep_one = ns + keep_one % nt
         ks = 0
         kept = 0
         for p in range(ns):
-            if np.random.random() >= rate:
+            if np.random.random() >= song_rate:
                 songs[b, ks] = songs[b, p]
                 ks += 1
         kt = 0
         for p in range(nt):
-            if np.random.random() >= rate:
+            if np.random.random() >= tag_rate:
                 tags[b, kt] = tags[b, p]
                 kt += 1
         kept = ks + kt
@@ -182,9 +192,16 @@ class PlaylistBatches(BatchLoader):
                  denoise: float = 0.0, min_count: int = 1, vocab: PlaylistVocab | None = None, max_songs: int = 100,
                  max_tags: int = 16, max_artists: int = 64, order: str = "random", seed: int = 0,
                  rank: int = 0, world_size: int = 1, drop_last: bool = False, device: str | torch.device = "cpu",
-                 answers: bool = False, threads: int = 1, ring: int = 3, version: int | str | None = None):
+                 answers: bool = False, threads: int = 1, ring: int = 3, version: int | str | None = None,
+                 question_mix: tuple[float, float] = (0.0, 0.0)):
+        """``question_mix=(no_tags, no_songs)``: with ``denoise``, the share of playlists whose input loses
+        all its tags / all its songs, as the official questions do (songs-only and tags-only questions)."""
         if not 0.0 <= denoise < 1.0:
             raise ValueError(f"denoise must be in [0, 1), got {denoise}")
+        no_tags, no_songs = (float(x) for x in question_mix)
+        if min(no_tags, no_songs) < 0 or no_tags + no_songs > 1:
+            raise ValueError(f"question_mix shares must be >= 0 and sum to <= 1, got {question_mix}")
+        self.question_mix = (no_tags, no_songs)
         for name, v in (("max_songs", max_songs), ("max_tags", max_tags), ("max_artists", max_artists)):
             if v < 1:
                 raise ValueError(f"{name} must be >= 1, got {v}")
@@ -225,7 +242,8 @@ class PlaylistBatches(BatchLoader):
         self.song_artists = torch.from_numpy(self.vocab["song_artists"]).to(self.device)
 
     def state_config(self) -> dict:
-        return {"items": int(self.items.size), "denoise": self.denoise, "answers": self.answers,
+        return {"items": int(self.items.size), "denoise": self.denoise, "question_mix": list(self.question_mix),
+                "answers": self.answers,
                 "vocab": [self.vocab.n_songs, self.vocab.n_tags, self.vocab.n_artists], "widths": dict(self.width)}
 
     # --- the batch kind --------------------------------------------------------------------------------
@@ -248,7 +266,7 @@ class PlaylistBatches(BatchLoader):
                 raise StoreError(f"{self.store.path}: playlist rows out of bounds in split {self.split!r}")
         if self.denoise > 0:  # a seed per (seed, epoch, batch): a resumed epoch drops the same items
             seed = int(np.random.default_rng([self.seed, self.epoch, i]).integers(2**31 - 1))
-            _denoise(v["songs"], v["songs_len"], v["tags"], v["tags_len"], self.denoise, seed)
+            _denoise(v["songs"], v["songs_len"], v["tags"], v["tags_len"], self.denoise, *self.question_mix, seed)
         return {k: t[:b] for k, t in slot.items()}
 
     def finish(self, raw: dict) -> dict:

@@ -102,6 +102,31 @@ def test_denoise_keeps_targets_and_never_empties(store):
     assert dropped > 4 * kept  # rate 0.9 did drop most items
 
 
+@pytest.mark.parametrize("mix", [(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)])
+def test_question_mix_drops_whole_kinds(store, mix):
+    clean = PlaylistBatches(store, "train", 64, order="sequential", max_songs=400)
+    noisy = PlaylistBatches(store, "train", 64, denoise=0.2, question_mix=mix, vocab=clean.vocab,
+                            order="sequential", max_songs=400)
+    kinds = {"no_tags": 0, "no_songs": 0}
+    for a, b in zip(clean, noisy, strict=True):
+        assert torch.equal(a["tgt_songs"], b["tgt_songs"]) and torch.equal(a["tgt_tags"], b["tgt_tags"])
+        for i in range(a["songs"].shape[0]):
+            songs, tags = set(_real(a["songs"][i])), set(_real(a["tags"][i]))
+            left_songs, left_tags = set(_real(b["songs"][i])), set(_real(b["tags"][i]))
+            assert left_songs <= songs and left_tags <= tags and (left_songs or left_tags or not (songs or tags))
+            if songs and tags:
+                assert not (left_songs and left_tags)  # every playlist with both lost one whole kind
+                kinds["no_tags" if left_songs else "no_songs"] += 1
+    if mix[0] == 1.0:
+        assert kinds["no_songs"] == 0 and kinds["no_tags"] > 0
+    elif mix[1] == 1.0:
+        assert kinds["no_tags"] == 0 and kinds["no_songs"] > 0
+    else:
+        assert kinds["no_tags"] > 0 and kinds["no_songs"] > 0
+    with pytest.raises(ValueError, match="question_mix"):
+        PlaylistBatches(store, "train", 8, denoise=0.2, question_mix=(0.7, 0.5))
+
+
 def test_ranks_disjoint_equal_counts(store):
     loaders = [PlaylistBatches(store, "train", 16, rank=r, world_size=3, seed=1) for r in range(3)]
     rows = [np.concatenate([b["row"].numpy() for b in L]) for L in loaders]

@@ -13,6 +13,7 @@ from .common import (
     RAW_AND_STORE,
     SEED,
     SYNTH_OUT,
+    cpu_torch_threads,
     echo_lines,
     evaluate_options,
     print_ingest_summary,
@@ -83,17 +84,26 @@ COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "split": split_cmd}
               help="Share of each playlist's songs and tags dropped from the autoencoder's input (never all).")
 @click.option("--min-count", default=2, type=click.IntRange(min=1), show_default=True,
               help="Songs and tags in fewer train playlists are left out of the model's vocabulary.")
-@click.option("--title-share", default=0.2, type=click.FloatRange(0, 1, max_open=True), show_default=True,
+@click.option("--question-mix", nargs=2, default=(0.3, 0.15), type=click.FloatRange(0, 1), show_default=True,
+              help="Shares of training inputs that lose all their tags / all their songs, as the official "
+                   "songs-only and tags-only questions do.")
+@click.option("--title-share", default=0.4, type=click.FloatRange(0, 1, max_open=True), show_default=True,
               help="Share of --max-minutes for the title model (0: do not train it).")
 @user_errors
 def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
-              no_resume: bool, batch_size: int, lr: float, denoise: float, min_count: int, title_share: float) -> None:
+              no_resume: bool, batch_size: int, lr: float, denoise: float, min_count: int, question_mix: tuple[float, float],
+              title_share: float) -> None:
     """Denoising autoencoder (validated on the val split with the official score each epoch) and title model
     on STORE's playlists; checkpoints (resumable), best.pt, history and title/ under OUT_DIR."""
+    import torch
+
     from models.melon.train import train_melon
 
+    if threads := cpu_torch_threads(device, 0):
+        torch.set_num_threads(threads)
     result = train_melon(store, out_dir, epochs=epochs, max_minutes=max_minutes, title_share=title_share,
-                         device=device, batch_size=batch_size, lr=lr, denoise=denoise, min_count=min_count,
+                         device=device, batch_size=batch_size, lr=lr, denoise=denoise, question_mix=question_mix,
+                         min_count=min_count,
                          seed=seed, resume=not no_resume)
     echo_lines(result.lines())
 
@@ -115,9 +125,13 @@ def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | 
                  title_model: Path | None, raw_dir: Path | None, submit: str | None) -> None:
     """Recommend 100 songs and 10 tags per playlist of a split with the autoencoder CHECKPOINT, its blends and
     the title model, scored beside most popular, item co-occurrence (and the oracle); writes --submit's file."""
+    import torch
+
     from featurestore.store import Store
     from models.melon.evaluate import evaluate_melon
 
+    if threads := cpu_torch_threads(device, 0):
+        torch.set_num_threads(threads)
     scores, submitted = evaluate_melon(Store(store), checkpoint, out, split=split, title_model=title_model,
                                        raw_dir=raw_dir, submit=submit, device=device)
     click.echo(f"wrote {out} ({split} split, {submitted})")

@@ -21,6 +21,7 @@ from .common import (
     SEED,
     SYNTH_OUT,
     WORKERS,
+    cpu_torch_threads,
     echo_lines,
     evaluate_options,
     print_ingest_summary,
@@ -70,14 +71,6 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind
     print_ingest_summary(raw_dir, store, summary)
 
 
-def _torch_threads(device: str, threads: int) -> int | None:
-    if threads:
-        return threads
-    # On the CPU one torch thread: the loader's fill thread takes the other core, and on a busy host two
-    # OpenMP threads spin against it (measured here: a step 10-20x slower than with one thread).
-    return 1 if device == "cpu" else None
-
-
 @click.command("yandex")
 @train_options(epochs=40)
 @click.option("--arch", default="transformer", type=click.Choice(["transformer", "conformer"]), show_default=True,
@@ -110,7 +103,7 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
     result = train_yandex(store, out_dir, arch=arch, epochs=epochs, m=m, artists_per_batch=artists_per_batch, lr=lr,
                           holdout=holdout, seed=seed, curriculum=(10, MAX_CROP) if curriculum else None,
                           window=window, hop=hop, device=device, max_minutes=max_minutes, resume=not no_resume,
-                          model={"pooled_branch": pooled_branch}, torch_threads=_torch_threads(device, torch_threads))
+                          model={"pooled_branch": pooled_branch}, torch_threads=cpu_torch_threads(device, torch_threads))
     echo_lines(result.lines())
 
 
@@ -144,7 +137,7 @@ def evaluate_cmd(store: Path, checkpoints: tuple[Path, ...], out: Path, metrics_
 
     from models.yandex.evaluate import evaluate_yandex
 
-    threads = _torch_threads(device, torch_threads)
+    threads = cpu_torch_threads(device, torch_threads)
     if threads:
         torch.set_num_threads(threads)
     scores, submitted = evaluate_yandex(store, list(checkpoints), out=out, rerank_submission=rerank,

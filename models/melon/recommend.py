@@ -260,18 +260,18 @@ class BlendScorer:
 
 
 def title_ensemble(store: Store, main: Scorer, title: Scorer, importance: float = 0.85, tag_weight: float = 0.8,
-                   few: int = 5) -> BlendScorer:
+                   few: int = 5, base: float = 0.0) -> BlendScorer:
     """``main`` (e.g. the autoencoder, or co-occurrence) with the title model where the question says
     little: for a playlist whose question holds at most ``few`` songs and tags together, songs blend
     ``importance`` x title + (1 - importance) x main, tags ``tag_weight`` x title + (1 - tag_weight) x
-    main (seed: 0.85 and 0.8); other playlists use ``main`` alone. A title-only question gets the title
+    main (seed: 0.85 and 0.8); other playlists weigh the title ``base`` (seed: 0, ``main`` alone). A title-only question gets the title
     model's scores (``main`` has no opinion there), an empty one the popular fill."""
     def weight_of(title_w: float, for_title: bool) -> Callable[[str, np.ndarray], np.ndarray]:
         def weights(split: str, rows: np.ndarray) -> np.ndarray:
             data = load_split(store, split)
             r = np.asarray(rows)
             size = (data.song_offsets[r + 1] - data.song_offsets[r]) + (data.tag_offsets[r + 1] - data.tag_offsets[r])
-            w = np.where(size <= few, title_w, 0.0)
+            w = np.where(size <= few, title_w, base)
             return w if for_title else 1.0 - w
         return weights
 

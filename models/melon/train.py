@@ -49,8 +49,8 @@ class MelonTrainResult:
 
 
 def train_melon(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[str], *, epochs: int = 6,
-                max_minutes: float | None = None, title_share: float = 0.2, device: str | torch.device = "cpu",
-                batch_size: int = 256, lr: float = 1e-2, denoise: float = 0.7, min_count: int = 2,
+                max_minutes: float | None = None, title_share: float = 0.4, device: str | torch.device = "cpu",
+                batch_size: int = 256, lr: float = 1e-2, denoise: float = 0.7, question_mix: tuple[float, float] = (0.0, 0.0), min_count: int = 2,
                 max_songs: int = 50, max_tags: int = 16, max_artists: int = 32, seed: int = 0, patience: int = 3,
                 resume: bool = True, progress: bool = True, model: dict | None = None,
                 val_split: str = "val") -> MelonTrainResult:
@@ -66,7 +66,8 @@ def train_melon(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLik
     dev = parse_device(device)
     seed_everything(seed)
     widths = {"max_songs": max_songs, "max_tags": max_tags, "max_artists": max_artists}
-    train = PlaylistBatches(store, "train", batch_size, denoise=denoise, min_count=min_count, order="random",
+    train = PlaylistBatches(store, "train", batch_size, denoise=denoise, question_mix=question_mix, min_count=min_count,
+                            order="random",
                             seed=seed, device=dev, **widths)
     vocab = train.vocab
     net = PlaylistDAE(vocab.n_songs, vocab.n_tags, vocab.n_artists, **{**DEFAULT_MODEL, **(model or {})})
@@ -74,7 +75,7 @@ def train_melon(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLik
     net.init_bias(tuple(_rates(t, size, n) for t, size in ((train.targets[0], vocab.n_songs),
                                                               (train.targets[1], vocab.n_tags))) + (
         _artist_rates(train, vocab.n_artists, n),))
-    config = {**DEFAULT_MODEL, **(model or {}), "widths": widths, "denoise": denoise, "min_count": min_count,
+    config = {**DEFAULT_MODEL, **(model or {}), "widths": widths, "denoise": denoise, "question_mix": list(question_mix), "min_count": min_count,
               "vocab": [vocab.n_songs, vocab.n_tags, vocab.n_artists]}
     has_val = store.tables.get(f"{val_split}_answer_songs") is not None
 
