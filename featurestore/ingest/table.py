@@ -227,7 +227,8 @@ def read_header(source: bytes | Path) -> list[str]:
         with open(source, "rb") as f:
             line = f.readline()
     else:
-        line = source.split(b"\n", 1)[0]
+        end = source.find(b"\n")  # not split(): that would copy the whole file after the header
+        line = source if end < 0 else source[:end]
     return _split_header(line.removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="replace"), ",")
 
 
