@@ -28,8 +28,9 @@ BUCKET = "fstore-bench"
 
 
 @contextlib.contextmanager
-def moto_s3() -> Iterator[None]:
-    """A moto S3 server on a free local port, the AWS variables pointing at it, restored after."""
+def moto_s3(bucket: str = BUCKET) -> Iterator[dict[str, str]]:
+    """A moto S3 server on a free local port holding ``bucket``, the AWS variables pointing at it (yielded),
+    restored after. The tests start theirs with it too."""
     import boto3
     from moto.server import ThreadedMotoServer
 
@@ -43,8 +44,8 @@ def moto_s3() -> Iterator[None]:
     old = {k: os.environ.get(k) for k in env}
     os.environ.update(env)
     try:
-        boto3.client("s3").create_bucket(Bucket=BUCKET)
-        yield
+        boto3.client("s3").create_bucket(Bucket=bucket)
+        yield env
     finally:
         server.stop()
         for k, v in old.items():

@@ -272,23 +272,9 @@ def test_wrong_kind_is_one_line(store: Store) -> None:
 
 
 def test_s3_store_reads_new_kinds(raw: Path, tmp_path: Path) -> None:
-    import os
-    import socket
+    from bench.remote import moto_s3
 
-    import boto3
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    env = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}", "AWS_ACCESS_KEY_ID": "test",
-           "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1"}
-    old = {k: os.environ.get(k) for k in env}
-    os.environ.update(env)
-    try:
-        boto3.client("s3").create_bucket(Bucket="melon")
+    with moto_s3("melon"):
         ingest_melon(raw, "s3://melon/store", progress=False)
         remote = Store("s3://melon/store", cache_dir=tmp_path / "cache")
         local = ingest_melon(raw, tmp_path / "local", progress=False) and Store(tmp_path / "local")
@@ -296,13 +282,6 @@ def test_s3_store_reads_new_kinds(raw: Path, tmp_path: Path) -> None:
         assert remote.parquet("val_playlists").equals(local.parquet("val_playlists"))
         for c, v in local.columns(S.SONG_INFO).items():
             assert np.array_equal(remote.columns(S.SONG_INFO)[c], v)
-    finally:
-        server.stop()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
 
 
 def test_msgspec_structs_match_fields() -> None:
