@@ -148,3 +148,17 @@ def cpu_torch_threads(device: str, threads: int) -> int | None:
     # On the CPU one torch thread: the loader's fill thread takes the other core, and on a busy host two
     # OpenMP threads spin against it (measured here: a step 10-20x slower than with one thread).
     return 1 if device == "cpu" else None
+
+# the options every clip ingest without its own feature parameters takes (yandex, speakers)
+CLIP_INGEST = _compose(RAW_AND_STORE, OVERWRITE_STORE, ONE_PASS, QUANTIZER, SAMPLE, APPEND_CLIPS, WORKERS, SCHEDULER)
+
+
+def run_clip_ingest(ingest: Callable[..., Any], raw_dir: Path, store: Path, dask_workers: int, scheduler: str | None,
+                    **kwargs: Any) -> None:
+    """Run a clip dataset's ingest, its clips loaded by this process's threads or, with ``--workers`` /
+    ``--scheduler``, by Dask tasks, and print the summary."""
+    from ..ingest.distributed_clips import clip_loader
+
+    with clip_loader(store, dask_workers, scheduler):
+        summary = ingest(raw_dir, store, **kwargs)
+    print_ingest_summary(raw_dir, store, summary)

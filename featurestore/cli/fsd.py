@@ -19,8 +19,8 @@ from .common import (
     WORKERS,
     echo_lines,
     evaluate_options,
-    print_ingest_summary,
     report_scores,
+    run_clip_ingest,
     train_options,
     user_errors,
 )
@@ -68,13 +68,11 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_
                two_pass: bool, workers: int | None, kind: str, sample_frames: int | None, append: bool,
                dask_workers: int, scheduler: str | None) -> None:
     """train_curated/noisy CSVs + wavs (and test/ via sample_submission.csv) under RAW_DIR -> log-mel frames."""
-    from ..ingest.distributed_clips import clip_loader
     from ..ingest.fsd import ingest_fsd
 
-    with clip_loader(store, dask_workers, scheduler):
-        summary = ingest_fsd(raw_dir, store, overwrite=overwrite, append=append, sample_rate=sample_rate, n_fft=n_fft, hop=hop,
-                             n_mels=n_mels, two_pass=two_pass, workers=workers, kind=kind, sample_frames=sample_frames)
-    print_ingest_summary(raw_dir, store, summary)
+    run_clip_ingest(ingest_fsd, raw_dir, store, dask_workers, scheduler, overwrite=overwrite, append=append,
+                    sample_rate=sample_rate, n_fft=n_fft, hop=hop, n_mels=n_mels, two_pass=two_pass, workers=workers,
+                    kind=kind, sample_frames=sample_frames)
 
 
 @click.command("fsd")

@@ -7,21 +7,14 @@ from pathlib import Path
 import click
 
 from .common import (
-    APPEND_CLIPS,
-    ONE_PASS,
-    OVERWRITE_STORE,
+    CLIP_INGEST,
     OVERWRITE_SYNTH,
-    QUANTIZER,
-    RAW_AND_STORE,
-    SAMPLE,
-    SCHEDULER,
     SEED,
     SYNTH_OUT,
-    WORKERS,
     echo_lines,
     evaluate_options,
-    print_ingest_summary,
     report_scores,
+    run_clip_ingest,
     train_options,
     user_errors,
 )
@@ -47,25 +40,15 @@ def synth_cmd(out: Path, speakers: int, utterances: int, test_utterances: int, s
 
 
 @click.command("speakers")
-@RAW_AND_STORE
-@OVERWRITE_STORE
-@ONE_PASS
-@QUANTIZER
-@SAMPLE
-@APPEND_CLIPS
-@WORKERS
-@SCHEDULER
+@CLIP_INGEST
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
                sample_frames: int | None, append: bool, dask_workers: int, scheduler: str | None) -> None:
     """Dataset/ mapping, metadata, testdata JSON + uttr-*.pt mel tensors under RAW_DIR into STORE."""
-    from ..ingest.distributed_clips import clip_loader
     from ..ingest.speakers import ingest_speakers
 
-    with clip_loader(store, dask_workers, scheduler):
-        summary = ingest_speakers(raw_dir, store, overwrite=overwrite, append=append, two_pass=not one_pass, kind=kind,
-                                  sample_frames=sample_frames)
-    print_ingest_summary(raw_dir, store, summary)
+    run_clip_ingest(ingest_speakers, raw_dir, store, dask_workers, scheduler, overwrite=overwrite, append=append,
+                    two_pass=not one_pass, kind=kind, sample_frames=sample_frames)
 
 
 @click.command("speakers")
