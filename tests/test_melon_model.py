@@ -75,4 +75,6 @@ def test_train_and_evaluate_cli(raw_and_store, tmp_path):
     assert doc["scores"]["oracle"] > doc["scores"]["most_popular"]
     r = runner.invoke(main, ["evaluate", "melon", str(store), str(tmp_path / "nope.pt")])
     assert r.exit_code != 0 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
+    r = runner.invoke(main, ["train", "melon", str(store), str(tmp_path / "x"), "--question-mix", "0.8", "0.5"])
+    assert r.exit_code == 2 and "--question-mix" in r.output and "Traceback" not in r.output
     np.testing.assert_equal(len(recs[0]["songs"]), 100)

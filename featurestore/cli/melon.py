@@ -99,6 +99,9 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
 
     from models.melon.train import train_melon
 
+    if sum(question_mix) > 1:
+        raise click.BadParameter(f"the two shares sum to {sum(question_mix):g}, more than 1",
+                                 param_hint="'--question-mix'")
     if threads := cpu_torch_threads(device, 0):
         torch.set_num_threads(threads)
     result = train_melon(store, out_dir, epochs=epochs, max_minutes=max_minutes, title_share=title_share,
