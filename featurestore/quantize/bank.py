@@ -20,11 +20,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import numba
 import numpy as np
 
 from .affine import AffineQuantizer
-from .base import N_LEVELS, NAN_CODE, Quantizer
+from .base import NAN_CODE, Quantizer
 from .choose import choose_quantizer, quantizer_from_config
 
 # rows of a sample a (slow, per-column) non-affine fit sees at most
@@ -159,19 +158,23 @@ class QuantizerBank:
             out = np.empty(codes.shape, dtype=np.float32)
         flat_codes = codes.reshape(-1, len(self))
         flat_out = out.reshape(-1, len(self))  # a view: out must be C-contiguous
+        from . import kernels  # numba: loaded on first decode, never by an ingest that only encodes
+
         if self.affine is not None:
-            _decode_affine(flat_codes, *self.affine, flat_out)
+            kernels.decode_affine(flat_codes, *self.affine, flat_out)
         else:
-            _decode_lut(flat_codes, self.lut(), flat_out)
+            kernels.decode_lut(flat_codes, self.lut(), flat_out)
         return out
 
     def decode_rows(self, codes: np.ndarray, length: np.ndarray, out: np.ndarray) -> None:
         """Decode (B, T, C) codes into (B, T, C) float32 ``out`` for t < length[b] only; the rest of
         ``out`` is left as it is (the loader's one padding kernel owns the zeros)."""
+        from . import kernels
+
         if self.affine is not None:
-            _decode_rows_affine(codes, length, *self.affine, out)
+            kernels.decode_rows_affine(codes, length, *self.affine, out)
         else:
-            _decode_rows_lut(codes, length, self.lut(), out)
+            kernels.decode_rows_lut(codes, length, self.lut(), out)
 
     def torch_decoder(self, device, dtype=None) -> TorchDecoder:
         """A decoder whose tables live on ``device`` (shipped once)."""
@@ -202,8 +205,10 @@ class BlockEncoder:
             x = x.astype(np.float64)
         codes = np.empty(x.shape, dtype=np.uint8)
         if self.bank.affine is not None:
+            from . import kernels
+
             lo, step = self.bank.affine
-            _encode_affine(x, lo, step, self.hi, self.bank.lut(), codes, self.max_abs, self.clipped_max_abs,
+            kernels.encode_affine(x, lo, step, self.hi, self.bank.lut(), codes, self.max_abs, self.clipped_max_abs,
                            self.sum_sq, self.count, self.nan, self.clipped)
             return codes
         x = x.astype(np.float64, copy=False)
@@ -272,65 +277,3 @@ class TorchDecoder:
             stop = min(start + block, codes.shape[0])
             out[start:stop] = self(torch.from_numpy(np.ascontiguousarray(codes[start:stop])).to(self.device))
         return out
-
-
-# --- numba kernels (nogil: loaders call them from prefetch threads) -------------------------------------
-
-@numba.njit(nogil=True, cache=True)
-def _encode_affine(x, lo, step, hi, lut, codes, max_abs, clipped_max_abs, sum_sq, count, nan, clipped):
-    """Affine codes of x (n, C), as ``AffineQuantizer.encode`` computes them, plus error statistics."""
-    n, cols = x.shape
-    for i in range(n):
-        for j in range(cols):
-            v = np.float64(x[i, j])
-            if np.isfinite(v):
-                c = np.rint((v - lo[j]) / step[j])
-                c = min(max(c, 0.0), np.float64(N_LEVELS - 1))
-                k = np.uint8(c)
-                codes[i, j] = k
-                e = abs(v - np.float64(lut[k, j]))
-                sum_sq[j] += e * e
-                count[j] += 1
-                if v < lo[j] or v > hi[j]:
-                    clipped[j] += 1
-                    if e > clipped_max_abs[j]:
-                        clipped_max_abs[j] = e
-                elif e > max_abs[j]:
-                    max_abs[j] = e
-            else:
-                codes[i, j] = NAN_CODE
-                nan[j] += 1
-
-
-@numba.njit(nogil=True, cache=True)
-def _decode_affine(codes, lo, step, out):
-    nan = np.float32(np.nan)
-    for i in range(codes.shape[0]):
-        for j in range(codes.shape[1]):
-            c = codes[i, j]
-            out[i, j] = np.float32(lo[j] + c * step[j]) if c != NAN_CODE else nan
-
-
-@numba.njit(nogil=True, cache=True)
-def _decode_lut(codes, lut, out):
-    for i in range(codes.shape[0]):
-        for j in range(codes.shape[1]):
-            out[i, j] = lut[codes[i, j], j]
-
-
-@numba.njit(nogil=True, cache=True)
-def _decode_rows_affine(codes, length, lo, step, out):
-    nan = np.float32(np.nan)
-    for b in range(codes.shape[0]):
-        for t in range(min(length[b], codes.shape[1])):
-            for j in range(codes.shape[2]):
-                c = codes[b, t, j]
-                out[b, t, j] = np.float32(lo[j] + c * step[j]) if c != NAN_CODE else nan
-
-
-@numba.njit(nogil=True, cache=True)
-def _decode_rows_lut(codes, length, lut, out):
-    for b in range(codes.shape[0]):
-        for t in range(min(length[b], codes.shape[1])):
-            for j in range(codes.shape[2]):
-                out[b, t, j] = lut[codes[b, t, j], j]

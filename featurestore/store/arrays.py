@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import zarr
 from zarr.codecs import BloscCodec
+
+from . import chunks
 
 # Events per chunk of a 1-D event column: 1M events is 1-4 MB raw, large enough that zarr's
 # per-call overhead (~5 ms) is small beside compression, small enough that ingest's writes overlap
@@ -29,14 +33,24 @@ def create(group: zarr.Group, name: str, dtype, shape: tuple[int, ...], chunks: 
 
 
 class ChunkedAppender:
-    """Append values to a 1-D zarr array, writing only whole chunks until ``close``."""
+    """Append values to a 1-D zarr array, writing only whole chunks until ``close``.
+
+    A local array of fstore's own layout is written chunk file by chunk file (``chunks.ChunkFile``:
+    zarr's bytes at a third of the CPU) and its shape set once at ``close``; any other array goes
+    through zarr, resized at every chunk. Appending to an array whose last chunk is partial (an
+    append to a parent version) starts by loading that chunk, which is then rewritten whole."""
 
     def __init__(self, array: zarr.Array):
         self.array = array
         self.chunk = array.chunks[0]
+        self.size = array.shape[0]
+        self._direct = _chunk_file(array)
+        self._index, fill = divmod(self.size, self.chunk)
         self._buf = np.empty(self.chunk, dtype=array.dtype)
         self._fill = 0
-        self.size = array.shape[0]
+        if self._direct is not None and fill:
+            self._buf[:fill] = array[self._index * self.chunk : self.size]
+            self._fill = fill
 
     def append(self, values: np.ndarray) -> None:
         values = np.asarray(values, dtype=self.array.dtype)
@@ -50,6 +64,15 @@ class ChunkedAppender:
                 self._flush()
 
     def _flush(self) -> None:
+        if self._direct is not None:
+            start = self._index * self.chunk
+            if self._fill and start + self._fill > self.size:
+                self._direct.write(self._index, self._buf[: self._fill])
+                self.size = start + self._fill
+            if self._fill == self.chunk:
+                self._index += 1
+                self._fill = 0
+            return
         if self._fill == 0:
             return
         start = self.size
@@ -60,6 +83,19 @@ class ChunkedAppender:
 
     def close(self) -> None:
         self._flush()
+        if self._direct is not None and self.size != self.array.shape[0]:
+            chunks.set_length(self._direct.dir, self.size)
+
+
+def _chunk_file(array: zarr.Array) -> chunks.ChunkFile | None:
+    """A direct chunk writer for a local array that ``ChunkFile`` supports, else None (write via zarr)."""
+    root = getattr(array.store, "root", None)
+    if root is None or array.store.read_only:
+        return None
+    meta = array.metadata.to_dict()
+    if not chunks.ChunkFile.supports(meta):
+        return None
+    return chunks.ChunkFile(Path(root) / array.path, meta)
 
 
 def read_range(array: zarr.Array, start: int, stop: int) -> np.ndarray:
