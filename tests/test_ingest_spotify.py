@@ -208,3 +208,20 @@ def test_cli_errors_are_one_line(raw, tmp_path):
     assert "Traceback" not in res.output
     errors = [line for line in res.output.splitlines() if line.startswith("Error:")]
     assert len(errors) == 1 and "file is empty" in errors[0]
+
+
+def test_dictionaries_in_first_appearance_order(raw, store):
+    """Parsing against the known values (an Enum) keeps the vocabulary in the order values first
+    appear in the logs, file by file, as encoding the text would."""
+    logs = sorted((raw / "training_set").glob("log_*.csv")) + sorted((raw / "test_set").glob("log_prehistory_*.csv"))
+    text = pl.concat([pl.read_csv(p, columns=S.CATEGORICAL_COLUMNS) for p in logs])
+    for c in S.CATEGORICAL_COLUMNS:
+        first_seen = text[c].unique(maintain_order=True).to_list()
+        assert store.dictionary(c).values[: len(first_seen)] == first_seen
+
+
+def test_source_checksums_are_the_files_sha256(raw, store):
+    import hashlib
+
+    for entry in store.manifest["sources"]:
+        assert entry["sha256"] == hashlib.sha256((raw / entry["path"]).read_bytes()).hexdigest()

@@ -58,8 +58,13 @@ def synth_cmd(out: Path, sessions: int, tracks: int, seed: int, train_files: int
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool, append: bool,
                refit: bool, dask_workers: int, scheduler: str | None) -> None:
     """MSSD training_set/, track_features/ and test_set/ under RAW_DIR (plain or .csv.gz) into STORE."""
-    from ..ingest.spotify import ingest_spotify
+    from ..ingest.sources import SourceHashes, all_files, discover
     from ..store.errors import FstoreError
+
+    hashes = None
+    if not (append or no_source_checksums or dask_workers or scheduler):  # hashed while the imports below run
+        hashes = SourceHashes(all_files(discover(raw_dir)))
+    from ..ingest.spotify import ingest_spotify
 
     if append:
         from ..ingest.spotify_append import append_spotify
@@ -73,7 +78,7 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums:
         if refit:
             raise FstoreError("--refit needs --append (a full ingest fits its quantizers anyway)")
         summary = ingest_spotify(raw_dir, store, overwrite=overwrite, source_checksums=not no_source_checksums,
-                                 workers=dask_workers, scheduler=scheduler)
+                                 workers=dask_workers, scheduler=scheduler, hashes=hashes)
     print_ingest_summary(raw_dir, store, summary)
 
 

@@ -35,35 +35,12 @@ from ..store.arrays import EVENT_CHUNK
 from ..store.manifest import sha256_file
 from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
 from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
+from .sources import SourceHashes, all_files, discover
 from .table import HashAside, read_typed_csv
 
 FIT_SAMPLE_ROWS = 32_768  # quantizer fitting sample in all (plus the exact min/max of every column)
 KEEP_TRACK_BYTES = 256 << 20  # track blocks kept in memory between fitting and encoding
 TRAIN_CHUNK = EVENT_CHUNK  # events per chunk of the train columns (tests lower it to cover many chunks)
-
-
-def _glob(folder: Path, pattern: str) -> list[Path]:
-    return sorted(p for p in folder.glob(pattern) if p.name.endswith((".csv", ".csv.gz")))
-
-
-def discover(raw_dir: Path) -> dict[str, list]:
-    if not raw_dir.is_dir():
-        raise InputError(raw_dir, "raw directory not found")
-    train = _glob(raw_dir / "training_set", "log_*")
-    tracks = _glob(raw_dir / "track_features", "tf_*")
-    if not train:
-        raise InputError(raw_dir / "training_set", "no log_*.csv[.gz] files")
-    if not tracks:
-        raise InputError(raw_dir / "track_features", "no tf_*.csv[.gz] files")
-    test = []
-    for pre in _glob(raw_dir / "test_set", "log_prehistory_*"):
-        key = pre.name.removeprefix("log_prehistory_")
-        inp = pre.with_name("log_input_" + key)
-        if not inp.is_file():
-            raise InputError(pre, f"no matching {inp.name}")
-        gt = pre.with_name("ground_truth_" + key)
-        test.append((pre, inp, gt if gt.is_file() else None))
-    return {"train": train, "tracks": tracks, "test": test}
 
 
 # --- tracks ----------------------------------------------------------------------------------
@@ -115,8 +92,8 @@ def _ingest_tracks(paths: list[Path], group: zarr.Group, bar: tqdm) -> pl.DataFr
 class _SessionEncoder:
     """Turns validated log frames into stored event columns; owns the categorical vocabularies."""
 
-    def __init__(self, track_codes: pl.DataFrame):
-        self.track_codes = track_codes
+    def __init__(self, track_codes: pl.DataFrame | None):
+        self.track_codes = track_codes  # None until the track table is written (the serial path overlaps it)
         self.dicts = {c: Dictionary() for c in S.CATEGORICAL_COLUMNS}
 
     def columns(self, df: pl.DataFrame, path: Path, line_of_row: np.ndarray) -> dict[str, np.ndarray]:
@@ -140,8 +117,8 @@ class _SessionEncoder:
             out[c] = df[c].to_numpy().astype(np.uint16)
         out["date"] = df["date"].cast(pl.Int32).to_numpy()
         for c in S.CATEGORICAL_COLUMNS:
-            if isinstance(df[c].dtype, pl.Enum):  # parsed against the vocabulary: codes already
-                out[c] = df[c].to_physical().to_numpy()
+            if isinstance(df[c].dtype, pl.Enum):  # parsed against the vocabulary (+ known values): codes
+                out[c] = self.dicts[c].encode_categories(df[c].to_physical().to_numpy(), df[c].dtype.categories.to_list())
             else:
                 out[c] = self.dicts[c].encode_series(df[c], pl.UInt16).to_numpy()
             if len(self.dicts[c]) > 256:
@@ -150,9 +127,15 @@ class _SessionEncoder:
         return out
 
     def log_schema(self, schema: dict) -> dict:
-        """The CSV schema with categoricals parsed straight to their codes (Enum of the vocabulary so far)."""
-        return {c: (pl.Enum(self.dicts[c].values) if c in self.dicts and len(self.dicts[c]) else t)
-                for c, t in schema.items()}
+        """The CSV schema with categoricals parsed straight to codes: an Enum of the vocabulary so far
+        plus the release's known values (``schemas.mssd.KNOWN_VALUES``), so that no text column is built;
+        ``columns`` maps those codes to the vocabulary. A value outside the Enum reparses as text."""
+        out = dict(schema)
+        for c, d in self.dicts.items():
+            values = d.values
+            have = set(values)
+            out[c] = pl.Enum(values + [v for v in S.KNOWN_VALUES[c] if v not in have])
+        return out
 
 
 class _FilePipeline:
@@ -181,17 +164,25 @@ class _FilePipeline:
 
 
 def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: RaggedWriter | None = None,
-                  digests: dict[Path, str] | None = None) -> RaggedWriter:
+                  digests: dict[Path, str] | None = None, before=None) -> RaggedWriter:
     """Parse file i+1 while file i is checked, encoded and written; into a new train set, or into
     ``writer`` (an append resumes the parent version's set). ``digests``: filled with each file's
-    sha256, hashed from the bytes the parse reads (no second read of the file)."""
-    writer = writer if writer is not None else RaggedWriter(builder.root, "train", S.EVENT_COLUMNS, chunk=TRAIN_CHUNK)
+    sha256, hashed on a background thread while the file is parsed. ``before``: work run on the
+    worker thread ahead of the first file's encoding (the track table, which the encoder needs:
+    it is then built while the first log file is parsed, as is the new train set's layout)."""
+    out: list[RaggedWriter] = [writer] if writer is not None else []
     ids = builder.ids("train")
+
+    def start() -> None:
+        if not out:  # 22 arrays' metadata through zarr: 0.06 s, off the parse's thread
+            out.append(RaggedWriter(builder.root, "train", S.EVENT_COLUMNS, chunk=TRAIN_CHUNK))
+        if before is not None:
+            before()
 
     def process(p: Path, df: pl.DataFrame, digest: HashAside | None) -> None:
         runs = session_runs(df, p, FULL)
         registry.add(p, runs.session_ids)
-        writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
+        out[0].append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
         ids.append(runs.session_ids)
         if digest is not None:
             digests[p] = digest.hexdigest()
@@ -199,14 +190,19 @@ def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: Ragg
 
     pipeline = _FilePipeline()
     try:
+        pipeline.submit(start)
         for p in paths:
             digest = HashAside() if digests is not None else None
-            df = read_typed_csv(p, enc.log_schema(S.LOG_CSV), digest=digest)
+            try:
+                df = read_typed_csv(p, enc.log_schema(S.LOG_CSV), digest=digest)
+            except BaseException:
+                pipeline.wait()  # an error in earlier work (tracks, file i-1) is the one a serial run meets first
+                raise
             pipeline.submit(process, p, df, digest)
         pipeline.wait()
     finally:
         pipeline.close()
-    return writer
+    return out[0]
 
 
 def _second_half(inp: Path, gt: Path | None) -> tuple[pl.DataFrame, Path]:
@@ -279,42 +275,56 @@ def sources_with(raw_dir: Path, paths: list[Path], digests: dict[Path, str] | No
 
 def ingest_spotify(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False,
                    progress: bool = True, source_checksums: bool = True, workers: int = 0,
-                   scheduler: str | None = None) -> IngestSummary:
+                   scheduler: str | None = None, hashes: SourceHashes | None = None) -> IngestSummary:
     """Ingest an MSSD release (or a synthetic one) into a new store at ``store_path``.
 
     ``workers`` > 0 (a local Dask cluster of that many processes) or ``scheduler`` (an existing Dask
     cluster's address): the training logs are encoded by one task per file (``ingest/distributed.py``);
-    the store's content is the same as the serial path's (``workers=0``)."""
+    the store's content is the same as the serial path's (``workers=0``). ``hashes``: the raw files'
+    checksums, already being computed (the command line starts them before its imports); else the
+    serial path starts them here, the distributed one hashes each file in its task."""
     from .distributed import dask_client, warm_up
 
     refuse_existing(store_path, overwrite)
-    with dask_client(workers, scheduler) as client:
-        warming = warm_up(client) if client is not None else []  # noqa: F841 - held while the ingest runs
-        return _ingest(Path(raw_dir), store_path, overwrite, progress, source_checksums, client)
+    raw_dir = Path(raw_dir)
+    if source_checksums and hashes is None and not (workers or scheduler):
+        hashes = SourceHashes(all_files(discover(raw_dir)))
+    try:
+        with dask_client(workers, scheduler) as client:
+            warming = warm_up(client) if client is not None else []  # noqa: F841 - held while the ingest runs
+            return _ingest(raw_dir, store_path, overwrite, progress, source_checksums, client, hashes)
+    finally:
+        if hashes is not None:
+            hashes.close()
 
 
 def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bool, source_checksums: bool,
-            client) -> IngestSummary:
+            client, hashes: SourceHashes | None) -> IngestSummary:
     files = discover(raw_dir)
-    test_files = [p for t in files["test"] for p in t if p is not None]
-    all_files = files["tracks"] + files["train"] + test_files
-    raw_bytes = sum(p.stat().st_size for p in all_files)
-    with StoreBuilder(store_path, "spotify-mssd", overwrite=overwrite, progress=progress, files=len(all_files),
+    paths = all_files(files)
+    raw_bytes = sum(p.stat().st_size for p in paths)
+    with StoreBuilder(store_path, "spotify-mssd", overwrite=overwrite, progress=progress, files=len(paths),
                       raw_bytes=raw_bytes) as b:
         bar = b.bar(raw_bytes, "B", "ingest spotify")
-        track_codes = _ingest_tracks(files["tracks"], b.root, bar)
-        b.write_ids("tracks", track_codes[S.TRACK_ID])
-        b.table("tracks", dict(b.root["tracks"].attrs))
-        enc = _SessionEncoder(track_codes)
+        enc = _SessionEncoder(None)
+
+        def tracks() -> None:
+            enc.track_codes = _ingest_tracks(files["tracks"], b.root, bar)
+            b.write_ids("tracks", enc.track_codes[S.TRACK_ID])
+            b.table("tracks", dict(b.root["tracks"].attrs))
+
         for name, d in enc.dicts.items():
             b.adopt_dictionary(name, d)
         registry = SessionIdRegistry()
         digests: dict[Path, str] | None = {} if source_checksums else None
         if client is None:
-            b.table("train", _ingest_train(files["train"], b, enc, registry, bar, digests=digests).close(split="train"))
+            train = _ingest_train(files["train"], b, enc, registry, bar, before=tracks,
+                                  digests=digests if hashes is None else None)
+            b.table("train", train.close(split="train"))
         else:
             from .distributed import ingest_train_distributed
 
+            tracks()
             remote = not hasattr(client.cluster, "workers")  # --scheduler: parts cross a network
             b.table("train", ingest_train_distributed(client, files["train"], b, enc, registry, bar, digests,
                                                       TRAIN_CHUNK, compress=remote))
@@ -324,5 +334,7 @@ def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bo
         else:
             b.summary.notes.append("no test_set/log_prehistory_* files: store has no test split")
         registry.check(_run_ids)
-        b.finish(sources_with(raw_dir, all_files, digests))
+        if hashes is not None and digests is not None:
+            digests.update(hashes.digests())
+        b.finish(sources_with(raw_dir, paths, digests))
     return b.summary

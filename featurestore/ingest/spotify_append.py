@@ -27,7 +27,8 @@ from ..schemas import mssd as S
 from ..store import FeatureTableWriter, InputError, RaggedWriter, Store, StoreError
 from .builder import IngestSummary, StoreBuilder, file_sources, with_rebase
 from .sessions import SessionIdRegistry
-from .spotify import FIT_SAMPLE_ROWS, _glob, _ingest_train, _run_ids, _SessionEncoder, _track_block
+from .sources import _glob
+from .spotify import FIT_SAMPLE_ROWS, _ingest_train, _run_ids, _SessionEncoder, _track_block
 from .table import read_typed_csv
 
 REFIT_BLOCK_ROWS = 1 << 18  # old tracks decoded at a time by --refit (29 columns: 60 MB of float64)

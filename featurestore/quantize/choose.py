@@ -28,7 +28,8 @@ def choose_quantizer(sample: np.ndarray, kind: str = "auto") -> Quantizer:
         if finite.size and ExactQuantizer.fits(finite):
             kind = "exact"
         elif finite.size > 2 and finite.std() > 0:
-            skew = float(np.mean(((finite - finite.mean()) / finite.std()) ** 3))
+            z = (finite - finite.mean()) / finite.std()
+            skew = float(np.mean(z * z * z))  # not z ** 3: numpy's float pow is ~10x slower than two products
             kind = "quantile" if abs(skew) > SKEW_THRESHOLD else "affine"
         else:
             kind = "affine"

@@ -39,7 +39,10 @@ class QuantileQuantizer(Quantizer):
         centers = np.unique(np.quantile(x, (np.arange(N_LEVELS) + 0.5) / N_LEVELS))
         for _ in range(iterations):
             edges = (centers[1:] + centers[:-1]) / 2
-            idx = np.searchsorted(edges, x, side="right")
+            # bin of every x (the number of edges <= x): x is sorted, so 255 searches into x give the
+            # bin sizes, the same indices as searching every x among the edges at ~1/5 of the time
+            sizes = np.diff(np.concatenate([[0], np.searchsorted(x, edges, side="left"), [x.size]]))
+            idx = np.repeat(np.arange(centers.size), sizes)
             counts = np.bincount(idx, minlength=centers.size)
             sums = np.bincount(idx, weights=x, minlength=centers.size)
             new = np.where(counts > 0, sums / np.maximum(counts, 1), centers)

@@ -61,6 +61,12 @@ REASONS: tuple[str, ...] = (
     "popup", "clickside", "uriopen", "logout",
 )
 
+KNOWN_VALUES: dict[str, tuple[str, ...]] = {  # what the ingest parser expects in each open column
+    "context_type": CONTEXT_TYPES,
+    "hist_user_behavior_reason_start": REASONS,
+    "hist_user_behavior_reason_end": REASONS,
+}
+
 # --- track features (track_features/tf_*.csv) ----------------------------------------------------
 TRACK_ID = "track_id"
 TRACK_FEATURES: list[str] = [

@@ -55,6 +55,17 @@ class Dictionary:
         self.extend(v for v in series.unique(maintain_order=True).to_list() if v is not None)
         return series.replace_strict(self._index, return_dtype=dtype)
 
+    def encode_categories(self, codes: np.ndarray, categories: list[str]) -> np.ndarray:
+        """Codes of a column parsed against ``categories`` (a polars Enum: ``codes`` index into it),
+        re-expressed in this vocabulary, growing it with the values it lacks in the order they first
+        appear in ``codes``: the same result as ``encode_series`` on the text, without the text."""
+        codes = np.asarray(codes)
+        seen, first = np.unique(codes, return_index=True)
+        lut = np.zeros(len(categories), dtype=np.int64)
+        for k in seen[np.argsort(first, kind="stable")]:
+            lut[k] = self.add(categories[k])
+        return lut[codes]
+
     @property
     def values(self) -> list[str]:
         return list(self._values)
@@ -66,7 +77,11 @@ class Dictionary:
         return np.asarray(self._values, dtype=object)[np.asarray(codes)]
 
     def write(self, path: str | Path) -> None:
-        pq.write_table(pa.table({"code": np.arange(len(self), dtype=np.int64), "value": self._values}), path)
+        import polars as pl  # built through polars: pa.array on Python objects imports pandas (0.2 s)
+
+        table = pl.DataFrame({"code": np.arange(len(self), dtype=np.int64),
+                              "value": pl.Series(self._values, dtype=pl.Utf8)}).to_arrow()
+        pq.write_table(table.cast(pa.schema([("code", pa.int64()), ("value", pa.string())])), path)
 
     @classmethod
     def read(cls, path: str | Path) -> Dictionary:
@@ -97,7 +112,7 @@ class IdListWriter:
 
     def close(self) -> None:
         if self._writer is None:
-            pq.write_table(pa.table({"value": pa.array([], pa.string())}), self.path)
+            pq.write_table(pa.schema([("value", pa.string())]).empty_table(), self.path)
         else:
             self._writer.close()
 
