@@ -59,6 +59,6 @@ def test_encode_categories_equals_encoding_the_text(prior, extra, picks) -> None
     text = pl.Series([categories[k] for k in codes], dtype=pl.Utf8)
     by_text, by_codes = Dictionary(prior), Dictionary(prior)
     expected = by_text.encode_series(text).to_numpy()
-    got = by_codes.encode_categories(codes, categories)
+    got = by_codes.encode_categories(codes, categories, pl.Series(codes).unique(maintain_order=True).to_numpy())
     np.testing.assert_array_equal(got, expected)
     assert by_codes.values == by_text.values

@@ -22,21 +22,25 @@ from __future__ import annotations
 
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import polars as pl
-import zarr
 from tqdm import tqdm
 
 from ..quantize import ExactQuantizer, QuantizerBank, RangeScan
 from ..schemas import mssd as S
 from ..store import Dictionary, FeatureTableWriter, InputError, RaggedWriter
 from ..store.arrays import EVENT_CHUNK
+from ..store.chunks import LocalGroup
 from ..store.manifest import sha256_file
 from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
 from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
 from .sources import SourceHashes, all_files, discover
 from .table import HashAside, read_typed_csv
+
+if TYPE_CHECKING:
+    import zarr
 
 FIT_SAMPLE_ROWS = 32_768  # quantizer fitting sample in all (plus the exact min/max of every column)
 KEEP_TRACK_BYTES = 256 << 20  # track blocks kept in memory between fitting and encoding
@@ -55,7 +59,7 @@ def _track_block(df: pl.DataFrame, path: Path) -> np.ndarray:
     return df.select(S.TRACK_FEATURES).to_numpy().astype(np.float64)
 
 
-def _ingest_tracks(paths: list[Path], group: zarr.Group, bar: tqdm) -> pl.DataFrame:
+def _ingest_tracks(paths: list[Path], group: LocalGroup | zarr.Group, bar: tqdm) -> pl.DataFrame:
     """Fit quantizers on a sample (+ exact extremes), then encode. Returns id -> code.
 
     Blocks are kept between the two steps while they fit in ``KEEP_TRACK_BYTES`` (the synthetic and
@@ -118,7 +122,9 @@ class _SessionEncoder:
         out["date"] = df["date"].cast(pl.Int32).to_numpy()
         for c in S.CATEGORICAL_COLUMNS:
             if isinstance(df[c].dtype, pl.Enum):  # parsed against the vocabulary (+ known values): codes
-                out[c] = self.dicts[c].encode_categories(df[c].to_physical().to_numpy(), df[c].dtype.categories.to_list())
+                codes = df[c].to_physical()
+                out[c] = self.dicts[c].encode_categories(codes.to_numpy(), df[c].dtype.categories.to_list(),
+                                                         codes.unique(maintain_order=True).to_numpy())
             else:
                 out[c] = self.dicts[c].encode_series(df[c], pl.UInt16).to_numpy()
             if len(self.dicts[c]) > 256:
@@ -174,8 +180,8 @@ def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: Ragg
     ids = builder.ids("train")
 
     def start() -> None:
-        if not out:  # 22 arrays' metadata through zarr: 0.06 s, off the parse's thread
-            out.append(RaggedWriter(builder.root, "train", S.EVENT_COLUMNS, chunk=TRAIN_CHUNK))
+        if not out:  # 22 arrays' metadata: off the parse's thread
+            out.append(RaggedWriter(builder.tree, "train", S.EVENT_COLUMNS, chunk=TRAIN_CHUNK))
         if before is not None:
             before()
 
@@ -240,7 +246,7 @@ def _merge_halves(pre: pl.DataFrame, pre_runs: Runs, post: pl.DataFrame, post_ru
 
 
 def _ingest_test(triples, builder: StoreBuilder, enc, registry, bar) -> tuple[RaggedWriter, bool]:
-    writer = RaggedWriter(builder.root, "test", S.EVENT_COLUMNS)
+    writer = RaggedWriter(builder.tree, "test", S.EVENT_COLUMNS)
     ids = builder.ids("test")
     labelled = [gt is not None for _, _, gt in triples]
     if any(labelled) and not all(labelled):
@@ -283,19 +289,21 @@ def ingest_spotify(raw_dir: str | Path, store_path: str | Path, overwrite: bool 
     the store's content is the same as the serial path's (``workers=0``). ``hashes``: the raw files'
     checksums, already being computed (the command line starts them before its imports); else the
     serial path starts them here, the distributed one hashes each file in its task."""
-    from .distributed import dask_client, warm_up
-
     refuse_existing(store_path, overwrite)
     raw_dir = Path(raw_dir)
-    if source_checksums and hashes is None and not (workers or scheduler):
-        hashes = SourceHashes(all_files(discover(raw_dir)))
-    try:
-        with dask_client(workers, scheduler) as client:
-            warming = warm_up(client) if client is not None else []  # noqa: F841 - held while the ingest runs
-            return _ingest(raw_dir, store_path, overwrite, progress, source_checksums, client, hashes)
-    finally:
-        if hashes is not None:
-            hashes.close()
+    if not (workers or scheduler):
+        if source_checksums and hashes is None:
+            hashes = SourceHashes(all_files(discover(raw_dir)))
+        try:
+            return _ingest(raw_dir, store_path, overwrite, progress, source_checksums, None, hashes)
+        finally:
+            if hashes is not None:
+                hashes.close()
+    from .distributed import dask_client, warm_up  # Dask and zarr: imported only for a distributed ingest
+
+    with dask_client(workers, scheduler) as client:
+        warming = warm_up(client)  # noqa: F841 - held while the ingest runs
+        return _ingest(raw_dir, store_path, overwrite, progress, source_checksums, client, None)
 
 
 def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bool, source_checksums: bool,
@@ -309,9 +317,9 @@ def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bo
         enc = _SessionEncoder(None)
 
         def tracks() -> None:
-            enc.track_codes = _ingest_tracks(files["tracks"], b.root, bar)
+            enc.track_codes = _ingest_tracks(files["tracks"], b.tree, bar)
             b.write_ids("tracks", enc.track_codes[S.TRACK_ID])
-            b.table("tracks", dict(b.root["tracks"].attrs))
+            b.table("tracks", dict(b.tree["tracks"].attrs))
 
         for name, d in enc.dicts.items():
             b.adopt_dictionary(name, d)

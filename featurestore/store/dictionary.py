@@ -55,16 +55,15 @@ class Dictionary:
         self.extend(v for v in series.unique(maintain_order=True).to_list() if v is not None)
         return series.replace_strict(self._index, return_dtype=dtype)
 
-    def encode_categories(self, codes: np.ndarray, categories: list[str]) -> np.ndarray:
+    def encode_categories(self, codes: np.ndarray, categories: list[str], first_seen: np.ndarray) -> np.ndarray:
         """Codes of a column parsed against ``categories`` (a polars Enum: ``codes`` index into it),
-        re-expressed in this vocabulary, growing it with the values it lacks in the order they first
-        appear in ``codes``: the same result as ``encode_series`` on the text, without the text."""
-        codes = np.asarray(codes)
-        seen, first = np.unique(codes, return_index=True)
-        lut = np.zeros(len(categories), dtype=np.int64)
-        for k in seen[np.argsort(first, kind="stable")]:
+        re-expressed in this vocabulary. ``first_seen``: the distinct codes in the order they first
+        appear (``Series.unique(maintain_order=True)``); the values this vocabulary lacks are added in
+        that order: the same result as ``encode_series`` on the text, without the text."""
+        lut = np.zeros(len(categories), dtype=np.int32)
+        for k in np.asarray(first_seen):
             lut[k] = self.add(categories[k])
-        return lut[codes]
+        return lut[np.asarray(codes)]
 
     @property
     def values(self) -> list[str]:

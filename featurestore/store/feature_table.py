@@ -7,33 +7,38 @@ codes make the batch-time join a single gather of ``columns`` bytes per track.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import zarr
 
 from ..quantize import Quantizer, QuantizerBank
-from .arrays import ROW_CHUNK, create
+from .arrays import ROW_CHUNK, ChunkedAppender, create
+
+if TYPE_CHECKING:
+    import zarr
+
+    from .chunks import LocalGroup
 
 
 class FeatureTableWriter:
     """Streaming writer: call ``append(block)`` with float blocks of shape (n, columns)."""
 
-    def __init__(self, group: zarr.Group, name: str, columns: list[str], quantizers: list[Quantizer],
+    def __init__(self, group: zarr.Group | LocalGroup, name: str, columns: list[str], quantizers: list[Quantizer],
                  chunk_rows: int = ROW_CHUNK):
         if len(columns) != len(quantizers):
             raise ValueError("one quantizer per column")
         self.group = group.require_group(name)
         self.columns = columns
         self.encoder = QuantizerBank(quantizers).encoder()
-        self.codes = create(self.group, "codes", "uint8", (0, len(columns)), (chunk_rows, len(columns)))
+        self.codes = ChunkedAppender(create(self.group, "codes", "uint8", (0, len(columns)), (chunk_rows, len(columns))))
         self.rows = 0
 
     def append(self, block: np.ndarray) -> None:
-        codes = self.encoder.encode(np.asarray(block, dtype=np.float64))
-        self.codes.resize((self.rows + len(block), len(self.columns)))
-        self.codes[self.rows :] = codes
+        self.codes.append(self.encoder.encode(np.asarray(block, dtype=np.float64)))
         self.rows += len(block)
 
     def close(self) -> dict:
+        self.codes.close()
         meta = {
             "kind": "feature_table",
             "rows": self.rows,

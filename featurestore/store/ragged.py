@@ -7,16 +7,22 @@ Column metadata (dtype, what the values mean) lives in the group's attributes.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import zarr
 
 from .arrays import EVENT_CHUNK, ChunkedAppender, create, read_range
+
+if TYPE_CHECKING:
+    import zarr
+
+    from .chunks import LocalGroup
 
 
 class RaggedWriter:
     """Streaming writer: ``append(lengths, {column: values})`` for blocks of whole rows."""
 
-    def __init__(self, group: zarr.Group, name: str, columns: dict[str, dict], chunk: int = EVENT_CHUNK):
+    def __init__(self, group: zarr.Group | LocalGroup, name: str, columns: dict[str, dict], chunk: int = EVENT_CHUNK):
         """columns: name -> {"dtype": numpy dtype name, plus free-form meaning, e.g. "dictionary"}."""
         self.group = group.require_group(name)
         self.columns = columns
