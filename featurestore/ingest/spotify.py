@@ -59,36 +59,42 @@ def _track_block(df: pl.DataFrame, path: Path) -> np.ndarray:
     return df.select(S.TRACK_FEATURES).to_numpy().astype(np.float64)
 
 
-def _ingest_tracks(paths: list[Path], group: LocalGroup | zarr.Group, bar: tqdm) -> pl.DataFrame:
-    """Fit quantizers on a sample (+ exact extremes), then encode. Returns id -> code.
+class _TrackScan:
+    """The track files read once: ids, a fitting sample, exact extremes, and the blocks themselves
+    while they fit in ``KEEP_TRACK_BYTES`` (the synthetic and mini releases); beyond that ``write``
+    reads each file again, so memory stays bounded for 3.7M tracks."""
 
-    Blocks are kept between the two steps while they fit in ``KEEP_TRACK_BYTES`` (the synthetic and
-    mini releases); beyond that each file is read again, so memory stays bounded for 3.7M tracks.
-    """
-    rng = np.random.default_rng(0)
-    samples, extremes, ids, kept, kept_bytes = [], RangeScan(len(S.TRACK_FEATURES)), [], [], 0
-    for p in paths:
-        df = read_typed_csv(p, S.TRACK_CSV)
-        block = _track_block(df, p)
-        ids.append(df[S.TRACK_ID])
-        take = rng.choice(len(block), size=min(len(block), FIT_SAMPLE_ROWS // len(paths) + 1), replace=False)
-        samples.append(block[take])
-        extremes.update(block)
-        kept_bytes += block.nbytes
-        kept.append(block if kept_bytes <= KEEP_TRACK_BYTES else None)
-        bar.update(p.stat().st_size // 2)
-    quantizers = QuantizerBank.fit(samples, "auto", extremes).quantizers
-    quantizers[S.TRACK_FEATURES.index("mode")] = ExactQuantizer(0, labels=S.MODE_LABELS)  # text, stored as 0/1
-    all_ids = pl.concat(ids)
-    dup = all_ids.is_duplicated()
-    if dup.any():
-        raise InputError(paths[0].parent, f"track id {all_ids[int(dup.arg_max())]!r} appears twice in track features")
-    writer = FeatureTableWriter(group, "tracks", S.TRACK_FEATURES, quantizers)
-    for p, block in zip(paths, kept, strict=True):
-        writer.append(block if block is not None else _track_block(read_typed_csv(p, S.TRACK_CSV), p))
-        bar.update(p.stat().st_size - p.stat().st_size // 2)
-    writer.close()
-    return pl.DataFrame({S.TRACK_ID: all_ids, "code": np.arange(len(all_ids), dtype=np.int32)})
+    def __init__(self, paths: list[Path], bar: tqdm):
+        self.paths, self.bar = paths, bar
+        rng = np.random.default_rng(0)
+        self.samples, self.extremes, self.ids, self.kept = [], RangeScan(len(S.TRACK_FEATURES)), [], []
+        kept_bytes = 0
+        for p in paths:
+            df = read_typed_csv(p, S.TRACK_CSV)
+            block = _track_block(df, p)
+            self.ids.append(df[S.TRACK_ID])
+            take = rng.choice(len(block), size=min(len(block), FIT_SAMPLE_ROWS // len(paths) + 1), replace=False)
+            self.samples.append(block[take])
+            self.extremes.update(block)
+            kept_bytes += block.nbytes
+            self.kept.append(block if kept_bytes <= KEEP_TRACK_BYTES else None)
+            bar.update(p.stat().st_size // 2)
+
+    def write(self, group: LocalGroup | zarr.Group) -> pl.DataFrame:
+        """Fit quantizers on the sample (+ exact extremes), then encode. Returns id -> code."""
+        quantizers = QuantizerBank.fit(self.samples, "auto", self.extremes).quantizers
+        quantizers[S.TRACK_FEATURES.index("mode")] = ExactQuantizer(0, labels=S.MODE_LABELS)  # text, stored as 0/1
+        all_ids = pl.concat(self.ids)
+        dup = all_ids.is_duplicated()
+        if dup.any():
+            raise InputError(self.paths[0].parent,
+                             f"track id {all_ids[int(dup.arg_max())]!r} appears twice in track features")
+        writer = FeatureTableWriter(group, "tracks", S.TRACK_FEATURES, quantizers)
+        for p, block in zip(self.paths, self.kept, strict=True):
+            writer.append(block if block is not None else _track_block(read_typed_csv(p, S.TRACK_CSV), p))
+            self.bar.update(p.stat().st_size - p.stat().st_size // 2)
+        writer.close()
+        return pl.DataFrame({S.TRACK_ID: all_ids, "code": np.arange(len(all_ids), dtype=np.int32)})
 
 
 # --- sessions ---------------------------------------------------------------------------------
@@ -315,9 +321,10 @@ def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bo
                       raw_bytes=raw_bytes) as b:
         bar = b.bar(raw_bytes, "B", "ingest spotify")
         enc = _SessionEncoder(None)
+        scan = _TrackScan(files["tracks"], bar)  # parsed here: polars' pool is free before the logs start
 
-        def tracks() -> None:
-            enc.track_codes = _ingest_tracks(files["tracks"], b.tree, bar)
+        def tracks() -> None:  # fitting and encoding: on the worker thread while the first log parses
+            enc.track_codes = scan.write(b.tree)
             b.write_ids("tracks", enc.track_codes[S.TRACK_ID])
             b.table("tracks", dict(b.tree["tracks"].attrs))
 
