@@ -16,6 +16,7 @@ from .common import (
     cpu_torch_threads,
     echo_lines,
     evaluate_options,
+    freeze_imports,
     print_ingest_summary,
     report_scores,
     train_options,
@@ -48,6 +49,7 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool) -> None:
     """song_meta.json, genre_gn_all.json, train.json [val.json, test.json, answers/*.json] under RAW_DIR into STORE."""
     from ..ingest.melon import ingest_melon
 
+    freeze_imports()
     print_ingest_summary(raw_dir, store, ingest_melon(raw_dir, store, overwrite=overwrite))
 
 

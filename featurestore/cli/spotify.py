@@ -16,6 +16,7 @@ from .common import (
     WORKERS,
     echo_lines,
     evaluate_options,
+    freeze_imports,
     print_ingest_summary,
     report_scores,
     train_options,
@@ -65,6 +66,8 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums:
     if not (append or no_source_checksums or dask_workers or scheduler):  # hashed while the imports below run
         hashes = SourceHashes(all_files(discover(raw_dir)))
     from ..ingest.spotify import ingest_spotify
+
+    freeze_imports()
 
     if append:
         from ..ingest.spotify_append import append_spotify
