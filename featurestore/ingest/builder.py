@@ -28,7 +28,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import polars as pl
-import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ..store import versions
@@ -286,6 +285,8 @@ class StoreBuilder:
         path = self.stage / "ids" / f"{table}.parquet"
         old = None
         if path.exists():
+            import pyarrow.parquet as pq
+
             old = pq.read_table(path, columns=["value"])
             path.unlink()
         w = IdListWriter(path)

@@ -9,6 +9,7 @@ the parse. The manifest's source checksums are thereby off the critical path.
 from __future__ import annotations
 
 import hashlib
+import os
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -48,6 +49,16 @@ def all_files(files: dict[str, list]) -> list[Path]:
     return files["tracks"] + files["train"] + [p for t in files["test"] for p in t if p is not None]
 
 
+def _lowest_priority() -> None:
+    """This thread yields its core to the parse and encode threads: the checksums are needed only at
+    commit, so they use the CPU time the ingest leaves idle (the imports, the tail). Linux sets a
+    nice value per thread; elsewhere the thread keeps its priority."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
+
+
 class SourceHashes:
     """sha256 of each file as stored, hashed in order on one daemon thread from construction on.
 
@@ -63,6 +74,7 @@ class SourceHashes:
         self._thread.start()
 
     def _run(self) -> None:
+        _lowest_priority()
         for path, future in self._futures.items():
             if self._stop.is_set():
                 future.cancel()
