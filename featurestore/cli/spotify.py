@@ -59,12 +59,14 @@ def synth_cmd(out: Path, sessions: int, tracks: int, seed: int, train_files: int
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool, append: bool,
                refit: bool, dask_workers: int, scheduler: str | None) -> None:
     """MSSD training_set/, track_features/ and test_set/ under RAW_DIR (plain or .csv.gz) into STORE."""
-    from ..ingest.sources import SourceHashes, all_files, discover
+    from ..ingest.sources import ParseAhead, SourceHashes, all_files, discover
     from ..store.errors import FstoreError
 
-    hashes = None
-    if not (append or no_source_checksums or dask_workers or scheduler):  # hashed while the imports below run
-        hashes = SourceHashes(all_files(discover(raw_dir)))
+    hashes = ahead = None
+    if not (append or dask_workers or scheduler):  # hashed and parsed while the imports below run
+        files = discover(raw_dir)
+        hashes = None if no_source_checksums else SourceHashes(all_files(files))
+        ahead = ParseAhead(files["tracks"], files["train"])
     from ..ingest.spotify import ingest_spotify
 
     freeze_imports()
@@ -81,7 +83,7 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums:
         if refit:
             raise FstoreError("--refit needs --append (a full ingest fits its quantizers anyway)")
         summary = ingest_spotify(raw_dir, store, overwrite=overwrite, source_checksums=not no_source_checksums,
-                                 workers=dask_workers, scheduler=scheduler, hashes=hashes)
+                                 workers=dask_workers, scheduler=scheduler, hashes=hashes, ahead=ahead)
     print_ingest_summary(raw_dir, store, summary)
 
 

@@ -40,21 +40,22 @@ def _first_bad_row(starts_mask: np.ndarray, slen: np.ndarray, pos: np.ndarray, p
     n = starts_mask.shape[0]
     starts = np.flatnonzero(starts_mask)
     ends = np.append(starts[1:], n)
-    run = np.cumsum(starts_mask) - 1  # run index of every row
+    rows = ends - starts  # per-run values are spread over their rows with np.repeat (2x a gather by run index)
     length = slen[starts].astype(np.int64)
     half = first_half_length(length)
     want = length if part == 0 else (half if part == 1 else length - half)
     first = half + 1 if part == 2 else np.ones_like(length)
     found = []  # (row where the scan meets it, order at that row, code, row reported, expected)
-    bad = np.flatnonzero(slen != length[run])
+    run_length = np.repeat(length, rows)
+    bad = np.flatnonzero(slen != run_length)
     if bad.size:
         r = int(bad[0])
-        found.append((r, 1, _LENGTH_CHANGES, r, int(length[run[r]])))
+        found.append((r, 1, _LENGTH_CHANGES, r, int(run_length[r])))
     bad = np.flatnonzero((length < MIN_SESSION_LENGTH) | (length > MAX_SESSION_LENGTH))
     if bad.size:
         k = int(bad[0])
         found.append((int(starts[k]), 2, _LENGTH_RANGE, int(starts[k]), int(length[k])))
-    expected = first[run] + np.arange(n) - starts[run]
+    expected = np.arange(n) - np.repeat(starts - first, rows)  # position first + (row - run start)
     bad = np.flatnonzero(pos != expected)
     if bad.size:
         r = int(bad[0])

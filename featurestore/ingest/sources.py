@@ -102,3 +102,59 @@ class SourceHashes:
 
     def close(self) -> None:
         self._stop.set()
+
+
+class ParseAhead:
+    """The release's CSV files parsed in order on one background thread, ahead of their consumer.
+
+    Started by the command line before it imports the ingest machinery, the parse of the track files
+    and of the first log overlaps those imports; then it keeps one file ahead of the encoder. At most
+    ``ahead`` files are held between the start of their parse and the consumer's ``next`` call for the
+    file after them (2: one being encoded, one being parsed), so memory stays bounded to two files.
+
+    ``next(path)`` returns that file's frame or raises its error (``InputError`` with file and line),
+    in file order: a serial read would meet the same error first. Log files are parsed against
+    ``schemas.mssd.log_parse_schema(self.vocabularies)``: the consumer publishes its vocabularies
+    after each file (one file late at worst; a value outside the Enum only means a text column).
+    """
+
+    def __init__(self, tracks: list[Path], logs: list[Path], ahead: int = 2):
+        self.vocabularies: dict[str, list[str]] = {}
+        self._jobs = [(p, False) for p in tracks] + [(p, True) for p in logs]
+        self._slots = threading.Semaphore(ahead)
+        self._ready: dict[Path, Future] = {p: Future() for p, _ in self._jobs}
+        self._taken = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="fstore-parse-ahead", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        # polars is imported here, on this thread, while the caller imports the rest
+        from ..schemas import mssd as S
+        from .table import read_typed_csv
+
+        for path, is_log in self._jobs:
+            self._slots.acquire()
+            if self._stop.is_set():
+                return
+            try:
+                schema = S.log_parse_schema(self.vocabularies) if is_log else S.TRACK_CSV
+                self._ready[path].set_result(read_typed_csv(path, schema))
+            except BaseException as e:  # noqa: BLE001 - handed to the consumer, who raises it in file order
+                self._ready[path].set_exception(e)
+                return
+
+    def next(self, path: Path):
+        """The parsed frame of ``path`` (the files are taken in the order given)."""
+        expected = self._jobs[self._taken][0] if self._taken < len(self._jobs) else None
+        if path != expected:
+            raise ValueError(f"ParseAhead: asked for {path}, next is {expected}")
+        if self._taken:
+            self._slots.release()  # the consumer is done with the previous file
+        self._taken += 1
+        return self._ready[path].result()
+
+    def close(self) -> None:
+        """Stop parsing (after the file in progress) and let the thread end."""
+        self._stop.set()
+        self._slots.release()

@@ -20,7 +20,6 @@ Open vocabularies: unseen context_type / reason values are added to the dictiona
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -36,8 +35,8 @@ from ..store.chunks import LocalGroup
 from ..store.manifest import sha256_file
 from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
 from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
-from .sources import SourceHashes, all_files, discover
-from .table import HashAside, read_typed_csv
+from .sources import ParseAhead, SourceHashes, all_files, discover
+from .table import read_typed_csv
 
 if TYPE_CHECKING:
     import zarr
@@ -59,42 +58,41 @@ def _track_block(df: pl.DataFrame, path: Path) -> np.ndarray:
     return df.select(S.TRACK_FEATURES).to_numpy().astype(np.float64)
 
 
-class _TrackScan:
-    """The track files read once: ids, a fitting sample, exact extremes, and the blocks themselves
-    while they fit in ``KEEP_TRACK_BYTES`` (the synthetic and mini releases); beyond that ``write``
-    reads each file again, so memory stays bounded for 3.7M tracks."""
+def _ingest_tracks(paths: list[Path], group: LocalGroup | zarr.Group, bar: tqdm, read=None) -> pl.DataFrame:
+    """Fit quantizers on a sample (+ exact extremes), then encode. Returns id -> code.
 
-    def __init__(self, paths: list[Path], bar: tqdm):
-        self.paths, self.bar = paths, bar
-        rng = np.random.default_rng(0)
-        self.samples, self.extremes, self.ids, self.kept = [], RangeScan(len(S.TRACK_FEATURES)), [], []
-        kept_bytes = 0
-        for p in paths:
-            df = read_typed_csv(p, S.TRACK_CSV)
-            block = _track_block(df, p)
-            self.ids.append(df[S.TRACK_ID])
-            take = rng.choice(len(block), size=min(len(block), FIT_SAMPLE_ROWS // len(paths) + 1), replace=False)
-            self.samples.append(block[take])
-            self.extremes.update(block)
-            kept_bytes += block.nbytes
-            self.kept.append(block if kept_bytes <= KEEP_TRACK_BYTES else None)
-            bar.update(p.stat().st_size // 2)
+    ``read(path)``: the parsed file (``ParseAhead.next`` in the serial ingest), else parsed here.
+    Blocks are kept between the two steps while they fit in ``KEEP_TRACK_BYTES`` (the synthetic and
+    mini releases); beyond that each file is read again, so memory stays bounded for 3.7M tracks.
+    """
+    def parse(p: Path) -> pl.DataFrame:
+        return read_typed_csv(p, S.TRACK_CSV)
 
-    def write(self, group: LocalGroup | zarr.Group) -> pl.DataFrame:
-        """Fit quantizers on the sample (+ exact extremes), then encode. Returns id -> code."""
-        quantizers = QuantizerBank.fit(self.samples, "auto", self.extremes).quantizers
-        quantizers[S.TRACK_FEATURES.index("mode")] = ExactQuantizer(0, labels=S.MODE_LABELS)  # text, stored as 0/1
-        all_ids = pl.concat(self.ids)
-        dup = all_ids.is_duplicated()
-        if dup.any():
-            raise InputError(self.paths[0].parent,
-                             f"track id {all_ids[int(dup.arg_max())]!r} appears twice in track features")
-        writer = FeatureTableWriter(group, "tracks", S.TRACK_FEATURES, quantizers)
-        for p, block in zip(self.paths, self.kept, strict=True):
-            writer.append(block if block is not None else _track_block(read_typed_csv(p, S.TRACK_CSV), p))
-            self.bar.update(p.stat().st_size - p.stat().st_size // 2)
-        writer.close()
-        return pl.DataFrame({S.TRACK_ID: all_ids, "code": np.arange(len(all_ids), dtype=np.int32)})
+    read = read or parse
+    rng = np.random.default_rng(0)
+    samples, extremes, ids, kept, kept_bytes = [], RangeScan(len(S.TRACK_FEATURES)), [], [], 0
+    for p in paths:
+        df = read(p)
+        block = _track_block(df, p)
+        ids.append(df[S.TRACK_ID])
+        take = rng.choice(len(block), size=min(len(block), FIT_SAMPLE_ROWS // len(paths) + 1), replace=False)
+        samples.append(block[take])
+        extremes.update(block)
+        kept_bytes += block.nbytes
+        kept.append(block if kept_bytes <= KEEP_TRACK_BYTES else None)
+        bar.update(p.stat().st_size // 2)
+    quantizers = QuantizerBank.fit(samples, "auto", extremes).quantizers
+    quantizers[S.TRACK_FEATURES.index("mode")] = ExactQuantizer(0, labels=S.MODE_LABELS)  # text, stored as 0/1
+    all_ids = pl.concat(ids)
+    dup = all_ids.is_duplicated()
+    if dup.any():
+        raise InputError(paths[0].parent, f"track id {all_ids[int(dup.arg_max())]!r} appears twice in track features")
+    writer = FeatureTableWriter(group, "tracks", S.TRACK_FEATURES, quantizers)
+    for p, block in zip(paths, kept, strict=True):
+        writer.append(block if block is not None else _track_block(parse(p), p))
+        bar.update(p.stat().st_size - p.stat().st_size // 2)
+    writer.close()
+    return pl.DataFrame({S.TRACK_ID: all_ids, "code": np.arange(len(all_ids), dtype=np.int32)})
 
 
 # --- sessions ---------------------------------------------------------------------------------
@@ -138,83 +136,32 @@ class _SessionEncoder:
             out[c] = out[c].astype(np.uint8)
         return out
 
-    def log_schema(self, schema: dict) -> dict:
-        """The CSV schema with categoricals parsed straight to codes: an Enum of the vocabulary so far
-        plus the release's known values (``schemas.mssd.KNOWN_VALUES``), so that no text column is built;
-        ``columns`` maps those codes to the vocabulary. A value outside the Enum reparses as text."""
-        out = dict(schema)
-        for c, d in self.dicts.items():
-            values = d.values
-            have = set(values)
-            out[c] = pl.Enum(values + [v for v in S.KNOWN_VALUES[c] if v not in have])
-        return out
-
-
-class _FilePipeline:
-    """Parse file i+1 on the main thread while file i is checked, encoded and written on one worker
-    thread (polars, numpy and blosc release the GIL). The worker keeps file order; at most one file
-    waits for it, so memory stays bounded to two files. A worker error surfaces at the next step."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="fstore-ingest")
-        self._pending: Future | None = None
-
-    def submit(self, fn, *args) -> None:
-        self.wait()
-        self._pending = self._pool.submit(fn, *args)
-
-    def wait(self) -> None:
-        if self._pending is not None:
-            pending, self._pending = self._pending, None
-            pending.result()
-
-    def close(self) -> None:
-        try:
-            self.wait()
-        finally:
-            self._pool.shutdown(cancel_futures=True)
+    def vocabularies(self) -> dict[str, list[str]]:
+        return {c: d.values for c, d in self.dicts.items()}
 
 
 def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: RaggedWriter | None = None,
-                  digests: dict[Path, str] | None = None, before=None) -> RaggedWriter:
-    """Parse file i+1 while file i is checked, encoded and written; into a new train set, or into
-    ``writer`` (an append resumes the parent version's set). ``digests``: filled with each file's
-    sha256, hashed on a background thread while the file is parsed. ``before``: work run on the
-    worker thread ahead of the first file's encoding (the track table, which the encoder needs:
-    it is then built while the first log file is parsed, as is the new train set's layout)."""
-    out: list[RaggedWriter] = [writer] if writer is not None else []
-    ids = builder.ids("train")
-
-    def start() -> None:
-        if not out:  # 22 arrays' metadata: off the parse's thread
-            out.append(RaggedWriter(builder.tree, "train", S.EVENT_COLUMNS, chunk=TRAIN_CHUNK))
-        if before is not None:
-            before()
-
-    def process(p: Path, df: pl.DataFrame, digest: HashAside | None) -> None:
-        runs = session_runs(df, p, FULL)
-        registry.add(p, runs.session_ids)
-        out[0].append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
-        ids.append(runs.session_ids)
-        if digest is not None:
-            digests[p] = digest.hexdigest()
-        bar.update(p.stat().st_size)
-
-    pipeline = _FilePipeline()
+                  ahead: ParseAhead | None = None) -> RaggedWriter:
+    """Check, encode and write the logs file by file while ``ahead`` parses the next one; into a new
+    train set, or into ``writer`` (an append resumes the parent version's set)."""
+    own = ahead is None
+    ahead = ParseAhead([], paths) if own else ahead
     try:
-        pipeline.submit(start)
+        writer = writer if writer is not None else RaggedWriter(builder.tree, "train", S.EVENT_COLUMNS,
+                                                                chunk=TRAIN_CHUNK)
+        ids = builder.ids("train")
         for p in paths:
-            digest = HashAside() if digests is not None else None
-            try:
-                df = read_typed_csv(p, enc.log_schema(S.LOG_CSV), digest=digest)
-            except BaseException:
-                pipeline.wait()  # an error in earlier work (tracks, file i-1) is the one a serial run meets first
-                raise
-            pipeline.submit(process, p, df, digest)
-        pipeline.wait()
+            df = ahead.next(p)
+            runs = session_runs(df, p, FULL)
+            registry.add(p, runs.session_ids)
+            writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
+            ids.append(runs.session_ids)
+            ahead.vocabularies = enc.vocabularies()
+            bar.update(p.stat().st_size)
     finally:
-        pipeline.close()
-    return out[0]
+        if own:
+            ahead.close()
+    return writer
 
 
 def _second_half(inp: Path, gt: Path | None) -> tuple[pl.DataFrame, Path]:
@@ -287,33 +234,39 @@ def sources_with(raw_dir: Path, paths: list[Path], digests: dict[Path, str] | No
 
 def ingest_spotify(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False,
                    progress: bool = True, source_checksums: bool = True, workers: int = 0,
-                   scheduler: str | None = None, hashes: SourceHashes | None = None) -> IngestSummary:
+                   scheduler: str | None = None, hashes: SourceHashes | None = None,
+                   ahead: ParseAhead | None = None) -> IngestSummary:
     """Ingest an MSSD release (or a synthetic one) into a new store at ``store_path``.
 
     ``workers`` > 0 (a local Dask cluster of that many processes) or ``scheduler`` (an existing Dask
     cluster's address): the training logs are encoded by one task per file (``ingest/distributed.py``);
-    the store's content is the same as the serial path's (``workers=0``). ``hashes``: the raw files'
-    checksums, already being computed (the command line starts them before its imports); else the
-    serial path starts them here, the distributed one hashes each file in its task."""
-    refuse_existing(store_path, overwrite)
+    the store's content is the same as the serial path's (``workers=0``). ``hashes`` (the raw files'
+    checksums) and ``ahead`` (their parse): already running, when the command line started them
+    before its imports; else the serial path starts them here (the distributed one hashes and parses
+    each file in its task)."""
     raw_dir = Path(raw_dir)
     if not (workers or scheduler):
-        if source_checksums and hashes is None:
-            hashes = SourceHashes(all_files(discover(raw_dir)))
         try:
-            return _ingest(raw_dir, store_path, overwrite, progress, source_checksums, None, hashes)
+            refuse_existing(store_path, overwrite)
+            files = discover(raw_dir)
+            if source_checksums and hashes is None:
+                hashes = SourceHashes(all_files(files))
+            ahead = ahead if ahead is not None else ParseAhead(files["tracks"], files["train"])
+            return _ingest(raw_dir, store_path, overwrite, progress, source_checksums, None, hashes, ahead)
         finally:
-            if hashes is not None:
-                hashes.close()
+            for started in (ahead, hashes):
+                if started is not None:
+                    started.close()
+    refuse_existing(store_path, overwrite)
     from .distributed import dask_client, warm_up  # Dask and zarr: imported only for a distributed ingest
 
     with dask_client(workers, scheduler) as client:
         warming = warm_up(client)  # noqa: F841 - held while the ingest runs
-        return _ingest(raw_dir, store_path, overwrite, progress, source_checksums, client, None)
+        return _ingest(raw_dir, store_path, overwrite, progress, source_checksums, client, None, None)
 
 
 def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bool, source_checksums: bool,
-            client, hashes: SourceHashes | None) -> IngestSummary:
+            client, hashes: SourceHashes | None, ahead: ParseAhead | None) -> IngestSummary:
     files = discover(raw_dir)
     paths = all_files(files)
     raw_bytes = sum(p.stat().st_size for p in paths)
@@ -321,25 +274,18 @@ def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bo
                       raw_bytes=raw_bytes) as b:
         bar = b.bar(raw_bytes, "B", "ingest spotify")
         enc = _SessionEncoder(None)
-        scan = _TrackScan(files["tracks"], bar)  # parsed here: polars' pool is free before the logs start
-
-        def tracks() -> None:  # fitting and encoding: on the worker thread while the first log parses
-            enc.track_codes = scan.write(b.tree)
-            b.write_ids("tracks", enc.track_codes[S.TRACK_ID])
-            b.table("tracks", dict(b.tree["tracks"].attrs))
-
         for name, d in enc.dicts.items():
             b.adopt_dictionary(name, d)
+        enc.track_codes = _ingest_tracks(files["tracks"], b.tree, bar, read=ahead.next if ahead else None)
+        b.table("tracks", dict(b.tree["tracks"].attrs))
+        b.write_ids("tracks", enc.track_codes[S.TRACK_ID])
         registry = SessionIdRegistry()
         digests: dict[Path, str] | None = {} if source_checksums else None
         if client is None:
-            train = _ingest_train(files["train"], b, enc, registry, bar, before=tracks,
-                                  digests=digests if hashes is None else None)
-            b.table("train", train.close(split="train"))
+            b.table("train", _ingest_train(files["train"], b, enc, registry, bar, ahead=ahead).close(split="train"))
         else:
             from .distributed import ingest_train_distributed
 
-            tracks()
             remote = not hasattr(client.cluster, "workers")  # --scheduler: parts cross a network
             b.table("train", ingest_train_distributed(client, files["train"], b, enc, registry, bar, digests,
                                                       TRAIN_CHUNK, compress=remote))

@@ -67,6 +67,21 @@ KNOWN_VALUES: dict[str, tuple[str, ...]] = {  # what the ingest parser expects i
     "hist_user_behavior_reason_end": REASONS,
 }
 
+
+
+def log_parse_schema(vocabularies: dict[str, list[str]] | None = None) -> dict[str, pl.DataType]:
+    """``LOG_CSV`` with each open categorical parsed straight to codes: an Enum of the vocabulary so
+    far (``vocabularies``, in code order) followed by the known values it lacks, so that no text
+    column is built. The ingest maps those codes to its vocabulary; a value outside the Enum makes
+    the reader parse that column as text instead."""
+    out = dict(LOG_CSV)
+    for c, known in KNOWN_VALUES.items():
+        values = list((vocabularies or {}).get(c, []))
+        have = set(values)
+        out[c] = pl.Enum(values + [v for v in known if v not in have])
+    return out
+
+
 # --- track features (track_features/tf_*.csv) ----------------------------------------------------
 TRACK_ID = "track_id"
 TRACK_FEATURES: list[str] = [
