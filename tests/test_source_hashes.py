@@ -62,3 +62,57 @@ def test_encode_categories_equals_encoding_the_text(prior, extra, picks) -> None
     got = by_codes.encode_categories(codes, categories, pl.Series(codes).unique(maintain_order=True).to_numpy())
     np.testing.assert_array_equal(got, expected)
     assert by_codes.values == by_text.values
+
+
+def _logs(tmp_path: Path, n: int, bad: int | None = None) -> list[Path]:
+    from featurestore.schemas import mssd as S
+
+    header = ",".join(S.LOG_CSV)
+    row = "s{i},1,1,t_1,True,False,False,True,0,1,0,0,0,0,False,5,2018-07-15,True,catalog,trackdone,fwdbtn"
+    paths = []
+    for k in range(n):
+        p = tmp_path / f"log_{k}.csv"
+        line = row.format(i=k) if k != bad else row.format(i=k).replace(",5,", ",x5,")
+        p.write_text(f"{header}\n{line}\n")
+        paths.append(p)
+    return paths
+
+
+def test_parse_ahead_gives_frames_in_order_and_errors_at_their_file(tmp_path: Path) -> None:
+    import pytest
+
+    from featurestore.ingest.sources import ParseAhead
+    from featurestore.ingest.table import read_typed_csv
+    from featurestore.schemas import mssd as S
+    from featurestore.store.errors import InputError
+
+    paths = _logs(tmp_path, 4, bad=2)
+    ahead = ParseAhead([], paths)
+    try:
+        with pytest.raises(ValueError, match="next is"):
+            ahead.next(paths[1])
+        for p in paths[:2]:
+            assert ahead.next(p).equals(read_typed_csv(p, S.log_parse_schema()))
+        with pytest.raises(InputError, match="hour_of_day") as err:
+            ahead.next(paths[2])
+        assert err.value.line == 2
+    finally:
+        ahead.close()
+
+
+def test_parse_ahead_holds_at_most_two_files(tmp_path: Path) -> None:
+    import time
+
+    from featurestore.ingest.sources import ParseAhead
+
+    paths = _logs(tmp_path, 4)
+    ahead = ParseAhead([], paths)
+    try:
+        ahead.next(paths[0])  # being "encoded": file 1 may be parsed, file 2 must wait for next(paths[1])
+        ahead._ready[paths[1]].result(timeout=30)
+        time.sleep(0.3)
+        assert not ahead._ready[paths[2]].done()
+        ahead.next(paths[1])
+        ahead._ready[paths[2]].result(timeout=30)
+    finally:
+        ahead.close()
