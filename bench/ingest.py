@@ -25,8 +25,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -40,6 +38,7 @@ def _files(raw: Path) -> dict[str, list[Path]]:
 
 
 def pandas_ingest(raw: Path, out: Path) -> int:
+    import numpy as np  # here, not at the top: the polars and duckdb processes do not load numpy
     import pandas as pd
 
     from featurestore.schemas import mssd as S

@@ -10,6 +10,7 @@ from __future__ import annotations
 import click
 
 from . import bench, fsd, melon, speakers, spotify, store, yandex
+from .common import lean_ingest_process
 
 FAMILIES = (spotify, yandex, fsd, speakers, melon)
 
@@ -28,6 +29,7 @@ def synth() -> None:
 @main.group()
 def ingest() -> None:
     """Stream raw public-format files into a store; every ingest commits a new immutable version."""
+    lean_ingest_process()
 
 
 @main.group()

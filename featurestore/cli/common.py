@@ -153,6 +153,16 @@ def cpu_torch_threads(device: str, threads: int) -> int | None:
 CLIP_INGEST = _compose(RAW_AND_STORE, OVERWRITE_STORE, ONE_PASS, QUANTIZER, SAMPLE, APPEND_CLIPS, WORKERS, SCHEDULER)
 
 
+def lean_ingest_process() -> None:
+    """Settings for a process that ingests, made before numpy is imported (a value the user set wins):
+    one OpenBLAS thread. Ingest does no linear algebra, yet numpy's OpenBLAS starts a thread per core
+    at import that spin-waits for work: 3% of the Spotify ingest's CPU under perf; 5 alternating
+    pairs of whole processes: 0.07 s less CPU (2.7 s in all), the same wall time within noise."""
+    import os
+
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
 def freeze_imports() -> None:
     """Move everything imported so far (numpy, polars, pyarrow: ~10^5 objects, alive until the process
     exits) out of the cyclic collector's way, so its full passes no longer walk them. A command-line
