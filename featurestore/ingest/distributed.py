@@ -127,7 +127,7 @@ def encode_file(path: str, part: str, codes_path: str, checksum: bool, compress:
         df = read_typed_csv(p, S.LOG_CSV, digest=digest)
         runs = session_runs(df, p, FULL)
         enc = _SessionEncoder(_track_codes(codes_path))
-        cols = enc.columns(df, p, np.arange(df.height) + 2)
+        cols = enc.columns(df, p)
     except InputError as e:
         return {"error": (str(e), str(e.path), e.line, e.column)}
     out.mkdir(parents=True, exist_ok=True)

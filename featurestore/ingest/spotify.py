@@ -104,25 +104,30 @@ class _SessionEncoder:
         self.track_codes = track_codes  # None until the track table is written (the serial path overlaps it)
         self.dicts = {c: Dictionary() for c in S.CATEGORICAL_COLUMNS}
 
-    def columns(self, df: pl.DataFrame, path: Path, line_of_row: np.ndarray) -> dict[str, np.ndarray]:
+    def columns(self, df: pl.DataFrame, path: Path, line_of_row: np.ndarray | None = None) -> dict[str, np.ndarray]:
+        """The stored event columns of ``df``. ``line_of_row``: the file line of each row, for errors
+        (None: row r is line r + 2, under the header). No copy where a dtype is already the stored one."""
+        def line(r: int) -> int:
+            return int(line_of_row[r]) if line_of_row is not None else r + 2
+
         codes = df.select("track_id_clean").join(
             self.track_codes, left_on="track_id_clean", right_on=S.TRACK_ID, how="left", maintain_order="left"
         )["code"]
         if codes.null_count():
             r = int(codes.is_null().arg_max())
             raise InputError(path, f"track {df['track_id_clean'][r]!r} is not in track_features",
-                             line=int(line_of_row[r]), column="track_id_clean")
-        out = {"track": codes.to_numpy().astype(np.int32)}
+                             line=line(r), column="track_id_clean")
+        out = {"track": codes.to_numpy().astype(np.int32, copy=False)}
         for c in S.BOOL_COLUMNS:
-            out[c] = df[c].to_numpy().astype(np.uint8)
+            out[c] = df[c].to_numpy().view(np.uint8)  # numpy bools are bytes 0/1
         for c, limit in [*((f, 1) for f in S.FLAG_COLUMNS), ("hour_of_day", 23)]:
             v = df[c].to_numpy()
             bad = np.flatnonzero(v > limit)
             if bad.size:
-                raise InputError(path, f"value {v[bad[0]]} outside 0..{limit}", line=int(line_of_row[bad[0]]), column=c)
-            out[c] = v.astype(np.uint8)
+                raise InputError(path, f"value {v[bad[0]]} outside 0..{limit}", line=line(int(bad[0])), column=c)
+            out[c] = v.astype(np.uint8, copy=False)
         for c in S.COUNT_COLUMNS:
-            out[c] = df[c].to_numpy().astype(np.uint16)
+            out[c] = df[c].to_numpy().astype(np.uint16, copy=False)
         out["date"] = df["date"].cast(pl.Int32).to_numpy()
         for c in S.CATEGORICAL_COLUMNS:
             if isinstance(df[c].dtype, pl.Enum):  # parsed against the vocabulary (+ known values): codes
@@ -154,7 +159,7 @@ def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: Ragg
             df = ahead.next(p)
             runs = session_runs(df, p, FULL)
             registry.add(p, runs.session_ids)
-            writer.append(runs.lengths, enc.columns(df, p, np.arange(df.height) + 2))
+            writer.append(runs.lengths, enc.columns(df, p))
             ids.append(runs.session_ids)
             ahead.vocabularies = enc.vocabularies()
             bar.update(p.stat().st_size)
