@@ -109,6 +109,7 @@ def test_parse_ahead_holds_at_most_two_files(tmp_path: Path) -> None:
     ahead = ParseAhead([], paths)
     try:
         ahead.next(paths[0])  # being "encoded": file 1 may be parsed, file 2 must wait for next(paths[1])
+        assert paths[0] not in ahead._ready  # a frame handed over is not kept alive by the reader
         ahead._ready[paths[1]].result(timeout=30)
         time.sleep(0.3)
         assert not ahead._ready[paths[2]].done()

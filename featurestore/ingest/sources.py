@@ -137,11 +137,12 @@ class ParseAhead:
             self._slots.acquire()
             if self._stop.is_set():
                 return
+            future = self._ready[path]
             try:
                 schema = S.log_parse_schema(self.vocabularies) if is_log else S.TRACK_CSV
-                self._ready[path].set_result(read_typed_csv(path, schema))
+                future.set_result(read_typed_csv(path, schema))
             except BaseException as e:  # noqa: BLE001 - handed to the consumer, who raises it in file order
-                self._ready[path].set_exception(e)
+                future.set_exception(e)
                 return
 
     def next(self, path: Path):
@@ -152,7 +153,7 @@ class ParseAhead:
         if self._taken:
             self._slots.release()  # the consumer is done with the previous file
         self._taken += 1
-        return self._ready[path].result()
+        return self._ready.pop(path).result()  # not kept here: a frame lives only as long as its consumer's use
 
     def close(self) -> None:
         """Stop parsing (after the file in progress) and let the thread end."""

@@ -163,6 +163,7 @@ def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: Ragg
             ids.append(runs.session_ids)
             ahead.vocabularies = enc.vocabularies()
             bar.update(p.stat().st_size)
+            del df, runs  # freed before the next file arrives: its parse reuses this memory
     finally:
         if own:
             ahead.close()
