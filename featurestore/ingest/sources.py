@@ -108,9 +108,10 @@ class ParseAhead:
     """The release's CSV files parsed in order on one background thread, ahead of their consumer.
 
     Started by the command line before it imports the ingest machinery, the parse of the track files
-    and of the first log overlaps those imports; then it keeps one file ahead of the encoder. At most
-    ``ahead`` files are held between the start of their parse and the consumer's ``next`` call for the
-    file after them (2: one being encoded, one being parsed), so memory stays bounded to two files.
+    and of the first logs overlaps those imports and the track table's encoding; then it keeps one
+    file ahead of the encoder. At most ``ahead`` log files are held between the start of their parse
+    and the consumer's ``next`` call for the log after them (2: one being encoded, one being parsed),
+    so memory stays bounded to two log files (plus the track files, which the track table bounds).
 
     ``next(path)`` returns that file's frame or raises its error (``InputError`` with file and line),
     in file order: a serial read would meet the same error first. Log files are parsed against
@@ -134,7 +135,8 @@ class ParseAhead:
         from .table import read_typed_csv
 
         for path, is_log in self._jobs:
-            self._slots.acquire()
+            if is_log:
+                self._slots.acquire()
             if self._stop.is_set():
                 return
             future = self._ready[path]
@@ -150,8 +152,8 @@ class ParseAhead:
         expected = self._jobs[self._taken][0] if self._taken < len(self._jobs) else None
         if path != expected:
             raise ValueError(f"ParseAhead: asked for {path}, next is {expected}")
-        if self._taken:
-            self._slots.release()  # the consumer is done with the previous file
+        if self._taken and self._jobs[self._taken - 1][1]:
+            self._slots.release()  # the consumer is done with the previous log file
         self._taken += 1
         return self._ready.pop(path).result()  # not kept here: a frame lives only as long as its consumer's use
 
