@@ -120,6 +120,12 @@ class ParseAhead:
     """
 
     def __init__(self, tracks: list[Path], logs: list[Path], ahead: int = 2):
+        # polars is imported here, by the caller, before the thread starts: the thread then parses at
+        # once (GIL-free) while the caller imports the rest, instead of both importing at once
+        from ..schemas import mssd
+        from .table import read_typed_csv
+
+        self._schemas, self._read = mssd, read_typed_csv
         self.vocabularies: dict[str, list[str]] = {}
         self._jobs = [(p, False) for p in tracks] + [(p, True) for p in logs]
         self._slots = threading.Semaphore(ahead)
@@ -130,10 +136,7 @@ class ParseAhead:
         self._thread.start()
 
     def _run(self) -> None:
-        # polars is imported here, on this thread, while the caller imports the rest
-        from ..schemas import mssd as S
-        from .table import read_typed_csv
-
+        S, read_typed_csv = self._schemas, self._read  # noqa: N806 - the schema module's usual name
         for path, is_log in self._jobs:
             if is_log:
                 self._slots.acquire()
