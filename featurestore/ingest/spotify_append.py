@@ -25,10 +25,10 @@ import polars as pl
 from ..quantize import ExactQuantizer, QuantizerBank, RangeScan
 from ..schemas import mssd as S
 from ..store import FeatureTableWriter, InputError, RaggedWriter, Store, StoreError
-from .builder import IngestSummary, StoreBuilder, file_sources, with_rebase
+from .builder import IngestSummary, StoreBuilder, with_rebase
 from .sessions import SessionIdRegistry
-from .sources import _glob
-from .spotify import FIT_SAMPLE_ROWS, _ingest_train, _run_ids, _SessionEncoder, _track_block
+from .sources import SourceHashes, _glob
+from .spotify import FIT_SAMPLE_ROWS, _ingest_train, _run_ids, _SessionEncoder, _track_block, sources_with
 from .table import read_typed_csv
 
 REFIT_BLOCK_ROWS = 1 << 18  # old tracks decoded at a time by --refit (29 columns: 60 MB of float64)
@@ -127,6 +127,17 @@ def _append_once(raw_dir: str | Path, store_path: str | Path, progress: bool, so
         raise StoreError(f"{store_path}: not a versioned store; ingest it again (with --overwrite) to append to it")
     logs, tracks = _discover(raw_dir, parent)
     files = tracks + logs
+    hashes = SourceHashes(files) if source_checksums else None  # on a low-priority thread, meanwhile
+    try:
+        return _append_files(raw_dir, store_path, progress, refit, parent, logs, tracks, hashes)
+    finally:
+        if hashes is not None:
+            hashes.close()
+
+
+def _append_files(raw_dir: Path, store_path: str | Path, progress: bool, refit: bool, parent: Store,
+                  logs: list[Path], tracks: list[Path], hashes: SourceHashes | None) -> IngestSummary:
+    files = tracks + logs
     raw_bytes = sum(p.stat().st_size for p in files)
     with StoreBuilder(store_path, parent.manifest["dataset"], append=True, progress=progress, files=len(files),
                       raw_bytes=raw_bytes) as b:
@@ -155,5 +166,5 @@ def _append_once(raw_dir: str | Path, store_path: str | Path, progress: bool, so
         if clipped:
             b.summary.notes.append(f"{clipped} track feature values outside the quantizers' fitted ranges were "
                                    "clipped (append with --refit to refit them)")
-        b.finish(file_sources(raw_dir, files, checksums=source_checksums))
+        b.finish(sources_with(raw_dir, files, hashes.digests() if hashes is not None else None))
     return b.summary
