@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sys
 import threading
 from concurrent.futures import Future
 from pathlib import Path
@@ -53,9 +54,11 @@ def _lowest_priority() -> None:
     """This thread yields its core to the parse and encode threads: the checksums are needed only at
     commit, so they use the CPU time the ingest leaves idle (the imports, the tail). Linux sets a
     nice value per thread; elsewhere the thread keeps its priority."""
+    if not sys.platform.startswith("linux"):  # elsewhere a thread id is not a process id
+        return
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (AttributeError, OSError):
+    except OSError:
         pass
 
 
