@@ -101,7 +101,7 @@ class _SessionEncoder:
     """Turns validated log frames into stored event columns; owns the categorical vocabularies."""
 
     def __init__(self, track_codes: pl.DataFrame | None):
-        self.track_codes = track_codes  # None until the track table is written (the serial path overlaps it)
+        self.track_codes = track_codes  # None until the track table is written
         self.dicts = {c: Dictionary() for c in S.CATEGORICAL_COLUMNS}
 
     def columns(self, df: pl.DataFrame, path: Path, line_of_row: np.ndarray | None = None) -> dict[str, np.ndarray]:
