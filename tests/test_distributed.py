@@ -63,20 +63,31 @@ def assert_same(a: dict, b: dict) -> None:
 
 
 @pytest.fixture(scope="module")
-def serial(raw, tmp_path_factory):
+def serial_path(raw, tmp_path_factory) -> Path:
     with pytest.MonkeyPatch.context() as m:
         m.setattr(spotify, "TRAIN_CHUNK", 1000)
         path = tmp_path_factory.mktemp("serial") / "s.fstore"
         ingest_spotify(raw, path, progress=False)
-    return content(path)
+    return path
 
 
-def test_two_workers_same_store_as_serial(raw, serial, cluster, tmp_path):
+@pytest.fixture(scope="module")
+def serial(serial_path):
+    return content(serial_path)
+
+
+@pytest.fixture(scope="module")
+def serial_files(serial_path) -> dict:
+    return Store(serial_path).manifest["files"]
+
+
+def test_two_workers_same_store_as_serial(raw, serial, serial_files, cluster, tmp_path):
     ingest_spotify(raw, tmp_path / "d.fstore", progress=False, scheduler=cluster.scheduler_address)
     got = content(tmp_path / "d.fstore")
     assert got["train/events/track"][0].size > 3000  # several chunks, shared and whole
     assert_same(serial, got)
     assert not list((tmp_path / "d.fstore").rglob("parts"))  # the parts are not left behind
+    assert Store(tmp_path / "d.fstore").manifest["files"] == serial_files  # the same files, byte for byte
 
 
 def test_one_local_worker_from_the_cli(raw, serial, tmp_path):

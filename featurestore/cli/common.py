@@ -74,7 +74,8 @@ WORKERS = click.option("--workers", "dask_workers", default=0, type=click.IntRan
                             "cluster of this many worker processes (0: in this process).")
 SCHEDULER = click.option("--scheduler", default=None, metavar="ADDRESS",
                          help="Do the per-file work on an existing Dask cluster (e.g. tcp://host:8786); its workers "
-                              "must see RAW_DIR and STORE at the same paths.")
+                              "must see RAW_DIR at the same path, and a local STORE too (an s3:// STORE needs "
+                              "nothing shared: the workers write to it).")
 ONE_PASS = click.option("--one-pass", is_flag=True, help="Fit on the sample only (no exact-range pre-pass; may clip).")
 
 

@@ -192,6 +192,7 @@ class StoreBuilder:
         self._dicts: dict[str, Dictionary] = {}
         self._adopted: dict[str, int] = {}  # vocabulary sizes as adopted from the parent
         self._ids: list[IdListWriter] = []
+        self._uploaded: dict[str, dict] = {}  # files tasks put straight into the remote store's objects
         self._sources: list[dict] | None = None
         self._extra: dict = {}
         self._bars = contextlib.ExitStack()
@@ -298,6 +299,13 @@ class StoreBuilder:
     def write_ids(self, table: str, ids: list[str] | pl.Series) -> None:
         self.ids(table).append(ids if isinstance(ids, pl.Series) else pl.Series(ids, dtype=pl.Utf8))
 
+    def uploaded(self, entries: dict[str, dict]) -> None:
+        """Files of the new version that tasks uploaded to the remote store's objects themselves (relative
+        path -> ``{"bytes", "sha256"}``): listed in the manifest, checked (not uploaded) at commit."""
+        if self.remote is None:
+            raise StoreError(f"{self.path}: only a remote store takes pre-uploaded files")
+        self._uploaded.update(entries)
+
     def table(self, name: str, meta: dict) -> None:
         """Register a finished table's metadata for the manifest."""
         self.tables[name] = meta
@@ -334,11 +342,12 @@ class StoreBuilder:
             path.unlink(missing_ok=True)  # it may be a hard link to the parent's: never write through it
             d.write(path)
         sources = [*getattr(self, "_parent_sources", []), *self._sources]
-        manifest = write_manifest(self.stage, self.summary.dataset, self.tables, sources, self._extra)
+        manifest = write_manifest(self.stage, self.summary.dataset, self.tables, sources, self._extra,
+                                  uploaded=self._uploaded)
         self._bars.close()
         op = "append" if self.append else "ingest" if self.parent is None and not self.overwrite else "overwrite"
         if self.remote is not None:
-            self.version = self.remote.commit(self.stage, manifest, op, self.parent)
+            self.version = self.remote.commit(self.stage, manifest, op, self.parent, frozenset(self._uploaded))
             shutil.rmtree(self._local, ignore_errors=True)
         else:
             self.version = versions.commit(self.path, self.stage, manifest, op, self.parent)

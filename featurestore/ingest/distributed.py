@@ -1,35 +1,51 @@
 """Ingest on a Dask cluster: one task per raw file, each writing its own part of the new version.
 
 ``--workers N`` starts a ``distributed.LocalCluster`` of N worker processes; ``--scheduler ADDRESS``
-uses an existing cluster (whose workers must see the raw files and the store's staging tree at the
-same paths: a shared file system). Data never passes through the scheduler: tasks read their own
-files and write their own parts; only counts, vocabularies and file names travel.
+uses an existing cluster, whose workers must see the raw files at the same paths (a shared file
+system) and the store: a local store's staging tree at the same path, or an ``s3://`` store, which
+needs nothing shared. Data never passes through the scheduler or the driver: tasks read their own
+files and write their own parts and chunks; only counts, vocabularies, file names and checksums travel.
 
 The content is identical whatever the number of workers (same codes, same row order, same
-dictionaries) because every global decision is taken by the driver, in file order:
+dictionaries, the same chunk files byte for byte) because every global decision is taken by the
+driver, in file order:
 
 1. the track dictionary and quantizers (before any task runs, as in the serial path);
-2. phase A, one task per log file: parse, validate, encode into a part folder (one ``.npy`` per
-   column, categoricals as codes of the file's own vocabulary in first-appearance order, session
-   lengths, session-id hashes and ids; columns blosc-compressed). The driver merges the per-file vocabularies in file order,
-   which gives exactly the serial path's dictionaries (values added in first-appearance order), and
-   fixes each file's event and session offsets by a prefix sum of the counts;
+2. phase A, one task per log file: parse, validate, encode into a part (one array per column,
+   categoricals as codes of the file's own vocabulary in first-appearance order, session lengths,
+   session-id hashes and ids). The driver merges the per-file vocabularies in file order, which gives
+   exactly the serial path's dictionaries (values added in first-appearance order), and fixes each
+   file's event and session offsets by a prefix sum of the counts;
 3. phase B, one task per column and range of whole chunks (about as many ranges as files): gather
-   the range's values from the parts that cover it, map the categorical codes to the merged dictionaries, write the chunks. Every chunk of the
-   one zarr array per column is written whole by exactly one task: no chunk is shared between
-   processes, none is assembled by the driver (the driver only writes the small session-id list).
+   the range's values from the parts that cover it, map the categorical codes to the merged
+   dictionaries, encode the chunks (``store.chunks.ChunkFile``: the bytes zarr writes). Every chunk
+   is written whole by exactly one task; the driver writes only the small files (array metadata,
+   dictionaries, session ids, the track table and the test split).
 
-The parts live in ``<staging tree>/_fstore/parts`` (not part of a version's data: the manifest skips
-``_fstore``) and are removed before the commit. Tasks are idempotent (they write whole files and whole
-chunks), so Dask may rerun a task whose worker died: a part or a chunk is replaced whole. A file failing validation fails the ingest with
-the same one-line error as the serial path: the driver raises errors in file order, after telling the
-remaining tasks to stop (an abort flag file) and waiting for the running ones, so nothing writes into
-the staging tree once the builder removes it.
+Where parts and chunks go (``Parts``, ``write_chunk_range``):
+
+- a local store: parts in ``<staging tree>/_fstore/parts/<file>/`` (raw ``.npy``, memory-mapped by
+  phase B; blosc-compressed when they cross a network, ``--scheduler``), chunks into the staging tree;
+- an ``s3://`` store: parts are objects under ``_fstore/staging/<token>/parts/<file>/`` (blosc), and
+  each chunk is uploaded by the task that encodes it as the content-addressed object
+  ``_fstore/objects/<sha256>`` the commit would have made; the task returns only
+  ``{path in the version: {"bytes", "sha256"}}``, which the manifest lists, and the commit uploads
+  only the driver's small files.
+
+The parts are removed before the commit, and on every failure. Tasks are idempotent (whole files,
+whole chunks, content-addressed objects), so Dask may rerun a task whose worker died: a part or a
+chunk is replaced by the same bytes. A file failing validation fails the ingest with the same
+one-line error as the serial path: the driver raises errors in file order, after telling the
+remaining tasks to stop (an abort flag) and waiting for the running ones, so nothing writes parts
+once they are removed. Chunk objects uploaded by an ingest that failed are referenced by no version:
+``fstore vacuum`` removes them (and the staging objects of a driver that was killed) after its grace
+period.
 """
 
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import os
 import shutil
@@ -39,7 +55,6 @@ from typing import Any
 
 import numpy as np
 import polars as pl
-import zarr
 from numcodecs import Blosc
 
 from ..schemas import mssd as S
@@ -49,9 +64,9 @@ from .sessions import FULL, SessionIdRegistry, session_runs
 from .table import HashAside, read_typed_csv
 
 ABORT = "abort"
-# Parts crossing a network (``--scheduler``) are compressed like the store's chunks (zstd level 1 after a
-# byte shuffle): 4.3 instead of 26 bytes an event written to and read back from the shared storage, for
-# about 120 ns of CPU an event (measured here); on one machine (LocalCluster) they stay raw ``.npy``.
+# Parts crossing a network (``--scheduler``, or any S3 store) are compressed like the store's chunks (zstd
+# level 1 after a byte shuffle): 4.3 instead of 26 bytes an event written to and read back from the
+# shared storage, for about 120 ns of CPU an event (measured here); on one machine they stay raw ``.npy``.
 _PART_CODEC = Blosc(cname="zstd", clevel=1, shuffle=Blosc.SHUFFLE)
 
 
@@ -61,6 +76,76 @@ class RemoteInputError(InputError):
     def __init__(self, text: str, path: object = None, line: int | None = None, column: str | None = None):
         FstoreError.__init__(self, text)
         self.path, self.line, self.column = path, line, column
+
+
+class Parts:
+    """Phase A's scratch space, shared by the driver and the tasks (it is pickled into every task): a
+    folder ``root`` (local stores), or the key prefix ``root`` under an S3 store's ``_fstore/`` (``url``).
+    Holds ``parts/<name>`` files and the ``abort`` flag."""
+
+    def __init__(self, root: str, compress: bool, url: str | None = None):
+        self.root, self.compress, self.url = root, compress or url is not None, url
+
+    @classmethod
+    def for_builder(cls, builder, compress: bool) -> Parts:
+        if builder.remote is not None:  # named after the staging tree: unique to this ingest
+            return cls(f"staging/{builder.stage.name}", compress, builder.remote.url)
+        return cls(str(builder.stage / "_fstore"), compress)
+
+    def _s3(self):
+        from ..store.remote import S3Store
+
+        return S3Store.shared(self.url)
+
+    def put(self, name: str, data: bytes) -> None:
+        if self.url:
+            self._s3().put(f"{self.root}/parts/{name}", data)
+            return
+        path = Path(self.root) / "parts" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(data)
+        os.replace(tmp, path)  # a task rerun replaces a part whole
+
+    def get(self, name: str) -> bytes:
+        return self._s3().get(f"{self.root}/parts/{name}") if self.url else (Path(self.root) / "parts" / name).read_bytes()
+
+    def remove(self, names: list[str]) -> None:
+        if self.url:
+            self._s3().delete(f"{self.root}/parts/{n}" for n in names)
+            return
+        for n in names:
+            (Path(self.root) / "parts" / n).unlink(missing_ok=True)
+
+    def put_array(self, name: str, values: np.ndarray) -> None:
+        """A column of a part: blosc-compressed, or a raw ``.npy`` that phase B memory-maps."""
+        if self.compress:
+            self.put(f"{name}.blosc", bytes(_PART_CODEC.encode(np.ascontiguousarray(values))))
+        else:
+            buf = io.BytesIO()
+            np.save(buf, values)
+            self.put(f"{name}.npy", buf.getvalue())
+
+    def array(self, name: str, dtype: np.dtype) -> np.ndarray:
+        if self.compress:
+            return np.frombuffer(_PART_CODEC.decode(self.get(f"{name}.blosc")), dtype=dtype)
+        return np.load(Path(self.root) / "parts" / f"{name}.npy", mmap_mode="r")  # only the range is read
+
+    def abort(self) -> None:
+        if self.url:
+            self._s3().put(f"{self.root}/{ABORT}", b"")
+        else:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+            (Path(self.root) / ABORT).touch()
+
+    def aborted(self) -> bool:
+        return self._s3().exists(f"{self.root}/{ABORT}") if self.url else (Path(self.root) / ABORT).exists()
+
+    def clear(self) -> None:
+        if self.url:
+            self._s3().delete_under(self.root)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextlib.contextmanager
@@ -98,95 +183,110 @@ def _import_ingest() -> None:
 
 # --- in the tasks ------------------------------------------------------------------------------
 
-_TRACK_CODES: dict[tuple, pl.DataFrame] = {}  # per worker process: the track id -> code table
+_TRACK_CODES: dict[str, pl.DataFrame] = {}  # per worker process: the track id -> code table of one ingest
 
 
-def _track_codes(path: str) -> pl.DataFrame:
-    st = os.stat(path)
-    key = (path, st.st_mtime_ns, st.st_size)
-    if key not in _TRACK_CODES:
+def _track_codes(parts: Parts) -> pl.DataFrame:
+    if parts.root not in _TRACK_CODES:  # the root names one ingest's staging: unique
         _TRACK_CODES.clear()
-        _TRACK_CODES[key] = pl.read_parquet(path)
-    return _TRACK_CODES[key]
+        _TRACK_CODES[parts.root] = pl.read_parquet(io.BytesIO(parts.get("track_codes.parquet")))
+    return _TRACK_CODES[parts.root]
 
 
-def encode_file(path: str, part: str, codes_path: str, checksum: bool, compress: bool = False) -> dict | None:
-    """Phase A for one log file: parse, validate and encode it into the folder ``part``.
+def encode_file(path: str, parts: Parts, index: int, checksum: bool) -> dict | None:
+    """Phase A for one log file: parse, validate and encode it into part ``index`` of ``parts``.
 
     Returns the counts, the file's vocabularies (first-appearance order) and its sha256; or
     ``{"error": ...}`` for bad input (returned, not raised: an expected outcome, not a task failure for
     Dask to log); or None when the ingest was aborted before this task started."""
     from .spotify import _SessionEncoder  # the serial path's encoder: one definition of the columns
 
-    out = Path(part)
-    if (out.parent / ABORT).exists():
+    if parts.aborted():
         return None
     p = Path(path)
     digest = HashAside() if checksum else None
     try:
         df = read_typed_csv(p, S.LOG_CSV, digest=digest)
         runs = session_runs(df, p, FULL)
-        enc = _SessionEncoder(_track_codes(codes_path))
+        enc = _SessionEncoder(_track_codes(parts))
         cols = enc.columns(df, p)
     except InputError as e:
         return {"error": (str(e), str(e.path), e.line, e.column)}
-    out.mkdir(parents=True, exist_ok=True)
+    part = f"{index:06d}"
     for c, v in cols.items():
-        if compress:
-            (out / f"{c}.blosc").write_bytes(_PART_CODEC.encode(np.ascontiguousarray(v)))
-        else:
-            np.save(out / f"{c}.npy", v)
-    np.save(out / "lengths.npy", runs.lengths)
-    np.save(out / "hashes.npy", runs.session_ids.hash(seed=0).to_numpy())
-    pl.DataFrame({"value": runs.session_ids}).write_parquet(out / "ids.parquet")
+        parts.put_array(f"{part}/{c}", v)
+    parts.put_array(f"{part}/lengths", np.asarray(runs.lengths, dtype=np.int64))
+    parts.put_array(f"{part}/hashes", runs.session_ids.hash(seed=0).to_numpy().astype(np.uint64))
+    ids = io.BytesIO()
+    pl.DataFrame({"value": runs.session_ids}).write_parquet(ids)
+    parts.put(f"{part}/ids.parquet", ids.getvalue())
     return {"events": df.height, "sessions": len(runs.lengths),
             "vocab": {c: enc.dicts[c].values for c in S.CATEGORICAL_COLUMNS},
             "sha256": digest.hexdigest() if digest is not None else None}
 
 
-def _slices(parts: list[tuple[str, int]], name: str, lo: int, hi: int) -> Iterator:
-    """(part index, values) of column ``name`` of ``parts`` ((folder, first global index)) that fall in
-    [lo, hi), in order: raw parts are memory-mapped (only the range is read); a compressed part, which
-    spans about one range, is decompressed by one or two tasks."""
-    dtype = np.dtype(S.EVENT_COLUMNS[name]["dtype"])
-    for k, (folder, start) in enumerate(parts):
-        packed = Path(folder) / f"{name}.blosc"
-        if packed.exists():
-            v = np.frombuffer(_PART_CODEC.decode(packed.read_bytes()), dtype=dtype)
-        else:
-            v = np.load(Path(folder) / f"{name}.npy", mmap_mode="r")
+def _slices(parts: Parts, covering: list[tuple[int, int]], name: str, dtype: np.dtype, lo: int,
+            hi: int) -> Iterator:
+    """(k, values) of column ``name`` of the parts ``covering`` ((part index, first global index)) that
+    fall in [lo, hi), in order: raw parts are memory-mapped (only the range is read); a compressed part,
+    which spans about one range, is decompressed by one or two tasks."""
+    for k, (index, start) in enumerate(covering):
+        v = parts.array(f"{index:06d}/{name}", dtype)
         a, b = max(lo, start) - start, min(hi, start + len(v)) - start
         if b > a:
             yield k, v[a:b]
 
 
-def write_chunks(stage: str, table: str, column: str, lo: int, hi: int, parts: list[tuple[str, int]],
-                 luts: list[list[int]] | None) -> bool:
+def write_chunk_range(stage: str, url: str | None, rel: str, meta: dict, lo: int, values: np.ndarray) -> dict:
+    """Write ``values`` as the whole chunks of the array ``rel`` (its ``zarr.json`` content: ``meta``)
+    starting at row ``lo`` (a chunk boundary): into the local staging tree ``stage``, or, for an S3
+    store ``url``, as content-addressed objects; returns the uploaded files' manifest entries."""
+    from ..store.chunks import ChunkFile
+
+    if url is None:
+        chunks = ChunkFile(Path(stage) / rel, meta)
+        for k in range(0, len(values), chunks.chunk):
+            chunks.write((lo + k) // chunks.chunk, values[k : k + chunks.chunk])
+        return {}
+    from ..store.remote import S3Store
+
+    s3 = S3Store.shared(url)
+    chunks = ChunkFile(rel, meta)  # only to name and encode the chunks: nothing local
+    out = {}
+    for k in range(0, len(values), chunks.chunk):
+        index = (lo + k) // chunks.chunk
+        data = chunks.encode(values[k : k + chunks.chunk])
+        if data is not None:  # a chunk of fill values only has no file, as zarr writes it
+            out[str(chunks.path(index))] = s3.put_object_bytes(data)
+    return out
+
+
+def write_chunks(parts: Parts, stage: str, url: str | None, column: str, meta: dict, lo: int, hi: int,
+                 covering: list[tuple[int, int]], luts: list[list[int]] | None) -> dict | None:
     """Phase B: values [lo, hi) of one event column (whole chunks, the last one possibly short), gathered
     from the parts that cover it, categorical codes mapped through each part's ``luts``. Each chunk of
     the version is written by exactly one task, whole: no chunk is shared between processes."""
-    if (Path(parts[0][0]).parent / ABORT).exists():
-        return False
+    if parts.aborted():
+        return None
+    dtype = np.dtype(S.EVENT_COLUMNS[column]["dtype"])
     pieces = [np.asarray(luts[k], dtype=np.uint8)[v] if luts else np.asarray(v)
-              for k, v in _slices(parts, column, lo, hi)]
-    zarr.open_array(Path(stage) / table / "events" / column, mode="r+")[lo:hi] = np.concatenate(pieces)
-    return True
+              for k, v in _slices(parts, covering, column, dtype, lo, hi)]
+    return write_chunk_range(stage, url, f"train/events/{column}", meta, lo, np.concatenate(pieces))
 
 
-def write_offsets(stage: str, table: str, lo: int, hi: int, parts: list[tuple[str, int]],
-                  event_starts: list[int]) -> bool:
+def write_offsets(parts: Parts, stage: str, url: str | None, meta: dict, lo: int, hi: int,
+                  covering: list[tuple[int, int]], event_starts: list[int]) -> dict | None:
     """Phase B: ``offsets[lo:hi]``; ``offsets[j]`` = events before session j (part k's sessions start
-    at session ``parts[k][1]`` and event ``event_starts[k]``)."""
-    if (Path(parts[0][0]).parent / ABORT).exists():
-        return False
+    at session ``covering[k][1]`` and event ``event_starts[k]``)."""
+    if parts.aborted():
+        return None
     pieces = [np.zeros(1, dtype=np.int64)] if lo == 0 else []
-    for (folder, first), event_start in zip(parts, event_starts, strict=True):
-        lengths = np.load(Path(folder) / "lengths.npy")  # offsets[first + 1 + i] = event_start + cumsum[i]
+    for (index, first), event_start in zip(covering, event_starts, strict=True):
+        lengths = parts.array(f"{index:06d}/lengths", np.dtype(np.int64))
         a, b = max(lo, first + 1) - first - 1, min(hi, first + 1 + len(lengths)) - first - 1
-        if b > a:
+        if b > a:  # offsets[first + 1 + i] = event_start + cumsum[i]
             pieces.append(event_start + np.cumsum(lengths)[a:b])
-    zarr.open_array(Path(stage) / table / "offsets", mode="r+")[lo:hi] = np.concatenate(pieces)
-    return True
+    return write_chunk_range(stage, url, "train/offsets", meta, lo, np.concatenate(pieces))
 
 
 def chunk_ranges(total: int, chunk: int, tasks: int) -> list[tuple[int, int]]:
@@ -216,37 +316,38 @@ def ingest_train_distributed(client, paths: list[Path], builder, enc, registry: 
 
     ``enc``'s dictionaries grow in file order as in the serial path; ``digests`` (when not None)
     receives the sha256 of each file, computed by the task that parsed it; ``compress``: blosc parts
-    (for a cluster whose parts cross a network)."""
+    (for a cluster whose parts cross a network; always for an S3 store)."""
     from distributed import wait
     from distributed.scheduler import KilledWorker
 
-    parts = builder.stage / "_fstore" / "parts"
-    parts.mkdir(parents=True)
+    parts = Parts.for_builder(builder, compress)
     submitted: list = []
     try:
-        meta = _run(client, paths, builder, enc, registry, bar, digests, chunk, parts, submitted, compress)
-    except BaseException as e:
-        (parts / ABORT).touch()  # tasks not yet started return at once; then wait for the running ones
-        wait(submitted)
-        if isinstance(e, KilledWorker):
-            raise FstoreError(f"a Dask worker died on every try of one task ({e}); nothing was committed") from None
-        raise
-    shutil.rmtree(parts.parent)
+        try:
+            meta = _run(client, paths, builder, enc, registry, bar, digests, chunk, parts, submitted)
+        except BaseException as e:
+            parts.abort()  # tasks not yet started return at once; then wait for the running ones
+            wait(submitted)
+            if isinstance(e, KilledWorker):
+                raise FstoreError(f"a Dask worker died on every try of one task ({e}); nothing was committed") from None
+            raise
+    finally:
+        parts.clear()
     return meta
 
 
-def _run(client, paths, builder, enc, registry, bar, digests, chunk, parts: Path, submitted: list,
-         compress: bool) -> dict:
-    codes_path = parts / "track_codes.parquet"
-    enc.track_codes.write_parquet(codes_path)
-    folders = [str(parts / f"{i:06d}") for i in range(len(paths))]
-    futures = [client.submit(encode_file, str(p.resolve()), f, str(codes_path), digests is not None, compress,
-                             pure=False)
-               for p, f in zip(paths, folders, strict=True)]
+def _run(client, paths, builder, enc, registry, bar, digests, chunk, parts: Parts, submitted: list) -> dict:
+    from ..store.chunks import read_meta, set_length
+
+    codes = io.BytesIO()
+    enc.track_codes.write_parquet(codes)
+    parts.put("track_codes.parquet", codes.getvalue())
+    futures = [client.submit(encode_file, str(p.resolve()), parts, i, digests is not None, pure=False)
+               for i, p in enumerate(paths)]
     submitted += futures
     infos, luts = [], []
     ids = builder.ids("train")
-    for p, info, folder in zip(paths, _ordered(futures), folders, strict=True):
+    for i, (p, info) in enumerate(zip(paths, _ordered(futures), strict=True)):
         lut = {}
         for c in S.CATEGORICAL_COLUMNS:  # the serial path's dictionaries: values in first-appearance order
             lut[c] = [enc.dicts[c].add(v) for v in info["vocab"][c]]
@@ -257,32 +358,36 @@ def _run(client, paths, builder, enc, registry, bar, digests, chunk, parts: Path
         if digests is not None:
             digests[p] = info["sha256"]
         # the driver's share, O(sessions), done while later files are still encoding
-        registry.add_hashes(p, np.load(Path(folder) / "hashes.npy"))
-        ids.append(pl.read_parquet(Path(folder) / "ids.parquet")["value"])
+        registry.add_hashes(p, np.asarray(parts.array(f"{i:06d}/hashes", np.dtype(np.uint64))))
+        ids.append(pl.read_parquet(io.BytesIO(parts.get(f"{i:06d}/ids.parquet")))["value"])
         bar.update(p.stat().st_size)
     counts = {"events": np.array([i["events"] for i in infos]), "sessions": np.array([i["sessions"] for i in infos])}
     starts = {k: np.concatenate([[0], np.cumsum(v)[:-1]]) for k, v in counts.items()}
     n_events, n_sessions = int(counts["events"].sum()), int(counts["sessions"].sum())
-    group = RaggedWriter(builder.root, "train", S.EVENT_COLUMNS, chunk=chunk).group  # creates the arrays
+    group = RaggedWriter(builder.tree, "train", S.EVENT_COLUMNS, chunk=chunk).group  # creates the arrays
     for c in S.EVENT_COLUMNS:
-        group["events"][c].resize((n_events,))
-    group["offsets"].resize((n_sessions + 1,))
+        set_length(group.dir / "events" / c, n_events)
+    set_length(group.dir / "offsets", n_sessions + 1)
+    url = builder.remote.url if builder.remote is not None else None
+    stage = str(builder.stage)
     # phase B: one task per column and range of whole chunks (about one range per file)
     for lo, hi in chunk_ranges(n_events, chunk, len(paths)):
         ks = _covering(starts["events"], counts["events"], lo, hi)
-        parts_here = [(folders[k], int(starts["events"][k])) for k in ks]
+        covering = [(k, int(starts["events"][k])) for k in ks]
         for c in S.EVENT_COLUMNS:
             lut = [luts[k][c] for k in ks] if c in S.CATEGORICAL_COLUMNS else None
-            submitted.append(client.submit(write_chunks, str(builder.stage), "train", c, lo, hi, parts_here, lut,
-                                           pure=False))
-    offsets_chunk = group["offsets"].chunks[0]
-    for lo, hi in chunk_ranges(n_sessions + 1, offsets_chunk, len(paths)):
+            submitted.append(client.submit(write_chunks, parts, stage, url, c, read_meta(group.dir / "events" / c),
+                                           lo, hi, covering, lut, pure=False))
+    offsets_meta = read_meta(group.dir / "offsets")
+    for lo, hi in chunk_ranges(n_sessions + 1, offsets_meta["chunk_grid"]["configuration"]["chunk_shape"][0],
+                               len(paths)):
         ks = _covering(starts["sessions"], counts["sessions"], lo, hi, base=1)
-        parts_here = [(folders[k], int(starts["sessions"][k])) for k in ks]
-        submitted.append(client.submit(write_offsets, str(builder.stage), "train", lo, hi, parts_here,
+        covering = [(k, int(starts["sessions"][k])) for k in ks]
+        submitted.append(client.submit(write_offsets, parts, stage, url, offsets_meta, lo, hi, covering,
                                        [int(starts["events"][k]) for k in ks], pure=False))
-    for _ in _ordered(submitted[len(paths):]):
-        pass
+    for written in _ordered(submitted[len(paths):]):
+        if written:
+            builder.uploaded(written)
     meta = {**dict(group.attrs), "kind": "ragged", "rows": n_sessions, "events": n_events,
             "columns": S.EVENT_COLUMNS, "split": "train"}
     group.attrs.update(meta)

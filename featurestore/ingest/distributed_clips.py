@@ -2,15 +2,16 @@
 
 What is distributed is ``ClipSource.load`` (reading and validating a feature file; for FSD decoding a
 wav and computing its log-mel, the heaviest work per byte): one task per batch of clips writes the
-float frames of its clips to a scratch folder, and the driver feeds them, in clip order, to the same
-``ingest_clips`` code as a local ingest (quantizer fitting, encoding, one commit). The store is
-therefore identical whatever the number of workers. Only the source adapter (scattered once, worker
-to worker) and file names travel through Dask; frames go through the scratch folder, which must be
-visible to the workers at the same path (it lies beside the store, or in the temporary folder for
-an S3 store: use a LocalCluster then).
+float frames of its clips to a scratch space (``distributed.Parts``), and the driver feeds them, in
+clip order, to the same ``ingest_clips`` code as a local ingest (quantizer fitting, encoding, one
+commit). The store is therefore identical whatever the number of workers. Only the source adapter
+(scattered once, worker to worker) and file names travel through Dask; frames go through the scratch
+space: a folder beside a local store (visible to the workers at the same path), the temporary folder
+for an S3 store on a LocalCluster, and the store's ``_fstore/staging/<token>/`` objects for an S3
+store with ``--scheduler`` (nothing shared but the raw files).
 
 Bad input in a task comes back as the same one-line error as a local ingest; the remaining tasks are
-told to stop (an abort flag file), the running ones are waited for, and nothing is committed.
+told to stop (an abort flag), the running ones are waited for, and nothing is committed.
 Memory and scratch space are bounded: at most ``window`` batches are loaded ahead of the writer, and
 each batch's files are removed once written.
 """
@@ -19,8 +20,10 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
-import shutil
+import io
+import secrets
 import tempfile
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -28,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from ..store.errors import InputError
-from .distributed import ABORT, RemoteInputError, dask_client
+from .distributed import Parts, RemoteInputError, dask_client
 
 BATCH_CLIPS = 16  # clips a task: a few seconds of FSD log-mel work, small beside the task overhead
 _LOADER: contextvars.ContextVar = contextvars.ContextVar("fstore_clip_loader", default=None)
@@ -39,31 +42,30 @@ def current_loader() -> DaskClipLoader | None:
     return _LOADER.get()
 
 
-def load_batch(source, clips: list, folder: str) -> list[str] | dict | None:
-    """Load ``clips`` through ``source.load`` and save each one's frames as ``.npy`` in ``folder``;
-    returns the files in clip order, ``{"error": ...}`` for bad input, or None after an abort."""
-    out = Path(folder)
-    if (out.parent / ABORT).exists():
+def load_batch(source, clips: list, parts: Parts, batch: str) -> list[str] | dict | None:
+    """Load ``clips`` through ``source.load`` and put each one's frames as ``.npy`` into ``parts`` under
+    ``batch/``; returns the names in clip order, ``{"error": ...}`` for bad input, or None after an abort."""
+    if parts.aborted():
         return None
-    out.mkdir(parents=True, exist_ok=True)
-    files = []
+    names = []
     for k, clip in enumerate(clips):
         try:
             frames = source.load(clip)
         except InputError as e:
             return {"error": (str(e), str(e.path), e.line, e.column)}
-        f = out / f"{k:05d}.npy"
-        np.save(f, frames)
-        files.append(str(f))
-    return files
+        buf = io.BytesIO()
+        np.save(buf, frames)
+        names.append(f"{batch}/{k:05d}.npy")
+        parts.put(names[-1], buf.getvalue())
+    return names
 
 
 class DaskClipLoader:
     """``loader(source.load, clips)`` -> frames in clip order, loaded by tasks on ``client``; the shape
     of ``ordered_map`` that ``ingest_clips`` takes as its ``mapper``."""
 
-    def __init__(self, client, scratch: Path, batch: int = BATCH_CLIPS, window: int | None = None):
-        self.client, self.scratch, self.batch = client, scratch, batch
+    def __init__(self, client, parts: Parts, batch: int = BATCH_CLIPS, window: int | None = None):
+        self.client, self.parts, self.batch = client, parts, batch
         self.window = window or 2 * max(1, len(client.scheduler_info()["workers"]))
         self._source_future = None
         self._source = None
@@ -79,9 +81,9 @@ class DaskClipLoader:
         submitted = []
         try:
             for i, batch in enumerate(batches):
-                folder = self.scratch / f"{self._calls:03d}-{i:06d}"
-                fut = self.client.submit(load_batch, self._source_future, batch, str(folder), pure=False)
-                pending.append((fut, folder))
+                name = f"{self._calls:03d}-{i:06d}"
+                fut = self.client.submit(load_batch, self._source_future, batch, self.parts, name, pure=False)
+                pending.append(fut)
                 submitted.append(fut)
                 if len(pending) >= self.window:
                     yield from self._take(pending.popleft())
@@ -90,38 +92,42 @@ class DaskClipLoader:
         except BaseException:
             from distributed import wait
 
-            (self.scratch / ABORT).touch()  # tasks not yet started return at once; wait for the running ones
+            self.parts.abort()  # tasks not yet started return at once; wait for the running ones
             wait(submitted)
             raise
 
-    @staticmethod
-    def _take(item) -> Iterator[np.ndarray]:
-        fut, folder = item
-        files = fut.result()
-        if isinstance(files, dict):
-            raise RemoteInputError(*files["error"])
-        for f in files:
-            yield np.load(f)
-        shutil.rmtree(folder, ignore_errors=True)
+    def _take(self, fut) -> Iterator[np.ndarray]:
+        names = fut.result()
+        if isinstance(names, dict):
+            raise RemoteInputError(*names["error"])
+        for name in names:
+            yield np.load(io.BytesIO(self.parts.get(name)))
+        self.parts.remove(names)  # scratch is bounded by the window
 
 
 @contextlib.contextmanager
 def clip_loader(store_path: str | Path, workers: int = 0, scheduler: str | None = None) -> Iterator:
     """Inside the block, ``ingest_clips`` loads clips with a ``DaskClipLoader`` on a LocalCluster of
-    ``workers`` processes or on ``scheduler`` (scratch folder beside the store, removed at the end);
-    a no-op when neither is asked for."""
+    ``workers`` processes or on ``scheduler`` (scratch beside a local store, in the temporary folder or,
+    with ``scheduler``, under the staging prefix of an S3 store; removed at the end); a no-op when
+    neither is asked for."""
+    from ..store.remote import S3Store, as_url, is_remote
+
     with dask_client(workers, scheduler) as client:
         if client is None:
             yield None
             return
-        local = "://" not in str(store_path)
-        parent = Path(store_path).absolute().parent if local else None
-        if parent is not None:
-            parent.mkdir(parents=True, exist_ok=True)
-        scratch = Path(tempfile.mkdtemp(prefix=".fstore-clips-", dir=parent))
-        token = _LOADER.set(DaskClipLoader(client, scratch))
+        if is_remote(store_path) and scheduler:
+            token = f"clips-{int(time.time())}-{secrets.token_hex(4)}"
+            parts = Parts(f"staging/{token}", True, S3Store(as_url(store_path)).url)
+        else:
+            parent = None if is_remote(store_path) else Path(store_path).absolute().parent
+            if parent is not None:
+                parent.mkdir(parents=True, exist_ok=True)
+            parts = Parts(tempfile.mkdtemp(prefix=".fstore-clips-", dir=parent), False)
+        token = _LOADER.set(DaskClipLoader(client, parts))
         try:
             yield _LOADER.get()
         finally:
             _LOADER.reset(token)
-            shutil.rmtree(scratch, ignore_errors=True)
+            parts.clear()

@@ -37,8 +37,16 @@ def store_files(root: Path) -> list[Path]:
     return out
 
 
-def write_manifest(root: Path, dataset: str, tables: dict, sources: list[dict], extra: dict | None = None) -> dict:
+def write_manifest(root: Path, dataset: str, tables: dict, sources: list[dict], extra: dict | None = None,
+                   uploaded: dict[str, dict] | None = None) -> dict:
+    """Write ``root/manifest.json`` listing every data file under ``root`` with its size and sha256, plus
+    ``uploaded``: files of the version that live only in a remote store's objects (relative path ->
+    ``{"bytes", "sha256"}``, hashed by whoever uploaded them)."""
     files = {str(p.relative_to(root)): {"bytes": p.stat().st_size, "sha256": sha256_file(p)} for p in store_files(root)}
+    clash = set(files) & set(uploaded or {})
+    if clash:
+        raise ValueError(f"{root}: {sorted(clash)[0]} is both a local file and an uploaded one")
+    files = dict(sorted({**files, **(uploaded or {})}.items()))
     manifest = {
         "format": "fstore",
         "schema_version": SCHEMA_VERSION,

@@ -4,9 +4,12 @@ S3 has no rename and no hard links, so a remote store keeps, under its prefix::
 
     _fstore/log/00000007.json    version 7: the same entry as on disk (manifest + version fields)
     _fstore/objects/<sha256>     every file of every version, named by its checksum (stored once)
+    _fstore/staging/<token>/...  scratch of one distributed ingest in flight (its parts), removed when it
+                                 ends; ``vacuum`` removes what a killed driver left, after the grace period
 
 - A commit uploads the files the new version adds (an append uploads only what it changed: the rest
-  is already there under the same checksum), then claims its log entry with a conditional put
+  is already there under the same checksum; a distributed ingest's chunks were uploaded by the tasks
+  that encoded them, ``put_object_bytes``, and are only checked to be there), then claims its log entry with a conditional put
   (``If-None-Match: *``): of two writers, one gets the number, the other fails with one line.
 - A reader materializes a version locally: objects are downloaded once into ``cache_dir/objects``
   (verified against their sha256), and the version is a folder of hard links to them, opened as a
@@ -19,12 +22,14 @@ Endpoint and credentials come from the standard AWS variables (``AWS_ENDPOINT_UR
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 import json
 import os
 import secrets
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from .errors import StoreError
@@ -59,8 +64,57 @@ class S3Store:
         self.bucket, self.prefix = bucket, prefix.strip("/")
         self.s3 = boto3.client("s3")
 
+    @staticmethod
+    @functools.cache
+    def shared(url: str) -> S3Store:
+        """One ``S3Store`` (one boto3 client: about 50 ms to make) per url and process, for tasks."""
+        return S3Store(url)
+
     def key(self, *parts: str) -> str:
         return "/".join(p for p in (self.prefix, "_fstore", *parts) if p)
+
+    # --- scratch objects and pre-uploaded files (a distributed ingest) --------------------------
+    def put(self, key: str, data: bytes) -> None:
+        """Write the object ``_fstore/<key>`` (whole: an S3 put is atomic)."""
+        try:
+            self.s3.put_object(Bucket=self.bucket, Key=self.key(key), Body=data)
+        except Exception as e:  # noqa: BLE001
+            raise StoreError(f"{self.url}: cannot write {self.key(key)} ({_reason(e)})") from None
+
+    def get(self, key: str) -> bytes:
+        try:
+            return self.s3.get_object(Bucket=self.bucket, Key=self.key(key))["Body"].read()
+        except Exception as e:  # noqa: BLE001
+            raise StoreError(f"{self.url}: cannot read {self.key(key)} ({_reason(e)})") from None
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.s3.head_object(Bucket=self.bucket, Key=self.key(key))
+            return True
+        except Exception:  # noqa: BLE001 - 404 (or unreadable): not there
+            return False
+
+    def delete(self, keys: Iterable[str]) -> None:
+        """Delete the objects ``_fstore/<key>`` (missing ones are no error)."""
+        self._delete([self.key(k) for k in keys])
+
+    def delete_under(self, folder: str) -> int:
+        """Delete every object under ``_fstore/<folder>/``; returns how many."""
+        keys = [o["Key"] for o in self._list(folder)]
+        self._delete(keys)
+        return len(keys)
+
+    def _delete(self, full_keys: list[str]) -> None:
+        for i in range(0, len(full_keys), 1000):  # DeleteObjects takes up to 1,000 keys
+            self.s3.delete_objects(Bucket=self.bucket, Delete={"Objects": [{"Key": k} for k in full_keys[i : i + 1000]],
+                                                               "Quiet": True})
+
+    def put_object_bytes(self, data: bytes) -> dict:
+        """Store ``data`` as a content-addressed object (idempotent: a rerun writes the same key with the
+        same bytes); returns its manifest entry ``{"bytes", "sha256"}``."""
+        sha = hashlib.sha256(data).hexdigest()
+        self.put(f"objects/{sha}", data)
+        return {"bytes": len(data), "sha256": sha}
 
     def _list(self, folder: str) -> list[dict]:
         out, token = [], None
@@ -140,11 +194,17 @@ class S3Store:
         return {o["Key"].rsplit("/", 1)[-1]: o for o in self._list("objects")}
 
     # --- writing ---------------------------------------------------------------------------------
-    def commit(self, tree: Path, manifest: dict, op: str, parent: int | None) -> int:
-        """Upload the objects ``tree`` adds, then claim version ``parent + 1`` with a conditional put."""
+    def commit(self, tree: Path, manifest: dict, op: str, parent: int | None,
+               uploaded: frozenset[str] = frozenset()) -> int:
+        """Upload the objects ``tree`` adds, then claim version ``parent + 1`` with a conditional put.
+        ``uploaded``: files of the manifest that are not in ``tree`` (tasks put their objects already)."""
         have = set(self.object_keys())
         for rel, f in manifest["files"].items():
-            if f["sha256"] not in have:
+            if rel in uploaded:
+                if f["sha256"] not in have:
+                    raise StoreError(f"{self.url}: object {f['sha256'][:12]} ({rel}) was not uploaded; "
+                                     "nothing was committed")
+            elif f["sha256"] not in have:
                 self.s3.upload_file(str(tree / rel), self.bucket, self.key("objects", f["sha256"]))
                 have.add(f["sha256"])
         number = (parent or 0) + 1
@@ -177,6 +237,11 @@ class S3Store:
             if now - logs[n]["LastModified"].timestamp() >= grace_seconds:
                 self.s3.delete_object(Bucket=self.bucket, Key=logs[n]["Key"])
                 done.append(f"expired version {n}")
+        stale = [o for o in self._list("staging") if now - o["LastModified"].timestamp() >= grace_seconds]
+        for o in stale:  # scratch of a distributed ingest whose driver was killed
+            self.s3.delete_object(Bucket=self.bucket, Key=o["Key"])
+        if stale:
+            done.append(f"removed {len(stale)} staging objects of ingests that did not finish")
         wanted = {f["sha256"] for n in self.version_numbers() for f in self.read_entry(n)["files"].values()}
         for sha, o in self.object_keys().items():
             # young objects may belong to a commit in flight: only the grace period protects them
