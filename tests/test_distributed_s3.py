@@ -62,8 +62,10 @@ def is_chunk(rel: str) -> bool:
     return rel.startswith("train/") and "/c/" in rel
 
 
-def test_scheduler_ingest_to_s3_equals_serial_local_and_workers_upload_the_chunks(raw, serial_files, cluster,
-                                                                                  monkeypatch):
+@pytest.mark.parametrize("how", ["scheduler", "workers"])
+def test_ingest_to_s3_equals_serial_local_and_workers_upload_the_chunks(how, raw, serial_files, cluster, monkeypatch):
+    """``--scheduler``: parts on S3 (nothing shared); ``--workers``: parts on the local disk. Either way
+    the tasks upload the chunks."""
     seen = {}
     commit = S3Store.commit
 
@@ -75,15 +77,16 @@ def test_scheduler_ingest_to_s3_equals_serial_local_and_workers_upload_the_chunk
     monkeypatch.setattr(S3Store, "commit", spy)
     # the driver process never puts a chunk object itself (the workers, other processes, are not patched)
     monkeypatch.setattr(S3Store, "put_object_bytes", lambda self, data: pytest.fail("the driver uploaded a chunk"))
-    url = f"s3://{BUCKET}/dist"
-    summary = ingest_spotify(raw, url, progress=False, scheduler=cluster.scheduler_address)
+    url = f"s3://{BUCKET}/dist-{how}"
+    where = {"scheduler": cluster.scheduler_address} if how == "scheduler" else {"workers": 1}
+    summary = ingest_spotify(raw, url, progress=False, **where)
 
     entry = S3Store(url).read_entry(1)
     assert entry["files"] == serial_files  # same files, same bytes, same checksums
     chunks = {rel for rel in serial_files if is_chunk(rel)}
     assert len(chunks) > 20 and seen["uploaded"] == chunks  # every train chunk, and nothing else, from tasks
     assert seen["tree_chunks"] == []  # none was in the driver's local tree
-    assert keys("staging", "dist/") == []  # the parts were removed
+    assert keys("staging", f"dist-{how}/") == []  # the parts were removed (or never on S3)
     assert summary.events["train"] == Store(url).tables["train"]["events"]
     store = Store(url)  # materialized from the objects, each verified against its sha256
     assert not store.validate(checksums=True)

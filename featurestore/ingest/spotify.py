@@ -292,9 +292,9 @@ def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bo
         else:
             from .distributed import ingest_train_distributed
 
-            remote = not hasattr(client.cluster, "workers")  # --scheduler: parts cross a network
+            networked = not hasattr(client.cluster, "workers")  # --scheduler: workers on other machines
             b.table("train", ingest_train_distributed(client, files["train"], b, enc, registry, bar, digests,
-                                                      TRAIN_CHUNK, compress=remote))
+                                                      TRAIN_CHUNK, networked=networked))
         if files["test"]:
             test, labelled = _ingest_test(files["test"], b, enc, registry, bar)
             b.table("test", test.close(split="test", second_half_labels=labelled))
