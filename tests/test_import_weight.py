@@ -35,3 +35,14 @@ def test_store_exports_resolve_lazily():
     assert sorted(store.__all__) == sorted(store._WHERE)
     # a reader needs zarr and pyarrow, not numba (decoding loads it), torch or Dask
     assert set(_loaded("from featurestore.store import Store")) == {"zarr", "pyarrow"}
+
+
+def test_a_whole_spotify_ingest_process_loads_no_pyarrow_zarr_or_numba(raw, tmp_path):
+    """Id lists and dictionaries are written with polars, arrays with ``store.chunks``: an ingest process
+    pays for none of the readers' packages."""
+    code = (f"from featurestore.cli import main\n"
+            f"main(['ingest', 'spotify', {str(raw)!r}, {str(tmp_path / 's')!r}], standalone_mode=False)")
+    assert _loaded(code) == []
+    from featurestore.store import Store
+
+    assert Store(tmp_path / "s").validate() == []

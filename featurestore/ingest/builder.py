@@ -191,7 +191,7 @@ class StoreBuilder:
         self.tables: dict[str, dict] = {}
         self._dicts: dict[str, Dictionary] = {}
         self._adopted: dict[str, int] = {}  # vocabulary sizes as adopted from the parent
-        self._ids: list[IdListWriter] = []
+        self._ids: dict[str, IdListWriter] = {}
         self._uploaded: dict[str, dict] = {}  # files tasks put straight into the remote store's objects
         self._sources: list[dict] | None = None
         self._extra: dict = {}
@@ -281,20 +281,18 @@ class StoreBuilder:
         self._adopted[name] = len(d)
 
     def ids(self, table: str) -> IdListWriter:
-        """A streaming writer of ``ids/<table>.parquet`` (row number = code), closed at commit. In an
-        append, the parent version's ids come first (the file is rewritten aside, never in place)."""
+        """The streaming writer of ``ids/<table>.parquet`` (row number = code), closed at commit. In an
+        append, the parent version's ids come first (its file is moved aside in the staging tree, where it
+        is a hard link: the parent's own file is never written)."""
+        if table in self._ids:
+            return self._ids[table]
         path = self.stage / "ids" / f"{table}.parquet"
-        old = None
+        first = None
         if path.exists():
-            import pyarrow.parquet as pq
-
-            old = pq.read_table(path, columns=["value"])
-            path.unlink()
-        w = IdListWriter(path)
-        if old is not None and old.num_rows:
-            w.append(pl.from_arrow(old.column("value")))
-        self._ids.append(w)
-        return w
+            first = path.with_name(f".{path.name}.parent")
+            os.replace(path, first)
+        self._ids[table] = IdListWriter(path, first=first)
+        return self._ids[table]
 
     def write_ids(self, table: str, ids: list[str] | pl.Series) -> None:
         self.ids(table).append(ids if isinstance(ids, pl.Series) else pl.Series(ids, dtype=pl.Utf8))
@@ -333,7 +331,7 @@ class StoreBuilder:
         """Close ids, write dictionaries and the manifest, then publish the staging directory."""
         if self._sources is None:
             raise RuntimeError("StoreBuilder: finish(sources) was not called")
-        for w in self._ids:
+        for w in self._ids.values():
             w.close()
         for name, d in self._dicts.items():
             path = self.stage / "dicts" / f"{name}.parquet"

@@ -110,6 +110,10 @@ class Parts:
         tmp.write_bytes(data)
         os.replace(tmp, path)  # a task rerun replaces a part whole
 
+    def file(self, name: str) -> Path | None:
+        """The local file of part file ``name`` (None on S3)."""
+        return None if self.url else Path(self.root) / "parts" / name
+
     def get(self, name: str) -> bytes:
         return self._s3().get(f"{self.root}/parts/{name}") if self.url else (Path(self.root) / "parts" / name).read_bytes()
 
@@ -360,9 +364,10 @@ def _run(client, paths, builder, enc, registry, bar, digests, chunk, parts: Part
         infos.append(info)
         if digests is not None:
             digests[p] = info["sha256"]
-        # the driver's share, O(sessions), done while later files are still encoding
+        # the driver's share, done while later files are still encoding: the session-id check (a hash a
+        # session) and the ids part, moved (or downloaded) aside; the commit streams the parts into one file
         registry.add_hashes(p, np.asarray(parts.array(f"{i:06d}/hashes", np.dtype(np.uint64))))
-        ids.append(pl.read_parquet(io.BytesIO(parts.get(f"{i:06d}/ids.parquet")))["value"])
+        ids.add_part(parts.file(f"{i:06d}/ids.parquet") or parts.get(f"{i:06d}/ids.parquet"), info["sessions"])
         bar.update(p.stat().st_size)
     counts = {"events": np.array([i["events"] for i in infos]), "sessions": np.array([i["sessions"] for i in infos])}
     starts = {k: np.concatenate([[0], np.cumsum(v)[:-1]]) for k, v in counts.items()}
