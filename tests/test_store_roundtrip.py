@@ -157,6 +157,24 @@ def test_dictionary_roundtrip(values):
         w.append(pl.Series(values[half:], dtype=pl.Utf8))
         w.close()
         assert read_id_list(Path(tmp) / "ids.parquet") == values
+        assert not [p.name for p in Path(tmp).iterdir() if p.name.startswith(".")]  # parts removed
+        # the file depends on the ids only, not on their split into parts (serial vs distributed ingest)
+        one = IdListWriter(Path(tmp) / "one.parquet")
+        one.append(pl.Series(values, dtype=pl.Utf8))
+        one.close()
+        assert (Path(tmp) / "one.parquet").read_bytes() == (Path(tmp) / "ids.parquet").read_bytes()
+        # an append: the parent's list first, then the new ids; nothing new keeps the parent's file
+        more = IdListWriter(Path(tmp) / "more.parquet", first=Path(tmp) / "one.parquet")
+        more.append(pl.Series(["extra"], dtype=pl.Utf8))
+        more.close()
+        assert read_id_list(Path(tmp) / "more.parquet") == [*values, "extra"]
+        assert not (Path(tmp) / "one.parquet").exists()
+        same = IdListWriter(Path(tmp) / "same.parquet", first=Path(tmp) / "more.parquet")
+        same.close()
+        assert read_id_list(Path(tmp) / "same.parquet") == [*values, "extra"]
+        empty = IdListWriter(Path(tmp) / "empty.parquet")
+        empty.close()
+        assert read_id_list(Path(tmp) / "empty.parquet") == []
 
 
 def test_staged_directory_leaves_nothing_on_failure(tmp_path):

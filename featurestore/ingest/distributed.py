@@ -224,9 +224,9 @@ def encode_file(path: str, parts: Parts, index: int, checksum: bool) -> dict | N
         parts.put_array(f"{part}/{c}", v)
     parts.put_array(f"{part}/lengths", np.asarray(runs.lengths, dtype=np.int64))
     parts.put_array(f"{part}/hashes", runs.session_ids.hash(seed=0).to_numpy().astype(np.uint64))
-    ids = io.BytesIO()
-    pl.DataFrame({"value": runs.session_ids}).write_parquet(ids)
-    parts.put(f"{part}/ids.parquet", ids.getvalue())
+    ids = io.BytesIO()  # an id-list part (``IdListWriter.add_part``)
+    pl.DataFrame({"value": runs.session_ids}).write_ipc(ids, compression="zstd" if parts.compress else "uncompressed")
+    parts.put(f"{part}/ids.arrow", ids.getvalue())
     return {"events": df.height, "sessions": len(runs.lengths),
             "vocab": {c: enc.dicts[c].values for c in S.CATEGORICAL_COLUMNS},
             "sha256": digest.hexdigest() if digest is not None else None}
@@ -367,7 +367,7 @@ def _run(client, paths, builder, enc, registry, bar, digests, chunk, parts: Part
         # the driver's share, done while later files are still encoding: the session-id check (a hash a
         # session) and the ids part, moved (or downloaded) aside; the commit streams the parts into one file
         registry.add_hashes(p, np.asarray(parts.array(f"{i:06d}/hashes", np.dtype(np.uint64))))
-        ids.add_part(parts.file(f"{i:06d}/ids.parquet") or parts.get(f"{i:06d}/ids.parquet"), info["sessions"])
+        ids.add_part(parts.file(f"{i:06d}/ids.arrow") or parts.get(f"{i:06d}/ids.arrow"), info["sessions"])
         bar.update(p.stat().st_size)
     counts = {"events": np.array([i["events"] for i in infos]), "sessions": np.array([i["sessions"] for i in infos])}
     starts = {k: np.concatenate([[0], np.cumsum(v)[:-1]]) for k, v in counts.items()}
