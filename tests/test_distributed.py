@@ -115,6 +115,24 @@ def test_bad_file_fails_like_serial_and_commits_nothing(raw, cluster, tmp_path):
     assert not (tmp_path / "d.fstore").exists() or not any((tmp_path / "d.fstore").rglob("*.npy"))
 
 
+def test_bad_test_date_fails_like_serial(raw, cluster, tmp_path):
+    """The test dates are encoded by tasks too (prehistory + second half merged in the task)."""
+    bad = tmp_path / "raw"
+    shutil.copytree(raw, bad)
+    log = sorted((bad / "test_set").glob("log_prehistory_*.csv"))[0]
+    lines = log.read_text().splitlines(keepends=True)
+    fields = lines[4].split(",")
+    fields[list(S.LOG_CSV).index("session_position")] = "x"
+    lines[4] = ",".join(fields)
+    log.write_text("".join(lines))
+    with pytest.raises(InputError) as serial_err:
+        ingest_spotify(bad, tmp_path / "s.fstore", progress=False)
+    with pytest.raises(InputError) as dist_err:
+        ingest_spotify(bad, tmp_path / "d.fstore", progress=False, scheduler=cluster.scheduler_address)
+    assert str(dist_err.value) == str(serial_err.value) and log.name in str(dist_err.value)
+    assert not versions.has_store(tmp_path / "d.fstore")
+
+
 class KillOnce(distributed.WorkerPlugin):
     """Kills (SIGKILL) the worker process that starts the first ``write_chunks`` task, once: the marker
     file is claimed by unlinking it, so the restarted worker and the other one are spared."""

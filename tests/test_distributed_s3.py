@@ -59,7 +59,8 @@ def keys(folder: str, prefix: str = "") -> list[str]:
 
 
 def is_chunk(rel: str) -> bool:
-    return rel.startswith("train/") and "/c/" in rel
+    """A chunk of the session tables (train and test), which the tasks encode and upload."""
+    return rel.startswith(("train/", "test/")) and "/c/" in rel
 
 
 @pytest.mark.parametrize("how", ["scheduler", "workers"])
@@ -84,7 +85,8 @@ def test_ingest_to_s3_equals_serial_local_and_workers_upload_the_chunks(how, raw
     entry = S3Store(url).read_entry(1)
     assert entry["files"] == serial_files  # same files, same bytes, same checksums
     chunks = {rel for rel in serial_files if is_chunk(rel)}
-    assert len(chunks) > 20 and seen["uploaded"] == chunks  # every train chunk, and nothing else, from tasks
+    assert any(c.startswith("test/") for c in chunks) and len(chunks) > 20
+    assert seen["uploaded"] == chunks  # every session-table chunk, and nothing else, from the tasks
     assert seen["tree_chunks"] == []  # none was in the driver's local tree
     assert keys("staging", f"dist-{how}/") == []  # the parts were removed (or never on S3)
     assert summary.events["train"] == Store(url).tables["train"]["events"]
@@ -111,19 +113,18 @@ def test_bad_file_fails_like_serial_and_leaves_no_staging(raw, cluster, tmp_path
 
 
 def test_failure_after_the_chunks_leaves_objects_that_vacuum_removes(raw, cluster, tmp_path):
-    """A bad test-split file fails the ingest after the tasks uploaded every train chunk: nothing is
-    committed, no staging is left, and vacuum removes the chunk objects no version references."""
+    """A session in two files is found by the driver's last check, after the tasks uploaded every chunk:
+    nothing is committed, no staging is left, and vacuum removes the chunk objects no version references."""
     url = f"s3://{BUCKET}/vac"
     ingest_spotify(raw, url, progress=False, scheduler=cluster.scheduler_address)
     kept = set(S3Store(url).object_keys())
     bad = tmp_path / "raw"
     shutil.copytree(raw, bad)
-    sorted((bad / "training_set").glob("log_*.csv"))[-1].unlink()  # other train chunks than version 1's
-    test_log = sorted((bad / "test_set").glob("log_prehistory_*.csv"))[0]
-    test_log.write_text(test_log.read_text() + "not,a,valid,row\n")
+    logs = sorted((bad / "training_set").glob("log_*.csv"))
+    shutil.copy(logs[0], logs[-1].with_name("log_9_20990101_000000000000.csv"))  # every session twice
     with pytest.raises(InputError) as err:
         ingest_spotify(bad, url, progress=False, overwrite=True, scheduler=cluster.scheduler_address)
-    assert test_log.name in str(err.value)
+    assert "split across" in str(err.value) and logs[0].name in str(err.value)
     remote = S3Store(url)
     assert remote.version_numbers() == [1] and keys("staging", "vac/") == []
     orphans = set(remote.object_keys()) - kept

@@ -11,16 +11,18 @@ dictionaries, the same chunk files byte for byte) because every global decision 
 driver, in file order:
 
 1. the track dictionary and quantizers (before any task runs, as in the serial path);
-2. phase A, one task per log file: parse, validate, encode into a part (one array per column,
+2. phase A, one task per train log file and one per test date (prehistory and second half, merged
+   as the serial path merges them): parse, validate, encode into a part (one array per column,
    categoricals as codes of the file's own vocabulary in first-appearance order, session lengths,
-   session-id hashes and ids). The driver merges the per-file vocabularies in file order, which gives
-   exactly the serial path's dictionaries (values added in first-appearance order), and fixes each
-   file's event and session offsets by a prefix sum of the counts;
+   session-id hashes and an id-list part). The driver merges the per-file vocabularies in file order
+   (train, then test), which gives exactly the serial path's dictionaries (values added in
+   first-appearance order), fixes each file's event and session offsets by a prefix sum of the counts,
+   and moves each id-list part aside (``IdListWriter.add_part``: streamed into one file at commit);
 3. phase B, one task per column and range of whole chunks (about as many ranges as files): gather
    the range's values from the parts that cover it, map the categorical codes to the merged
    dictionaries, encode the chunks (``store.chunks.ChunkFile``: the bytes zarr writes). Every chunk
    is written whole by exactly one task; the driver writes only the small files (array metadata,
-   dictionaries, session ids, the track table and the test split).
+   dictionaries, id lists, the track table).
 
 Where parts and chunks go (``Parts``, ``write_chunk_range``):
 
@@ -61,7 +63,10 @@ from numcodecs import Blosc
 
 from ..schemas import mssd as S
 from ..store import InputError, RaggedWriter
+from ..store.arrays import EVENT_CHUNK
+from ..store.chunks import LocalGroup
 from ..store.errors import FstoreError
+from ..store.manifest import sha256_file
 from .sessions import FULL, SessionIdRegistry, session_runs
 from .table import HashAside, read_typed_csv
 
@@ -200,36 +205,43 @@ def _track_codes(parts: Parts) -> pl.DataFrame:
     return _TRACK_CODES[parts.root]
 
 
-def encode_file(path: str, parts: Parts, index: int, checksum: bool) -> dict | None:
-    """Phase A for one log file: parse, validate and encode it into part ``index`` of ``parts``.
+def encode_file(job: list[str], parts: Parts, index: int, checksum: bool) -> dict | None:
+    """Phase A for one job: a train log file (``[path]``) or a test date (``[prehistory, input, ground
+    truth or ""]``): parse, validate and encode it into part ``index`` of ``parts``.
 
-    Returns the counts, the file's vocabularies (first-appearance order) and its sha256; or
-    ``{"error": ...}`` for bad input (returned, not raised: an expected outcome, not a task failure for
-    Dask to log); or None when the ingest was aborted before this task started."""
-    from .spotify import _SessionEncoder  # the serial path's encoder: one definition of the columns
+    Returns the counts, the job's vocabularies (first-appearance order) and the sha256 of each of its
+    files; or ``{"error": ...}`` for bad input (returned, not raised: an expected outcome, not a task
+    failure for Dask to log); or None when the ingest was aborted before this task started."""
+    from .spotify import _SessionEncoder, read_test_date  # the serial path's own code: one definition
 
     if parts.aborted():
         return None
-    p = Path(path)
-    digest = HashAside() if checksum else None
+    paths = [Path(x) if x else None for x in job]
+    parsed = paths if len(paths) == 1 else [paths[0], paths[2] or paths[1]]  # an input file beside its
+    digests = {q: HashAside() for q in parsed} if checksum else {}  # ground truth is not parsed
     try:
-        df = read_typed_csv(p, S.LOG_CSV, digest=digest)
-        runs = session_runs(df, p, FULL)
         enc = _SessionEncoder(_track_codes(parts))
-        cols = enc.columns(df, p)
+        if len(paths) == 1:
+            df = read_typed_csv(paths[0], S.LOG_CSV, digest=digests.get(paths[0]))
+            runs = session_runs(df, paths[0], FULL)
+            lengths, session_ids, cols = runs.lengths, runs.session_ids, enc.columns(df, paths[0])
+        else:
+            df, lengths, lines, session_ids = read_test_date(*paths, digests=digests)
+            cols = enc.columns(df, paths[0], lines)
     except InputError as e:
         return {"error": (str(e), str(e.path), e.line, e.column)}
     part = f"{index:06d}"
     for c, v in cols.items():
         parts.put_array(f"{part}/{c}", v)
-    parts.put_array(f"{part}/lengths", np.asarray(runs.lengths, dtype=np.int64))
-    parts.put_array(f"{part}/hashes", runs.session_ids.hash(seed=0).to_numpy().astype(np.uint64))
+    parts.put_array(f"{part}/lengths", np.asarray(lengths, dtype=np.int64))
+    parts.put_array(f"{part}/hashes", session_ids.hash(seed=0).to_numpy().astype(np.uint64))
     ids = io.BytesIO()  # an id-list part (``IdListWriter.add_part``)
-    pl.DataFrame({"value": runs.session_ids}).write_ipc(ids, compression="zstd" if parts.compress else "uncompressed")
+    pl.DataFrame({"value": session_ids}).write_ipc(ids, compression="zstd" if parts.compress else "uncompressed")
     parts.put(f"{part}/ids.arrow", ids.getvalue())
-    return {"events": df.height, "sessions": len(runs.lengths),
+    return {"events": df.height, "sessions": len(lengths),
             "vocab": {c: enc.dicts[c].values for c in S.CATEGORICAL_COLUMNS},
-            "sha256": digest.hexdigest() if digest is not None else None}
+            "sha256": {str(q): digests[q].hexdigest() if q in digests else sha256_file(q)
+                       for q in paths if q is not None and checksum}}
 
 
 def _slices(parts: Parts, covering: list[tuple[int, int]], name: str, dtype: np.dtype, lo: int,
@@ -268,7 +280,7 @@ def write_chunk_range(stage: str, url: str | None, rel: str, meta: dict, lo: int
     return out
 
 
-def write_chunks(parts: Parts, stage: str, url: str | None, column: str, meta: dict, lo: int, hi: int,
+def write_chunks(parts: Parts, stage: str, url: str | None, table: str, column: str, meta: dict, lo: int, hi: int,
                  covering: list[tuple[int, int]], luts: list[list[int]] | None) -> dict | None:
     """Phase B: values [lo, hi) of one event column (whole chunks, the last one possibly short), gathered
     from the parts that cover it, categorical codes mapped through each part's ``luts``. Each chunk of
@@ -278,10 +290,10 @@ def write_chunks(parts: Parts, stage: str, url: str | None, column: str, meta: d
     dtype = np.dtype(S.EVENT_COLUMNS[column]["dtype"])
     pieces = [np.asarray(luts[k], dtype=np.uint8)[v] if luts else np.asarray(v)
               for k, v in _slices(parts, covering, column, dtype, lo, hi)]
-    return write_chunk_range(stage, url, f"train/events/{column}", meta, lo, np.concatenate(pieces))
+    return write_chunk_range(stage, url, f"{table}/events/{column}", meta, lo, np.concatenate(pieces))
 
 
-def write_offsets(parts: Parts, stage: str, url: str | None, meta: dict, lo: int, hi: int,
+def write_offsets(parts: Parts, stage: str, url: str | None, table: str, meta: dict, lo: int, hi: int,
                   covering: list[tuple[int, int]], event_starts: list[int]) -> dict | None:
     """Phase B: ``offsets[lo:hi]``; ``offsets[j]`` = events before session j (part k's sessions start
     at session ``covering[k][1]`` and event ``event_starts[k]``)."""
@@ -293,7 +305,7 @@ def write_offsets(parts: Parts, stage: str, url: str | None, meta: dict, lo: int
         a, b = max(lo, first + 1) - first - 1, min(hi, first + 1 + len(lengths)) - first - 1
         if b > a:  # offsets[first + 1 + i] = event_start + cumsum[i]
             pieces.append(event_start + np.cumsum(lengths)[a:b])
-    return write_chunk_range(stage, url, "train/offsets", meta, lo, np.concatenate(pieces))
+    return write_chunk_range(stage, url, f"{table}/offsets", meta, lo, np.concatenate(pieces))
 
 
 def chunk_ranges(total: int, chunk: int, tasks: int) -> list[tuple[int, int]]:
@@ -317,21 +329,42 @@ def _ordered(futures: list) -> Iterator:
         yield result
 
 
-def ingest_train_distributed(client, paths: list[Path], builder, enc, registry: SessionIdRegistry, bar,
-                             digests: dict[Path, str] | None, chunk: int, networked: bool = False) -> dict:
-    """The train set of ``ingest_spotify`` on the cluster; returns the table's metadata.
+def ingest_sessions_distributed(client, train: list[Path], test: list[tuple], builder, enc,
+                                registry: SessionIdRegistry, bar, digests: dict[Path, str] | None, chunk: int,
+                                networked: bool = False) -> dict[str, dict]:
+    """The train set (and the test set, when ``test`` lists dates) of ``ingest_spotify`` on the cluster;
+    returns each table's metadata.
 
-    ``enc``'s dictionaries grow in file order as in the serial path; ``digests`` (when not None)
-    receives the sha256 of each file, computed by the task that parsed it; ``networked``: the workers may
-    be other machines (``--scheduler``): parts are compressed, and put on S3 for an S3 store."""
+    ``enc``'s dictionaries grow in file order (train, then test) as in the serial path; ``digests``
+    (when not None) receives the sha256 of each file, computed by the task that parsed it; ``chunk``:
+    events per chunk of the train set; ``networked``: the workers may be other machines
+    (``--scheduler``): parts are compressed, and put on S3 for an S3 store."""
     from distributed import wait
     from distributed.scheduler import KilledWorker
 
+    from .spotify import check_test_labels
+
+    labelled = check_test_labels(test) if test else False
     parts = Parts.for_builder(builder, networked)
     submitted: list = []
     try:
         try:
-            meta = _run(client, paths, builder, enc, registry, bar, digests, chunk, parts, submitted)
+            codes = io.BytesIO()
+            enc.track_codes.write_parquet(codes)
+            parts.put("track_codes.parquet", codes.getvalue())
+            jobs = [[str(p.resolve())] for p in train] + [[str(q.resolve()) if q else "" for q in t] for t in test]
+            submitted += [client.submit(encode_file, job, parts, i, digests is not None, pure=False)
+                          for i, job in enumerate(jobs)]
+            phase_a = _ordered(submitted[: len(jobs)])  # one iterator: train results, then test results
+            tables = {"train": _merge_parts(client, phase_a, train, 0, "train", chunk, builder, enc, registry, bar,
+                                            digests, parts, submitted)}
+            if test:
+                tables["test"] = _merge_parts(client, phase_a, test, len(train), "test", EVENT_CHUNK, builder, enc,
+                                              registry, bar, digests, parts, submitted)
+                tables["test"]["second_half_labels"] = labelled
+            for written in _ordered(submitted[len(jobs):]):  # phase B, both tables
+                if written:
+                    builder.uploaded(written)
         except BaseException as e:
             parts.abort()  # tasks not yet started return at once; then wait for the running ones
             wait(submitted)
@@ -340,63 +373,60 @@ def ingest_train_distributed(client, paths: list[Path], builder, enc, registry: 
             raise
     finally:
         parts.clear()
-    return meta
+    for name, meta in tables.items():
+        LocalGroup(builder.stage / name).attrs.update(meta)
+    return tables
 
 
-def _run(client, paths, builder, enc, registry, bar, digests, chunk, parts: Parts, submitted: list) -> dict:
+def _merge_parts(client, results: Iterator, jobs: list, first: int, table: str, chunk: int, builder, enc,
+                 registry: SessionIdRegistry, bar, digests: dict | None, parts: Parts, submitted: list) -> dict:
+    """The driver's share of one table: take the phase A results of ``jobs`` (parts ``first``...) in
+    order, merging vocabularies, session-id hashes and id parts; create the table's arrays; submit its
+    phase B tasks (appended to ``submitted``). Returns the table's metadata."""
     from ..store.chunks import read_meta, set_length
 
-    codes = io.BytesIO()
-    enc.track_codes.write_parquet(codes)
-    parts.put("track_codes.parquet", codes.getvalue())
-    futures = [client.submit(encode_file, str(p.resolve()), parts, i, digests is not None, pure=False)
-               for i, p in enumerate(paths)]
-    submitted += futures
     infos, luts = [], []
-    ids = builder.ids("train")
-    for i, (p, info) in enumerate(zip(paths, _ordered(futures), strict=True)):
+    ids = builder.ids(table)
+    for i, job in enumerate(jobs, start=first):
+        info = next(results)
+        files = job if isinstance(job, tuple) else (job,)
         lut = {}
         for c in S.CATEGORICAL_COLUMNS:  # the serial path's dictionaries: values in first-appearance order
             lut[c] = [enc.dicts[c].add(v) for v in info["vocab"][c]]
             if len(enc.dicts[c]) > 256:
-                raise InputError(p, f"more than 256 distinct values in {c} (stored as uint8 codes)", column=c)
+                raise InputError(files[0], f"more than 256 distinct values in {c} (stored as uint8 codes)", column=c)
         luts.append(lut)
         infos.append(info)
         if digests is not None:
-            digests[p] = info["sha256"]
+            digests.update({q: info["sha256"][str(q.resolve())] for q in files if q is not None})
         # the driver's share, done while later files are still encoding: the session-id check (a hash a
         # session) and the ids part, moved (or downloaded) aside; the commit streams the parts into one file
-        registry.add_hashes(p, np.asarray(parts.array(f"{i:06d}/hashes", np.dtype(np.uint64))))
+        registry.add_hashes(files[0], np.asarray(parts.array(f"{i:06d}/hashes", np.dtype(np.uint64))))
         ids.add_part(parts.file(f"{i:06d}/ids.arrow") or parts.get(f"{i:06d}/ids.arrow"), info["sessions"])
-        bar.update(p.stat().st_size)
+        bar.update(sum(q.stat().st_size for q in files if q is not None))
     counts = {"events": np.array([i["events"] for i in infos]), "sessions": np.array([i["sessions"] for i in infos])}
     starts = {k: np.concatenate([[0], np.cumsum(v)[:-1]]) for k, v in counts.items()}
     n_events, n_sessions = int(counts["events"].sum()), int(counts["sessions"].sum())
-    group = RaggedWriter(builder.tree, "train", S.EVENT_COLUMNS, chunk=chunk).group  # creates the arrays
+    group = RaggedWriter(builder.tree, table, S.EVENT_COLUMNS, chunk=chunk).group  # creates the arrays
     for c in S.EVENT_COLUMNS:
         set_length(group.dir / "events" / c, n_events)
     set_length(group.dir / "offsets", n_sessions + 1)
     url = builder.remote.url if builder.remote is not None else None
     stage = str(builder.stage)
-    # phase B: one task per column and range of whole chunks (about one range per file)
-    for lo, hi in chunk_ranges(n_events, chunk, len(paths)):
+    # phase B: one task per column and range of whole chunks (about one range per job)
+    for lo, hi in chunk_ranges(n_events, chunk, len(jobs)):
         ks = _covering(starts["events"], counts["events"], lo, hi)
-        covering = [(k, int(starts["events"][k])) for k in ks]
+        covering = [(first + k, int(starts["events"][k])) for k in ks]
         for c in S.EVENT_COLUMNS:
             lut = [luts[k][c] for k in ks] if c in S.CATEGORICAL_COLUMNS else None
-            submitted.append(client.submit(write_chunks, parts, stage, url, c, read_meta(group.dir / "events" / c),
-                                           lo, hi, covering, lut, pure=False))
+            submitted.append(client.submit(write_chunks, parts, stage, url, table, c,
+                                           read_meta(group.dir / "events" / c), lo, hi, covering, lut, pure=False))
     offsets_meta = read_meta(group.dir / "offsets")
     for lo, hi in chunk_ranges(n_sessions + 1, offsets_meta["chunk_grid"]["configuration"]["chunk_shape"][0],
-                               len(paths)):
+                               len(jobs)):
         ks = _covering(starts["sessions"], counts["sessions"], lo, hi, base=1)
-        covering = [(k, int(starts["sessions"][k])) for k in ks]
-        submitted.append(client.submit(write_offsets, parts, stage, url, offsets_meta, lo, hi, covering,
+        covering = [(first + k, int(starts["sessions"][k])) for k in ks]
+        submitted.append(client.submit(write_offsets, parts, stage, url, table, offsets_meta, lo, hi, covering,
                                        [int(starts["events"][k]) for k in ks], pure=False))
-    for written in _ordered(submitted[len(paths):]):
-        if written:
-            builder.uploaded(written)
-    meta = {**dict(group.attrs), "kind": "ragged", "rows": n_sessions, "events": n_events,
-            "columns": S.EVENT_COLUMNS, "split": "train"}
-    group.attrs.update(meta)
-    return meta
+    return {**dict(group.attrs), "kind": "ragged", "rows": n_sessions, "events": n_events,
+            "columns": S.EVENT_COLUMNS, "split": table}

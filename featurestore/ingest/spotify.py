@@ -170,10 +170,11 @@ def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: Ragg
     return writer
 
 
-def _second_half(inp: Path, gt: Path | None) -> tuple[pl.DataFrame, Path]:
-    if gt is not None:
-        return read_typed_csv(gt, S.LOG_CSV), gt  # text categoricals: merged with prehistory below
-    df = read_typed_csv(inp, S.INPUT_CSV)
+def _second_half(inp: Path, gt: Path | None, digests: dict | None = None) -> tuple[pl.DataFrame, Path]:
+    digests = digests or {}
+    if gt is not None:  # text categoricals: merged with prehistory below
+        return read_typed_csv(gt, S.LOG_CSV, digest=digests.get(gt)), gt
+    df = read_typed_csv(inp, S.INPUT_CSV, digest=digests.get(inp))
     zeros = {c: pl.lit(0, dtype=t) for c, t in S.LOG_CSV.items() if c not in S.INPUT_CSV}
     for c in (*S.BOOL_COLUMNS,):
         zeros[c] = pl.lit(False)
@@ -204,23 +205,37 @@ def _merge_halves(pre: pl.DataFrame, pre_runs: Runs, post: pl.DataFrame, post_ru
     return merged, lengths, lines
 
 
-def _ingest_test(triples, builder: StoreBuilder, enc, registry, bar) -> tuple[RaggedWriter, bool]:
-    writer = RaggedWriter(builder.tree, "test", S.EVENT_COLUMNS)
-    ids = builder.ids("test")
+def check_test_labels(triples) -> bool:
+    """Whether the test dates come with ``ground_truth_*`` files: all of them, or none."""
     labelled = [gt is not None for _, _, gt in triples]
     if any(labelled) and not all(labelled):
         raise InputError(triples[0][0].parent, "ground_truth_* files exist for some test dates but not all")
+    return bool(labelled and all(labelled))
+
+
+def read_test_date(pre_path: Path, inp: Path, gt: Path | None,
+                   digests: dict | None = None) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, pl.Series]:
+    """One test date, checked: (merged rows, session lengths, source line of each row, session ids).
+    ``digests``: path -> ``HashAside`` fed by the parse (a distributed task hashes as it reads)."""
+    pre = read_typed_csv(pre_path, S.LOG_CSV, digest=(digests or {}).get(pre_path))
+    pre_runs = session_runs(pre, pre_path, FIRST_HALF)
+    post, post_path = _second_half(inp, gt, digests)
+    post_runs = session_runs(post, post_path, SECOND_HALF)
+    merged, lengths, lines = _merge_halves(pre, pre_runs, post, post_runs, pre_path, post_path)
+    return merged, lengths, lines, pre_runs.session_ids
+
+
+def _ingest_test(triples, builder: StoreBuilder, enc, registry, bar) -> tuple[RaggedWriter, bool]:
+    writer = RaggedWriter(builder.tree, "test", S.EVENT_COLUMNS)
+    ids = builder.ids("test")
+    labelled = check_test_labels(triples)
     for pre_path, inp, gt in triples:
-        pre = read_typed_csv(pre_path, S.LOG_CSV)
-        pre_runs = session_runs(pre, pre_path, FIRST_HALF)
-        post, post_path = _second_half(inp, gt)
-        post_runs = session_runs(post, post_path, SECOND_HALF)
-        merged, lengths, lines = _merge_halves(pre, pre_runs, post, post_runs, pre_path, post_path)
-        registry.add(pre_path, pre_runs.session_ids)
+        merged, lengths, lines, session_ids = read_test_date(pre_path, inp, gt)
+        registry.add(pre_path, session_ids)
         writer.append(lengths, enc.columns(merged, pre_path, lines))
-        ids.append(pre_runs.session_ids)
+        ids.append(session_ids)
         bar.update(sum(p.stat().st_size for p in (pre_path, inp, gt) if p is not None))
-    return writer, bool(labelled and all(labelled))
+    return writer, labelled
 
 
 def _run_ids(path: Path) -> pl.Series:
@@ -289,16 +304,17 @@ def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bo
         digests: dict[Path, str] | None = {} if source_checksums else None
         if client is None:
             b.table("train", _ingest_train(files["train"], b, enc, registry, bar, ahead=ahead).close(split="train"))
+            if files["test"]:
+                test, labelled = _ingest_test(files["test"], b, enc, registry, bar)
+                b.table("test", test.close(split="test", second_half_labels=labelled))
         else:
-            from .distributed import ingest_train_distributed
+            from .distributed import ingest_sessions_distributed
 
             networked = not hasattr(client.cluster, "workers")  # --scheduler: workers on other machines
-            b.table("train", ingest_train_distributed(client, files["train"], b, enc, registry, bar, digests,
-                                                      TRAIN_CHUNK, networked=networked))
-        if files["test"]:
-            test, labelled = _ingest_test(files["test"], b, enc, registry, bar)
-            b.table("test", test.close(split="test", second_half_labels=labelled))
-        else:
+            for name, meta in ingest_sessions_distributed(client, files["train"], files["test"], b, enc, registry,
+                                                          bar, digests, TRAIN_CHUNK, networked=networked).items():
+                b.table(name, meta)
+        if not files["test"]:
             b.summary.notes.append("no test_set/log_prehistory_* files: store has no test split")
         registry.check(_run_ids)
         if hashes is not None and digests is not None:
