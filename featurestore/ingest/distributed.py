@@ -18,8 +18,9 @@ driver, in file order:
    (train, then test), which gives exactly the serial path's dictionaries (values added in
    first-appearance order), fixes each file's event and session offsets by a prefix sum of the counts,
    and moves each id-list part aside (``IdListWriter.add_part``: streamed into one file at commit);
-3. phase B, one task per column and range of whole chunks (about as many ranges as files): gather
-   the range's values from the parts that cover it, map the categorical codes to the merged
+3. phase B, one task per column and range of whole chunks, submitted as soon as the parts merged so
+   far fill them (phase B runs while later files are still parsed: no barrier): gather the range's
+   values from the parts that cover it, map the categorical codes to the merged
    dictionaries, encode the chunks (``store.chunks.ChunkFile``: the bytes zarr writes). Every chunk
    is written whole by exactly one task; the driver writes only the small files (array metadata,
    dictionaries, id lists, the track table).
@@ -308,18 +309,6 @@ def write_offsets(parts: Parts, stage: str, url: str | None, table: str, meta: d
     return write_chunk_range(stage, url, f"{table}/offsets", meta, lo, np.concatenate(pieces))
 
 
-def chunk_ranges(total: int, chunk: int, tasks: int) -> list[tuple[int, int]]:
-    """[lo, hi) ranges of whole chunks covering [0, total), about ``tasks`` of them."""
-    chunks = -(-total // chunk)
-    per = max(1, -(-chunks // max(tasks, 1)))
-    return [(k * chunk, min((k + per) * chunk, total)) for k in range(0, chunks, per)]
-
-
-def _covering(starts: np.ndarray, counts: np.ndarray, lo: int, hi: int, base: int = 0) -> list[int]:
-    """Indices of the parts whose [start + base, start + base + count) meets [lo, hi)."""
-    return [k for k in range(len(starts)) if starts[k] + base < hi and starts[k] + base + counts[k] > lo]
-
-
 def _ordered(futures: list) -> Iterator:
     """Results in submission order: errors surface in file order, as the serial path meets them."""
     for fut in futures:
@@ -381,11 +370,13 @@ def ingest_sessions_distributed(client, train: list[Path], test: list[tuple], bu
 def _merge_parts(client, results: Iterator, jobs: list, first: int, table: str, chunk: int, builder, enc,
                  registry: SessionIdRegistry, bar, digests: dict | None, parts: Parts, submitted: list) -> dict:
     """The driver's share of one table: take the phase A results of ``jobs`` (parts ``first``...) in
-    order, merging vocabularies, session-id hashes and id parts; create the table's arrays; submit its
-    phase B tasks (appended to ``submitted``). Returns the table's metadata."""
-    from ..store.chunks import read_meta, set_length
+    order, merging vocabularies, session-id hashes and id parts, and submit the phase B tasks of every
+    chunk as soon as the parts that fill it are merged (appended to ``submitted``): phase B runs while
+    later files are still being parsed, with no barrier between the phases. Returns the table's metadata."""
+    from ..store.chunks import set_length
 
-    infos, luts = [], []
+    group = RaggedWriter(builder.tree, table, S.EVENT_COLUMNS, chunk=chunk).group  # creates the arrays (empty)
+    plan = _PhaseB(client, parts, builder, table, group.dir, chunk, submitted)
     ids = builder.ids(table)
     for i, job in enumerate(jobs, start=first):
         info = next(results)
@@ -395,38 +386,80 @@ def _merge_parts(client, results: Iterator, jobs: list, first: int, table: str, 
             lut[c] = [enc.dicts[c].add(v) for v in info["vocab"][c]]
             if len(enc.dicts[c]) > 256:
                 raise InputError(files[0], f"more than 256 distinct values in {c} (stored as uint8 codes)", column=c)
-        luts.append(lut)
-        infos.append(info)
         if digests is not None:
             digests.update({q: info["sha256"][str(q.resolve())] for q in files if q is not None})
-        # the driver's share, done while later files are still encoding: the session-id check (a hash a
-        # session) and the ids part, moved (or downloaded) aside; the commit streams the parts into one file
+        # the session-id check (a hash a session) and the ids part, moved (or downloaded) aside: the
+        # commit streams the parts into one file
         registry.add_hashes(files[0], np.asarray(parts.array(f"{i:06d}/hashes", np.dtype(np.uint64))))
         ids.add_part(parts.file(f"{i:06d}/ids.arrow") or parts.get(f"{i:06d}/ids.arrow"), info["sessions"])
+        plan.add(i, info["events"], info["sessions"], lut)
         bar.update(sum(q.stat().st_size for q in files if q is not None))
-    counts = {"events": np.array([i["events"] for i in infos]), "sessions": np.array([i["sessions"] for i in infos])}
-    starts = {k: np.concatenate([[0], np.cumsum(v)[:-1]]) for k, v in counts.items()}
-    n_events, n_sessions = int(counts["events"].sum()), int(counts["sessions"].sum())
-    group = RaggedWriter(builder.tree, table, S.EVENT_COLUMNS, chunk=chunk).group  # creates the arrays
+    plan.finish()
     for c in S.EVENT_COLUMNS:
-        set_length(group.dir / "events" / c, n_events)
-    set_length(group.dir / "offsets", n_sessions + 1)
-    url = builder.remote.url if builder.remote is not None else None
-    stage = str(builder.stage)
-    # phase B: one task per column and range of whole chunks (about one range per job)
-    for lo, hi in chunk_ranges(n_events, chunk, len(jobs)):
-        ks = _covering(starts["events"], counts["events"], lo, hi)
-        covering = [(first + k, int(starts["events"][k])) for k in ks]
-        for c in S.EVENT_COLUMNS:
-            lut = [luts[k][c] for k in ks] if c in S.CATEGORICAL_COLUMNS else None
-            submitted.append(client.submit(write_chunks, parts, stage, url, table, c,
-                                           read_meta(group.dir / "events" / c), lo, hi, covering, lut, pure=False))
-    offsets_meta = read_meta(group.dir / "offsets")
-    for lo, hi in chunk_ranges(n_sessions + 1, offsets_meta["chunk_grid"]["configuration"]["chunk_shape"][0],
-                               len(jobs)):
-        ks = _covering(starts["sessions"], counts["sessions"], lo, hi, base=1)
-        covering = [(first + k, int(starts["sessions"][k])) for k in ks]
-        submitted.append(client.submit(write_offsets, parts, stage, url, table, offsets_meta, lo, hi, covering,
-                                       [int(starts["events"][k]) for k in ks], pure=False))
-    return {**dict(group.attrs), "kind": "ragged", "rows": n_sessions, "events": n_events,
+        set_length(group.dir / "events" / c, plan.events)
+    set_length(group.dir / "offsets", plan.sessions + 1)
+    return {**dict(group.attrs), "kind": "ragged", "rows": plan.sessions, "events": plan.events,
             "columns": S.EVENT_COLUMNS, "split": table}
+
+
+class _PhaseB:
+    """Submits the phase B tasks of one table as its parts arrive, in order: each time the events (or
+    sessions) merged so far complete one or more chunks, one task per column writes them (the chunk
+    grid is the final one, so every chunk is still written whole by exactly one task); ``finish``
+    submits the rest, the last chunk possibly short."""
+
+    def __init__(self, client, parts: Parts, builder, table: str, group_dir: Path, chunk: int, submitted: list):
+        from ..store.chunks import read_meta
+
+        self.client, self.parts, self.table, self.submitted = client, parts, table, submitted
+        self.url = builder.remote.url if builder.remote is not None else None
+        self.stage = str(builder.stage)
+        self.meta = {c: read_meta(group_dir / "events" / c) for c in S.EVENT_COLUMNS}
+        self.offsets_meta = read_meta(group_dir / "offsets")
+        self.chunk = chunk
+        self.offsets_chunk = self.offsets_meta["chunk_grid"]["configuration"]["chunk_shape"][0]
+        self.index: list[int] = []  # part index of each merged part
+        self.event_starts: list[int] = []
+        self.session_starts: list[int] = []
+        self.luts: list[dict] = []
+        self.events = self.sessions = 0
+        self.events_done = self.offsets_done = 0  # rows below these have their tasks submitted
+
+    def add(self, index: int, events: int, sessions: int, lut: dict) -> None:
+        self.index.append(index)
+        self.event_starts.append(self.events)
+        self.session_starts.append(self.sessions)
+        self.luts.append(lut)
+        self.events += events
+        self.sessions += sessions
+        self._submit(self.events // self.chunk * self.chunk, (self.sessions + 1) // self.offsets_chunk * self.offsets_chunk)
+
+    def finish(self) -> None:
+        self._submit(self.events, self.sessions + 1)
+
+    def _submit(self, events_to: int, offsets_to: int) -> None:
+        if events_to > self.events_done:
+            lo, hi = self.events_done, events_to
+            ks = [k for k, s in enumerate(self.event_starts) if s < hi and (self._end(k) > lo)]
+            covering = [(self.index[k], self.event_starts[k]) for k in ks]
+            for c in S.EVENT_COLUMNS:
+                lut = [self.luts[k][c] for k in ks] if c in S.CATEGORICAL_COLUMNS else None
+                self.submitted.append(self.client.submit(write_chunks, self.parts, self.stage, self.url, self.table,
+                                                         c, self.meta[c], lo, hi, covering, lut, pure=False))
+            self.events_done = hi
+        if offsets_to > self.offsets_done:
+            lo, hi = self.offsets_done, offsets_to
+            n = len(self.index)
+            ks = [k for k in range(n) if self.session_starts[k] + 1 < hi
+                  and self.session_starts[k] + 1 + self._sessions(k) > lo]
+            covering = [(self.index[k], self.session_starts[k]) for k in ks]
+            self.submitted.append(self.client.submit(write_offsets, self.parts, self.stage, self.url, self.table,
+                                                     self.offsets_meta, lo, hi, covering,
+                                                     [self.event_starts[k] for k in ks], pure=False))
+            self.offsets_done = hi
+
+    def _end(self, k: int) -> int:
+        return self.event_starts[k + 1] if k + 1 < len(self.event_starts) else self.events
+
+    def _sessions(self, k: int) -> int:
+        return (self.session_starts[k + 1] if k + 1 < len(self.session_starts) else self.sessions) - self.session_starts[k]
