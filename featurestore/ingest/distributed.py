@@ -18,7 +18,7 @@ driver, in file order:
    (train, then test), which gives exactly the serial path's dictionaries (values added in
    first-appearance order), fixes each file's event and session offsets by a prefix sum of the counts,
    and moves each id-list part aside (``IdListWriter.add_part``: streamed into one file at commit);
-3. phase B, one task per column and range of whole chunks, submitted as soon as the parts merged so
+3. phase B, one task per range of whole chunks (all columns), submitted as soon as the parts merged so
    far fill them (phase B runs while later files are still parsed: no barrier): gather the range's
    values from the parts that cover it, map the categorical codes to the merged
    dictionaries, encode the chunks (``store.chunks.ChunkFile``: the bytes zarr writes). Every chunk
@@ -281,17 +281,23 @@ def write_chunk_range(stage: str, url: str | None, rel: str, meta: dict, lo: int
     return out
 
 
-def write_chunks(parts: Parts, stage: str, url: str | None, table: str, column: str, meta: dict, lo: int, hi: int,
-                 covering: list[tuple[int, int]], luts: list[list[int]] | None) -> dict | None:
-    """Phase B: values [lo, hi) of one event column (whole chunks, the last one possibly short), gathered
-    from the parts that cover it, categorical codes mapped through each part's ``luts``. Each chunk of
-    the version is written by exactly one task, whole: no chunk is shared between processes."""
+def write_chunks(parts: Parts, stage: str, url: str | None, table: str, metas: dict[str, dict], lo: int, hi: int,
+                 covering: list[tuple[int, int]], luts: dict[str, list[list[int]]]) -> dict | None:
+    """Phase B: rows [lo, hi) of every event column (whole chunks, the last one possibly short), gathered
+    from the parts that cover them, categorical codes mapped through each part's ``luts[column]``. Each
+    chunk of the version is written by exactly one task, whole: no chunk is shared between processes.
+    One task writes all the columns of its range: 23x fewer tasks for the scheduler than one a column
+    (about 47,000 fewer on the full MSSD), and as many tasks as chunks is parallel enough."""
     if parts.aborted():
         return None
-    dtype = np.dtype(S.EVENT_COLUMNS[column]["dtype"])
-    pieces = [np.asarray(luts[k], dtype=np.uint8)[v] if luts else np.asarray(v)
-              for k, v in _slices(parts, covering, column, dtype, lo, hi)]
-    return write_chunk_range(stage, url, f"{table}/events/{column}", meta, lo, np.concatenate(pieces))
+    written: dict = {}
+    for column, meta in metas.items():
+        dtype = np.dtype(S.EVENT_COLUMNS[column]["dtype"])
+        lut = luts.get(column)
+        pieces = [np.asarray(lut[k], dtype=np.uint8)[v] if lut else np.asarray(v)
+                  for k, v in _slices(parts, covering, column, dtype, lo, hi)]
+        written |= write_chunk_range(stage, url, f"{table}/events/{column}", meta, lo, np.concatenate(pieces))
+    return written
 
 
 def write_offsets(parts: Parts, stage: str, url: str | None, table: str, meta: dict, lo: int, hi: int,
@@ -404,7 +410,7 @@ def _merge_parts(client, results: Iterator, jobs: list, first: int, table: str, 
 
 class _PhaseB:
     """Submits the phase B tasks of one table as its parts arrive, in order: each time the events (or
-    sessions) merged so far complete one or more chunks, one task per column writes them (the chunk
+    sessions) merged so far complete one or more chunks, one task writes them in every column (the chunk
     grid is the final one, so every chunk is still written whole by exactly one task); ``finish``
     submits the rest, the last chunk possibly short."""
 
@@ -442,10 +448,9 @@ class _PhaseB:
             lo, hi = self.events_done, events_to
             ks = [k for k, s in enumerate(self.event_starts) if s < hi and (self._end(k) > lo)]
             covering = [(self.index[k], self.event_starts[k]) for k in ks]
-            for c in S.EVENT_COLUMNS:
-                lut = [self.luts[k][c] for k in ks] if c in S.CATEGORICAL_COLUMNS else None
-                self.submitted.append(self.client.submit(write_chunks, self.parts, self.stage, self.url, self.table,
-                                                         c, self.meta[c], lo, hi, covering, lut, pure=False))
+            luts = {c: [self.luts[k][c] for k in ks] for c in S.CATEGORICAL_COLUMNS}
+            self.submitted.append(self.client.submit(write_chunks, self.parts, self.stage, self.url, self.table,
+                                                     self.meta, lo, hi, covering, luts, pure=False))
             self.events_done = hi
         if offsets_to > self.offsets_done:
             lo, hi = self.offsets_done, offsets_to
