@@ -93,3 +93,22 @@ def test_full_disk_and_file_errors_are_one_line(monkeypatch, tmp_path):
     monkeypatch.setattr(synth, "synth_spotify", bug)
     r = runner.invoke(main, ["synth", "spotify", str(tmp_path / "raw")])
     assert r.exit_code == 1 and isinstance(r.exception, OSError) and r.exception.errno == errno.EIO
+
+
+def test_the_console_entry_point_keeps_exit_statuses_and_output(raw, tmp_path):
+    """``run`` (the ``fstore`` script and ``python -m featurestore.cli``) ends an ingest without the
+    interpreter's teardown: the status and every line printed must be what ``main`` gives."""
+    import subprocess
+    import sys
+
+    def fstore(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "featurestore.cli", *args], capture_output=True, text=True)
+
+    ok = fstore("ingest", "spotify", str(raw), str(tmp_path / "s"), "--no-source-checksums")
+    assert ok.returncode == 0 and "events/s" in ok.stdout and ok.stdout.endswith("\n")
+    again = fstore("ingest", "spotify", str(raw), str(tmp_path / "s"))
+    assert again.returncode == 1 and again.stderr.strip().endswith("already exists (pass --overwrite to replace it)")
+    assert "Traceback" not in again.stderr
+    usage = fstore("ingest", "spotify", str(raw))
+    assert usage.returncode == 2 and "Missing argument 'STORE'" in usage.stderr
+    assert fstore("validate", str(tmp_path / "s")).returncode == 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 import click
 
 from . import bench, fsd, melon, speakers, spotify, store, yandex
-from .common import lean_ingest_process
+from .common import lean_exit, lean_ingest_process, run
 
 FAMILIES = (spotify, yandex, fsd, speakers, melon)
 
@@ -30,6 +30,7 @@ def synth() -> None:
 def ingest() -> None:
     """Stream raw public-format files into a store; every ingest commits a new immutable version."""
     lean_ingest_process()
+    lean_exit()
 
 
 @main.group()
@@ -55,4 +56,4 @@ for _command in store.COMMANDS:
     main.add_command(_command)
 main.add_command(bench.bench)
 
-__all__ = ["FAMILIES", "main"]
+__all__ = ["FAMILIES", "main", "run"]

@@ -1,5 +1,5 @@
 """``python -m featurestore.cli``."""
 
-from . import main
+from . import run
 
-main()
+run()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -162,6 +163,46 @@ def lean_ingest_process() -> None:
     import os
 
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+
+_SKIP_TEARDOWN = False  # set by commands whose work is all flushed and closed when they return
+
+
+def lean_exit() -> None:
+    """Let ``run`` end this process without the interpreter's teardown (unloading numpy, polars and
+    fstore's modules: 0.05 s of the 0.35 s an ingest of a tiny release takes, measured here). For
+    commands that close and flush everything they write before returning (the ingests: the store is
+    committed, bars closed); not for training, whose event writers may flush at exit."""
+    global _SKIP_TEARDOWN
+    _SKIP_TEARDOWN = True
+
+
+def run() -> None:
+    """The ``fstore`` console entry point: ``main``, then, after a command that asked for it
+    (``lean_exit``), ``os._exit`` with the same status once stdout, stderr and logging are flushed.
+    ``main`` itself (as the tests and ``CliRunner`` call it) always returns normally."""
+    import logging
+    import os
+
+    from . import main
+
+    try:
+        main()
+        code: object = 0
+    except SystemExit as e:
+        code = e.code
+    if not _SKIP_TEARDOWN:
+        sys.exit(code)
+    if code is not None and not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except OSError:  # a closed pipe (``| head``): nothing more can be said
+            pass
+    os._exit(code or 0)
 
 
 def freeze_imports() -> None:
