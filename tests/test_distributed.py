@@ -96,41 +96,33 @@ def test_one_local_worker_from_the_cli(raw, serial, tmp_path):
     assert_same(serial, content(tmp_path / "w1.fstore"))
 
 
-def test_bad_file_fails_like_serial_and_commits_nothing(raw, cluster, tmp_path):
-    bad = tmp_path / "raw"
-    shutil.copytree(raw, bad)
-    log = sorted((bad / "training_set").glob("log_*.csv"))[1]
+def corrupt_copy(raw: Path, out: Path, pattern: str, index: int, line: int, column: str, value: str) -> tuple[Path, Path]:
+    """A copy of ``raw`` at ``out`` whose ``index``-th file matching ``pattern`` has ``value`` in
+    ``column`` on (0-based) ``line``; returns (the copy, the damaged file)."""
+    shutil.copytree(raw, out)
+    log = sorted(out.glob(pattern))[index]
     lines = log.read_text().splitlines(keepends=True)
-    fields = lines[5].split(",")
-    fields[list(S.LOG_CSV).index("track_id_clean")] = "t_not_a_track"
-    lines[5] = ",".join(fields)
+    fields = lines[line].split(",")
+    fields[list(S.LOG_CSV).index(column)] = value
+    lines[line] = ",".join(fields)
     log.write_text("".join(lines))
+    return out, log
+
+
+@pytest.mark.parametrize(("pattern", "index", "line", "column", "value"), [
+    ("training_set/log_*.csv", 1, 5, "track_id_clean", "t_not_a_track"),  # an unknown track in a train file
+    ("test_set/log_prehistory_*.csv", 0, 4, "session_position", "x"),  # a test date: merged in its task
+])
+def test_bad_file_fails_like_serial_and_commits_nothing(pattern, index, line, column, value, raw, cluster, tmp_path):
+    bad, log = corrupt_copy(raw, tmp_path / "raw", pattern, index, line, column, value)
     with pytest.raises(InputError) as serial_err:
         ingest_spotify(bad, tmp_path / "s.fstore", progress=False)
     with pytest.raises(InputError) as dist_err:
         ingest_spotify(bad, tmp_path / "d.fstore", progress=False, scheduler=cluster.scheduler_address)
     assert str(dist_err.value) == str(serial_err.value)
-    assert "line 6" in str(dist_err.value) and log.name in str(dist_err.value)
+    assert f"line {line + 1}" in str(dist_err.value) and log.name in str(dist_err.value)
     assert not versions.has_store(tmp_path / "d.fstore")
     assert not (tmp_path / "d.fstore").exists() or not any((tmp_path / "d.fstore").rglob("*.npy"))
-
-
-def test_bad_test_date_fails_like_serial(raw, cluster, tmp_path):
-    """The test dates are encoded by tasks too (prehistory + second half merged in the task)."""
-    bad = tmp_path / "raw"
-    shutil.copytree(raw, bad)
-    log = sorted((bad / "test_set").glob("log_prehistory_*.csv"))[0]
-    lines = log.read_text().splitlines(keepends=True)
-    fields = lines[4].split(",")
-    fields[list(S.LOG_CSV).index("session_position")] = "x"
-    lines[4] = ",".join(fields)
-    log.write_text("".join(lines))
-    with pytest.raises(InputError) as serial_err:
-        ingest_spotify(bad, tmp_path / "s.fstore", progress=False)
-    with pytest.raises(InputError) as dist_err:
-        ingest_spotify(bad, tmp_path / "d.fstore", progress=False, scheduler=cluster.scheduler_address)
-    assert str(dist_err.value) == str(serial_err.value) and log.name in str(dist_err.value)
-    assert not versions.has_store(tmp_path / "d.fstore")
 
 
 class KillOnce(distributed.WorkerPlugin):

@@ -10,11 +10,11 @@ import boto3
 import distributed
 import pytest
 from click.testing import CliRunner
+from test_distributed import corrupt_copy
 
 from featurestore.cli import main
 from featurestore.ingest import spotify
 from featurestore.ingest.spotify import ingest_spotify
-from featurestore.schemas import mssd as S
 from featurestore.store import InputError, Store
 from featurestore.store.remote import S3Store
 
@@ -95,14 +95,7 @@ def test_ingest_to_s3_equals_serial_local_and_workers_upload_the_chunks(how, raw
 
 
 def test_bad_file_fails_like_serial_and_leaves_no_staging(raw, cluster, tmp_path):
-    bad = tmp_path / "raw"
-    shutil.copytree(raw, bad)
-    log = sorted((bad / "training_set").glob("log_*.csv"))[2]
-    lines = log.read_text().splitlines(keepends=True)
-    fields = lines[7].split(",")
-    fields[list(S.LOG_CSV).index("track_id_clean")] = "t_not_a_track"
-    lines[7] = ",".join(fields)
-    log.write_text("".join(lines))
+    bad, _ = corrupt_copy(raw, tmp_path / "raw", "training_set/log_*.csv", 2, 7, "track_id_clean", "t_not_a_track")
     with pytest.raises(InputError) as serial_err:
         ingest_spotify(bad, tmp_path / "s.fstore", progress=False)
     url = f"s3://{BUCKET}/bad"
