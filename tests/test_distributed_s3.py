@@ -145,3 +145,22 @@ def test_clip_ingest_with_scheduler_passes_frames_through_s3_staging(cluster, tm
         ingest_yandex(tmp_path / "raw", url, progress=False, sample_frames=300)
     assert S3Store(url).read_entry(1)["files"] == Store(tmp_path / "local.fstore").manifest["files"]
     assert keys("staging", "clips/") == []
+
+
+def test_worker_killed_in_phase_b_gives_the_serial_files(raw, serial_files, cluster, tmp_path):
+    """A worker SIGKILLed as it starts a chunk-writing task: Dask reruns the task elsewhere, its uploads
+    are content-addressed (a rerun puts the same keys), and the version is still the serial one."""
+    from test_distributed import KillOnce
+
+    marker = tmp_path / "kill-marker"
+    marker.touch()
+    url = f"s3://{BUCKET}/killed"
+    with distributed.Client(cluster) as client:
+        client.register_plugin(KillOnce(str(marker)), name="kill-once")
+        try:
+            ingest_spotify(raw, url, progress=False, scheduler=cluster.scheduler_address)
+        finally:
+            client.unregister_worker_plugin("kill-once")
+    assert not marker.exists()  # a worker was killed
+    assert S3Store(url).read_entry(1)["files"] == serial_files
+    assert keys("staging", "killed/") == []
