@@ -25,7 +25,7 @@ driver, in file order:
    is written whole by exactly one task; the driver writes only the small files (array metadata,
    dictionaries, id lists, the track table).
 
-Where parts and chunks go (``Parts``, ``write_chunk_range``):
+Where parts and chunks go (``parts.Parts``, ``write_chunk_range``):
 
 - parts: in ``<staging tree>/_fstore/parts/<file>/`` (raw ``.npy``, memory-mapped by phase B;
   blosc-compressed when they cross a network, ``--scheduler``); for an ``s3://`` store with
@@ -52,15 +52,12 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
-import os
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import polars as pl
-from numcodecs import Blosc
 
 from ..schemas import mssd as S
 from ..store import InputError, RaggedWriter
@@ -68,14 +65,9 @@ from ..store.arrays import EVENT_CHUNK
 from ..store.chunks import LocalGroup
 from ..store.errors import FstoreError
 from ..store.manifest import sha256_file
+from .parts import Parts
 from .sessions import FULL, SessionIdRegistry, session_runs
 from .table import HashAside, read_typed_csv
-
-ABORT = "abort"
-# Parts crossing a network (``--scheduler``) are compressed like the store's chunks (zstd
-# level 1 after a byte shuffle): 4.3 instead of 26 bytes an event written to and read back from the
-# shared storage, for about 120 ns of CPU an event (measured here); on one machine they stay raw ``.npy``.
-_PART_CODEC = Blosc(cname="zstd", clevel=1, shuffle=Blosc.SHUFFLE)
 
 
 class RemoteInputError(InputError):
@@ -84,81 +76,6 @@ class RemoteInputError(InputError):
     def __init__(self, text: str, path: object = None, line: int | None = None, column: str | None = None):
         FstoreError.__init__(self, text)
         self.path, self.line, self.column = path, line, column
-
-
-class Parts:
-    """Phase A's scratch space, shared by the driver and the tasks (it is pickled into every task): a
-    folder ``root`` (local stores), or the key prefix ``root`` under an S3 store's ``_fstore/`` (``url``).
-    Holds ``parts/<name>`` files and the ``abort`` flag."""
-
-    def __init__(self, root: str, compress: bool, url: str | None = None):
-        self.root, self.compress, self.url = root, compress or url is not None, url
-
-    @classmethod
-    def for_builder(cls, builder, networked: bool) -> Parts:
-        """``networked``: the workers may be other machines (``--scheduler``)."""
-        if builder.remote is not None and networked:  # named after the staging tree: unique to this ingest
-            return cls(f"staging/{builder.stage.name}", True, builder.remote.url)
-        return cls(str(builder.stage / "_fstore"), networked)
-
-    def _s3(self):
-        from ..store.remote import S3Store
-
-        return S3Store.shared(self.url)
-
-    def put(self, name: str, data: bytes) -> None:
-        if self.url:
-            self._s3().put(f"{self.root}/parts/{name}", data)
-            return
-        path = Path(self.root) / "parts" / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(data)
-        os.replace(tmp, path)  # a task rerun replaces a part whole
-
-    def file(self, name: str) -> Path | None:
-        """The local file of part file ``name`` (None on S3)."""
-        return None if self.url else Path(self.root) / "parts" / name
-
-    def get(self, name: str) -> bytes:
-        return self._s3().get(f"{self.root}/parts/{name}") if self.url else (Path(self.root) / "parts" / name).read_bytes()
-
-    def remove(self, names: list[str]) -> None:
-        if self.url:
-            self._s3().delete(f"{self.root}/parts/{n}" for n in names)
-            return
-        for n in names:
-            (Path(self.root) / "parts" / n).unlink(missing_ok=True)
-
-    def put_array(self, name: str, values: np.ndarray) -> None:
-        """A column of a part: blosc-compressed, or a raw ``.npy`` that phase B memory-maps."""
-        if self.compress:
-            self.put(f"{name}.blosc", bytes(_PART_CODEC.encode(np.ascontiguousarray(values))))
-        else:
-            buf = io.BytesIO()
-            np.save(buf, values)
-            self.put(f"{name}.npy", buf.getvalue())
-
-    def array(self, name: str, dtype: np.dtype) -> np.ndarray:
-        if self.compress:
-            return np.frombuffer(_PART_CODEC.decode(self.get(f"{name}.blosc")), dtype=dtype)
-        return np.load(Path(self.root) / "parts" / f"{name}.npy", mmap_mode="r")  # only the range is read
-
-    def abort(self) -> None:
-        if self.url:
-            self._s3().put(f"{self.root}/{ABORT}", b"")
-        else:
-            Path(self.root).mkdir(parents=True, exist_ok=True)
-            (Path(self.root) / ABORT).touch()
-
-    def aborted(self) -> bool:
-        return self._s3().exists(f"{self.root}/{ABORT}") if self.url else (Path(self.root) / ABORT).exists()
-
-    def clear(self) -> None:
-        if self.url:
-            self._s3().delete_under(self.root)
-        else:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 @contextlib.contextmanager

@@ -31,7 +31,8 @@ from pathlib import Path
 import numpy as np
 
 from ..store.errors import InputError
-from .distributed import Parts, RemoteInputError, dask_client
+from .distributed import RemoteInputError, dask_client
+from .parts import Parts
 
 BATCH_CLIPS = 16  # clips a task: a few seconds of FSD log-mel work, small beside the task overhead
 _LOADER: contextvars.ContextVar = contextvars.ContextVar("fstore_clip_loader", default=None)
