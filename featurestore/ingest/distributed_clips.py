@@ -2,7 +2,7 @@
 
 What is distributed is ``ClipSource.load`` (reading and validating a feature file; for FSD decoding a
 wav and computing its log-mel, the heaviest work per byte): one task per batch of clips writes the
-float frames of its clips to a scratch space (``distributed.Parts``), and the driver feeds them, in
+float frames of its clips to a scratch space (``parts.Parts``), and the driver feeds them, in
 clip order, to the same ``ingest_clips`` code as a local ingest (quantizer fitting, encoding, one
 commit). The store is therefore identical whatever the number of workers. Only the source adapter
 (scattered once, worker to worker) and file names travel through Dask; frames go through the scratch

@@ -17,9 +17,8 @@ if TYPE_CHECKING:  # polars is needed to write stores, not to read them (GPU rea
 
 
 def _arrow():
-    """pyarrow and its Parquet module, imported on first use: an ingest first needs them when it writes
-    its first id list, on its worker thread, so the 0.045 s import overlaps the parse instead of
-    preceding it."""
+    """pyarrow and its Parquet module, imported on first use: only readers need them (an ingest writes
+    its id lists and dictionaries with polars and never imports pyarrow)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 

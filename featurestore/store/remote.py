@@ -237,9 +237,14 @@ class S3Store:
             if now - logs[n]["LastModified"].timestamp() >= grace_seconds:
                 self.s3.delete_object(Bucket=self.bucket, Key=logs[n]["Key"])
                 done.append(f"expired version {n}")
-        stale = [o for o in self._list("staging") if now - o["LastModified"].timestamp() >= grace_seconds]
-        for o in stale:  # scratch of a distributed ingest whose driver was killed
-            self.s3.delete_object(Bucket=self.bucket, Key=o["Key"])
+        # scratch of distributed ingests whose driver was killed: an ingest's staging (one token) goes only
+        # when its newest object is older than the grace period, so a long-running ingest keeps its parts
+        staging: dict[str, list[dict]] = {}
+        for o in self._list("staging"):
+            staging.setdefault(o["Key"][len(self.key("staging")) + 1 :].split("/", 1)[0], []).append(o)
+        stale = [o["Key"] for objs in staging.values()
+                 if now - max(o["LastModified"].timestamp() for o in objs) >= grace_seconds for o in objs]
+        self._delete(stale)
         if stale:
             done.append(f"removed {len(stale)} staging objects of ingests that did not finish")
         wanted = {f["sha256"] for n in self.version_numbers() for f in self.read_entry(n)["files"].values()}
