@@ -1,24 +1,46 @@
 # Two commands on a fresh machine: `make demo` (the main job on synthetic data) and `make test`.
-# tools/env.sh gives this clone a thin .venv over one shared dependency environment per machine
-# (keyed by setup.cfg's dependency list), so torch is downloaded once and reused by every clone.
-VENV := $(shell bash tools/env.sh)
-PY := $(VENV)/bin/python
+# Both install this clone's .venv from uv.lock and nothing else (`uv sync --frozen`: exact versions and
+# hashes; packages not in the lock are removed). uv keeps one package cache per machine and hard-links
+# from it, so torch is downloaded once a machine and a second clone installs in seconds.
+UV := $(shell bash tools/uv.sh)
+PY := .venv/bin/python
 WORK ?= /tmp/fstore-demo
+LATEST ?= /tmp/fstore-latest
+SYNC := $(UV) sync --frozen --all-extras
 
-.PHONY: demo test bench env
+.PHONY: demo test env check-env lock upgrade test-latest bench
 
-env:
-	@echo $(VENV)
+env:  # this clone's .venv, exactly as locked
+	$(SYNC)
 
-demo:
+check-env:  # fail unless .venv equals the lock: no extra, missing or different package
+	$(SYNC) --check
+
+demo: env
 	$(PY) -m models.skip.demo --workdir $(WORK)
 
-test:
+test: env
 	$(PY) -m ruff check .
-	$(PY) -m pytest
+	UV=$(UV) $(PY) -m pytest
 
-bench:
-	$(VENV)/bin/fstore bench ingest
-	$(VENV)/bin/fstore synth spotify $(WORK)/bench-raw --sessions 200000 --tracks 50000
-	$(VENV)/bin/fstore ingest spotify $(WORK)/bench-raw $(WORK)/bench.fstore --overwrite
-	$(VENV)/bin/fstore bench loader $(WORK)/bench.fstore
+lock:  # after editing setup.cfg: re-lock, moving only what the edit requires
+	$(UV) lock
+
+upgrade:  # choose upgrades: the newest versions setup.cfg allows; then `make test` and commit uv.lock
+	$(UV) lock --upgrade
+
+# The newest versions setup.cfg allows, in a scratch environment (not the lock), then the suite:
+# upgrades are tried before they are chosen. OVERRIDES=file lifts pins (uv's --override), e.g. to try a
+# newer torch than setup.cfg allows.
+test-latest:
+	rm -rf $(LATEST)
+	$(UV) venv -q $(LATEST)
+	$(UV) pip install -q --python $(LATEST) --upgrade -e '.[test,bench]' $(if $(OVERRIDES),--override $(OVERRIDES))
+	$(UV) pip list --python $(LATEST) --format freeze > $(LATEST)/versions.txt
+	UV=$(UV) $(LATEST)/bin/python -m pytest -p no:cacheprovider
+
+bench: env
+	.venv/bin/fstore bench ingest
+	.venv/bin/fstore synth spotify $(WORK)/bench-raw --sessions 200000 --tracks 50000
+	.venv/bin/fstore ingest spotify $(WORK)/bench-raw $(WORK)/bench.fstore --overwrite
+	.venv/bin/fstore bench loader $(WORK)/bench.fstore

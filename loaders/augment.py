@@ -7,7 +7,10 @@ transforms (which draw from torch's global RNG: seed it for reproducible runs).
 from __future__ import annotations
 
 import torch
-import torchaudio
+
+from featurestore.torch_pair import import_torchaudio
+
+torchaudio = import_torchaudio()  # one line naming the fix when torch and torchaudio do not match
 
 
 def mixup(batch: dict, alpha: float = 0.4, generator: torch.Generator | None = None) -> dict:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import click
 
-from . import bench, fsd, melon, speakers, spotify, store, yandex
+from . import bench, doctor, fsd, melon, speakers, spotify, store, yandex
 from .common import lean_exit, lean_ingest_process, run
 
 FAMILIES = (spotify, yandex, fsd, speakers, melon)
@@ -55,5 +55,6 @@ for _family in FAMILIES:
 for _command in store.COMMANDS:
     main.add_command(_command)
 main.add_command(bench.bench)
+main.add_command(doctor.doctor)
 
 __all__ = ["FAMILIES", "main", "run"]

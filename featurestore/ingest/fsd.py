@@ -54,13 +54,15 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 import torch
-import torchaudio
 
 from ..schemas import fsd as S
 from ..store import InputError
+from ..torch_pair import import_torchaudio
 from .builder import IngestSummary
 from .clips import Clip, ClipSourceBase, ClipSplit, ingest_clips
 from .table import read_table
+
+torchaudio = import_torchaudio()  # one line naming the fix when torch and torchaudio do not match
 
 TOP_DB = S.TOP_DB
 F_MIN = S.F_MIN

@@ -19,8 +19,11 @@ time steps as augmentation and inference averages rolling windows, so only the s
 from __future__ import annotations
 
 import torch
-import torchaudio
 from torch import nn
+
+from featurestore.torch_pair import import_torchaudio
+
+Conformer = import_torchaudio("models").Conformer  # one line naming the fix on a mismatched torchaudio
 
 __all__ = ["ARCHS", "ArtistEncoder"]
 
@@ -47,7 +50,7 @@ class ArtistEncoder(nn.Module):
                                                activation="gelu")
             self.backbone = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         else:
-            self.backbone = torchaudio.models.Conformer(input_dim=d_model, num_heads=heads, ffn_dim=ff,
+            self.backbone = Conformer(input_dim=d_model, num_heads=heads, ffn_dim=ff,
                                                         num_layers=layers, depthwise_conv_kernel_size=kernel_size,
                                                         dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
