@@ -7,6 +7,7 @@ secret: AWS settings are listed by name only.
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import sys
@@ -16,7 +17,7 @@ from pathlib import Path
 
 import click
 
-from ..torch_pair import installed, pair_problem, release
+from ..torch_pair import installed, release
 
 Check = tuple[str, list[str]]  # (report line, problems: each one line naming the fix)
 REINSTALL = "run `make`, which installs from the lock"
@@ -37,17 +38,24 @@ def check_fstore() -> Check:
     return f"fstore: {version} ({where})", []
 
 
-def check_torch_pair() -> Check:
-    torch_version, audio_version = installed("torch"), installed("torchaudio")
-    problem = pair_problem()
-    if problem:
-        return f"torch: {torch_version}, torchaudio: {audio_version} (extension not loaded)", [problem]
+@functools.cache
+def torchaudio_load_error() -> str | None:
+    """Loading is the test: a pair from two releases may load (torchaudio 2.11.1 with torch 2.15 does) or
+    not (with torch 2.11.0 it does not)."""
     from ..torch_pair import BrokenInstallError, import_torchaudio
 
     try:
         import_torchaudio()
     except BrokenInstallError as e:
-        return f"torch: {torch_version}, torchaudio: {audio_version} (extension does not load)", [str(e)]
+        return str(e)
+    return None
+
+
+def check_torch_pair() -> Check:
+    torch_version, audio_version = installed("torch"), installed("torchaudio")
+    error = torchaudio_load_error()
+    if error:
+        return f"torch: {torch_version}, torchaudio: {audio_version} (extension does not load)", [error]
     return f"torch: {torch_version}, torchaudio: {audio_version} (extension loads)", []
 
 
@@ -84,7 +92,7 @@ def check_requirements() -> Check:
     core = ("polars", "zarr", "numcodecs", "pyarrow", "numpy")
     line = ", ".join(f"{name} {installed(name)}" for name in core)
     problems = []
-    said = {"torch", "torchaudio"} if pair_problem() else set()  # check_torch_pair has said it
+    said = {"torch", "torchaudio"} if torchaudio_load_error() else set()  # check_torch_pair has said it
     for text in metadata.requires("fstore") or []:
         req = Requirement(text)
         if req.name in said:
