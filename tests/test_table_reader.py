@@ -96,6 +96,10 @@ def test_read_json_errors(tmp_path: Path) -> None:
     p.write_text("[1, 2]")
     with pytest.raises(InputError, match=r"top level is not a JSON object"):
         read_json(p)
+    for content in (BOM, " \r\n", BOM + "\n\t"):  # nothing but a byte-order mark and whitespace
+        _write(p, content)
+        with pytest.raises(InputError, match=r"m.json: empty file"):
+            read_json(p)
 
 
 # --- typed polars CSV (the MSSD path) ------------------------------------------------------------

@@ -208,8 +208,11 @@ def read_table(path: Path, columns: list[str] | None = None, *, exact: bool = Fa
 
 def read_json(path: Path, top: type = dict) -> dict | list:
     """A JSON file whose top level is a ``top`` (object or array)."""
+    text = _text(path)
+    if not text.strip():
+        raise InputError(path, "empty file (only whitespace or a byte-order mark)")
     try:
-        obj = json.loads(_text(path))
+        obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(path, f"not valid JSON ({e.msg})", line=e.lineno) from None
     if not isinstance(obj, top):
