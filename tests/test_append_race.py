@@ -96,7 +96,8 @@ def test_conflicting_append_fails_in_one_line(logs, tmp_path, monkeypatch):
     assert not isinstance(out["second"], Exception)
     err = out["first"]
     assert isinstance(err, StoreError) and "\n" not in str(err)
-    assert "cannot be rebased on version 2" in str(err) and "already holds a file named" in str(err)
+    # the winner ingested the same file (same content): nothing is left for the loser to append
+    assert "cannot be rebased on version 2" in str(err) and "nothing to append: all 1 " in str(err)
     assert V.version_numbers(path) == [1, 2] and Store(path).validate() == []
 
 
@@ -145,4 +146,38 @@ def test_two_append_processes_both_land(logs, tmp_path):
     whole = tmp_path / "whole.fstore"
     shutil.rmtree(logs["full"] / "test_set", ignore_errors=True)
     ingest_spotify(logs["full"], whole, progress=False)
+    assert _sessions(s) == _sessions(Store(whole))
+
+
+def test_commit_before_the_build_skips_what_it_ingested(logs, tmp_path, monkeypatch):
+    """A commit lands between an append's discovery and its build: the files that commit ingested with the
+    same content are skipped too (the append is checked again against the version it builds on)."""
+    from featurestore.ingest import spotify_append
+
+    path = tmp_path / "s.fstore"
+    ingest_spotify(logs["a"], path, progress=False)
+    raw = tmp_path / "raw"  # the track files again, and both new logs
+    shutil.copytree(logs["a"] / "track_features", raw / "track_features")
+    for b in ("b1", "b2"):
+        shutil.copytree(logs[b] / "training_set", raw / "training_set", dirs_exist_ok=True)
+    real, landed = spotify_append.SourceHashes, []
+
+    def hashes_after_a_commit(files):
+        if not landed:  # the first call only (the winner's own append comes here too)
+            landed.append(files)
+            append_spotify(logs["b1"], path, progress=False)
+        return real(files)
+
+    monkeypatch.setattr(spotify_append, "SourceHashes", hashes_after_a_commit)
+    summary = append_spotify(raw, path, progress=False)
+    tracks = len(list((raw / "track_features").iterdir()))
+    assert summary.skipped == tracks + 1 and summary.files == 1
+    assert V.version_numbers(path) == [1, 2, 3] and not any("rebased" in n for n in summary.notes)
+    s = Store(path)
+    assert s.validate() == []
+    names = [Path(e["path"]).name for e in s.manifest["sources"]]
+    assert len(names) == len(set(names))
+    whole = tmp_path / "whole.fstore"
+    shutil.copytree(logs["full"], tmp_path / "full", ignore=shutil.ignore_patterns("test_set"))
+    ingest_spotify(tmp_path / "full", whole, progress=False)
     assert _sessions(s) == _sessions(Store(whole))

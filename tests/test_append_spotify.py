@@ -1,4 +1,5 @@
-"""``fstore ingest spotify --append --refit``: track quantizers refitted, the track table alone rewritten."""
+"""``fstore ingest spotify --append --refit``: track quantizers refitted, the track table alone rewritten; files
+ingested before are skipped when their content is the same, an error when it differs."""
 
 from __future__ import annotations
 
@@ -89,3 +90,85 @@ def test_refit_needs_append(raw, tmp_path):
     r = CliRunner().invoke(main, ["ingest", "spotify", str(raw), str(tmp_path / "x"), "--refit"])
     assert r.exit_code != 0 and len(r.output.strip().splitlines()) == 1 and "--refit needs --append" in r.output
     assert not os.path.exists(tmp_path / "x")
+
+
+# --- RAW carrying the track files again (as MSSD ships: one set of track files beside many log archives) --
+
+def _two_parts(raw: Path, out: Path) -> tuple[Path, Path]:
+    """A: the release without its second log; B: the same track files and the second log only."""
+    import shutil
+
+    logs = sorted((raw / "training_set").iterdir())
+    a, b = out / "a", out / "b"
+    shutil.copytree(raw, a, ignore=shutil.ignore_patterns(logs[1].name))
+    shutil.copytree(raw, b, ignore=shutil.ignore_patterns(logs[0].name, "test_set"))
+    return a, b
+
+
+def _error_line(r) -> str:
+    assert r.exit_code == 1 and "Traceback" not in r.output and isinstance(r.exception, SystemExit), r.output
+    errors = [line for line in r.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, r.output
+    return errors[0]
+
+
+def test_append_skips_files_ingested_before_with_the_same_content(raw, tmp_path, monkeypatch):
+    from featurestore.ingest import spotify_append
+
+    a, b = _two_parts(raw, tmp_path)
+    path = tmp_path / "s.fstore"
+    ingest_spotify(a, path, progress=False)
+    hashed = []
+    real = spotify_append.sha256_file
+    monkeypatch.setattr(spotify_append, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    r = CliRunner().invoke(main, ["ingest", "spotify", str(b), str(path), "--append"])
+    assert r.exit_code == 0, r.output
+    tracks = sorted(p.name for p in (b / "track_features").iterdir())
+    assert f"skipped        {len(tracks)} files: already ingested with the same content" in r.output
+    assert sorted(hashed) == tracks  # each skipped file hashed once, to decide
+    s, whole = Store(path), tmp_path / "whole.fstore"
+    assert s.version == 2 and s.validate() == []
+    names = [Path(e["path"]).name for e in s.manifest["sources"]]
+    assert sorted(names) == sorted([*(Path(e["path"]).name for e in Store(path, version=1).manifest["sources"]),
+                                    *(p.name for p in (b / "training_set").iterdir())])
+    ingest_spotify(raw, whole, progress=False)
+    w = Store(whole)
+    assert s.ids("tracks") == w.ids("tracks") and sorted(s.ids("train")) == sorted(w.ids("train"))
+    # the same release again: nothing left to append, one line
+    r = CliRunner().invoke(main, ["ingest", "spotify", str(b), str(path), "--append"])
+    assert f"nothing to append: all {len(tracks) + 1} " in _error_line(r)
+    assert V.version_numbers(path) == [1, 2]
+
+
+@pytest.mark.parametrize("same_size", [True, False])
+def test_append_same_name_different_content_is_one_line(raw, tmp_path, monkeypatch, same_size):
+    from featurestore.ingest import spotify_append
+
+    a, b = _two_parts(raw, tmp_path)
+    path = tmp_path / "s.fstore"
+    ingest_spotify(a, path, progress=False)
+    tf = sorted((b / "track_features").iterdir())[-1]
+    lines = tf.read_text().splitlines(keepends=True)
+    fields = lines[1].split(",")
+    dur = lines[0].split(",").index("duration")
+    last = "1" if fields[dur][-1] != "1" else "2"
+    fields[dur] = fields[dur][:-1] + last if same_size else fields[dur] + "1"  # the same size, or one byte more
+    lines[1] = ",".join(fields)
+    tf.write_text("".join(lines))
+    hashed = []
+    real = spotify_append.sha256_file
+    monkeypatch.setattr(spotify_append, "sha256_file", lambda p: hashed.append(Path(p).name) or real(p))
+    r = CliRunner().invoke(main, ["ingest", "spotify", str(b), str(path), "--append"])
+    line = _error_line(r)
+    assert f"{tf}: content differs from the {tf.name} already ingested into {path} (its sources as of version 1:" \
+        in line, line
+    assert (tf.name in hashed) == same_size  # a file of another size is not hashed to tell it differs
+    assert V.version_numbers(path) == [1]
+
+
+def test_append_same_name_without_recorded_checksum_is_one_line(raw, tmp_path):
+    a, b = _two_parts(raw, tmp_path)
+    path = tmp_path / "s.fstore"
+    ingest_spotify(a, path, progress=False, source_checksums=False)
+    r = CliRunner().invoke(main, ["ingest", "spotify", str(b), str(path), "--append"])
+    assert "ingested without a checksum (--no-source-checksums)" in _error_line(r)

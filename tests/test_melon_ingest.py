@@ -203,7 +203,7 @@ def test_block_reader_property(tmp_path_factory, items: list, block: int, indent
 def test_block_reader_errors(tmp_path: Path) -> None:
     p = tmp_path / "a.json"
     for text, message in [('[{"a": 1}, {"a": 2}', "truncated"), ('[{"a": 1} {"a": 2}]', "expected ','"),
-                          ("", "not a JSON array"), ('[{"a": 1}, 5]', "not an object"),
+                          ("", "empty file"), ('[{"a": 1}, 5]', "not an object"),
                           ('[{"a": 1}, 5, {"a": 2}]', "item 1: Expected `object`")]:
         p.write_text(text)
         with pytest.raises(InputError, match=message):
@@ -211,6 +211,64 @@ def test_block_reader_errors(tmp_path: Path) -> None:
                 pass
     p.write_text("  [ ]  \n")
     assert list(iter_items(p, dict)) == []
+
+
+BOM = "\ufeff".encode()
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 4, 64])
+def test_block_reader_bom(tmp_path: Path, block: int) -> None:
+    """A UTF-8 byte-order mark before the array is skipped (blocks shorter than the mark too); error
+    offsets stay offsets in the file."""
+    p = tmp_path / "a.json"
+    p.write_bytes(BOM + b'\r\n[{"a": 1}, {"a": "\xc3\xa9"}]\r\n')
+    assert [x for _, part in iter_items(p, dict, block_bytes=block) for x in part] == [{"a": 1}, {"a": "é"}]
+    p.write_bytes(BOM + b'  {"a": 1}')
+    with pytest.raises(InputError, match=r"a.json: not a JSON array \(byte 5: expected '\['\)"):
+        list(iter_items(p, dict, block_bytes=block))
+    p.write_bytes(BOM + b'[{"a": 1} {"a": 2}]')
+    with pytest.raises(InputError, match=r"a.json: invalid JSON at byte 13\b"):
+        list(iter_items(p, dict, block_bytes=block))
+
+
+@pytest.mark.parametrize("content", [b"", b" \n\t\r\n", BOM, BOM + b"\r\n  "])
+@pytest.mark.parametrize("block", [1, 4, 64])
+def test_block_reader_empty_file(tmp_path: Path, content: bytes, block: int) -> None:
+    p = tmp_path / "a.json"
+    p.write_bytes(content)
+    with pytest.raises(InputError, match=r"a.json: empty file") as e:
+        list(iter_items(p, dict, block_bytes=block))
+    assert "\n" not in str(e.value)
+
+
+def _with_bom(raw: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "raw"
+    shutil.copytree(raw, copy, ignore=shutil.ignore_patterns("_planted"))
+    for p in sorted(copy.rglob("*.json")):
+        p.write_bytes(BOM + p.read_bytes())
+    return copy
+
+
+def test_release_with_bom_ingests_the_same(raw: Path, store: Store, tmp_path: Path) -> None:
+    """Every JSON file (playlists, song_meta, genre_gn_all, answers) saved with a byte-order mark."""
+    copy = _with_bom(raw, tmp_path)
+    r = CliRunner().invoke(main, ["ingest", "melon", str(copy), str(tmp_path / "s")])
+    assert r.exit_code == 0, r.output
+    got = Store(tmp_path / "s")
+    assert got.validate() == [] and got.tables == store.tables
+    assert got.ids(S.SONG_IDS) == store.ids(S.SONG_IDS)
+    for split in S.SPLITS:
+        assert got.parquet(S.playlists_table(split)).equals(store.parquet(S.playlists_table(split)))
+
+
+@pytest.mark.parametrize("name", ["train.json", "song_meta.json", S.GENRES])
+@pytest.mark.parametrize("content", [b"", BOM, b"\n  \n"])
+def test_empty_json_file_one_line(raw: Path, tmp_path: Path, name: str, content: bytes) -> None:
+    copy = _broken(raw, tmp_path, name, lambda d: content)
+    r = CliRunner().invoke(main, ["ingest", "melon", str(copy), str(tmp_path / "s")])
+    assert r.exit_code == 1 and "Traceback" not in r.output and isinstance(r.exception, SystemExit)
+    lines = [x for x in r.output.splitlines() if x.startswith("Error:")]
+    assert len(lines) == 1 and f"{copy / name}: empty file" in lines[0], r.output
 
 
 # --- split ------------------------------------------------------------------------------------------

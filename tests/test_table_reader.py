@@ -96,6 +96,10 @@ def test_read_json_errors(tmp_path: Path) -> None:
     p.write_text("[1, 2]")
     with pytest.raises(InputError, match=r"top level is not a JSON object"):
         read_json(p)
+    for content in (BOM, " \r\n", BOM + "\n\t"):  # nothing but a byte-order mark and whitespace
+        _write(p, content)
+        with pytest.raises(InputError, match=r"m.json: empty file"):
+            read_json(p)
 
 
 # --- typed polars CSV (the MSSD path) ------------------------------------------------------------
@@ -148,3 +152,66 @@ def test_mssd_release_rewritten_by_a_tool_ingests_the_same(raw: Path, store: Sto
     assert got.ids("train") == store.ids("train") and got.ids("tracks") == store.ids("tracks")
     for col in S.EVENT_COLUMNS:
         assert (got.ragged("train").array(col)[:] == store.ragged("train").array(col)[:]).all(), col
+
+
+# --- a stray carriage return in a header line --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def small_raw(tmp_path_factory) -> Path:
+    from featurestore.synth.spotify import synth_spotify
+
+    out = tmp_path_factory.mktemp("cr_raw")
+    synth_spotify(out, sessions=40, tracks=20, seed=3, train_files=1)
+    return out
+
+
+def _stray_cr(src: Path, out: Path) -> Path:
+    """``src`` with its header line ending in ``\\r \\t`` (a CR, then a space and a tab, then the newline)."""
+    data = src.read_bytes()
+    end = data.index(b"\n")
+    out.write_bytes(data[:end] + b"\r \t" + data[end:])
+    return out
+
+
+@pytest.mark.parametrize("gz", [False, True])
+def test_typed_csv_stray_cr_in_header_is_one_error_on_line_1(small_raw: Path, tmp_path: Path, gz: bool) -> None:
+    src = sorted((small_raw / "training_set").glob("log_*.csv"))[0]
+    p = _stray_cr(src, tmp_path / src.name)
+    if gz:
+        p = tmp_path / (src.name + ".gz")
+        p.write_bytes(gzip.compress(_stray_cr(src, tmp_path / "x.csv").read_bytes()))
+    with pytest.raises(InputError, match=rf"{p.name}, line 1: stray carriage return") as e:
+        read_typed_csv(p, S.LOG_CSV)
+    assert "\n" not in str(e.value)
+
+
+@pytest.mark.parametrize("folder", ["training_set", "track_features"])
+def test_ingest_stray_cr_in_header_one_line_through_the_cli(small_raw: Path, tmp_path: Path, folder: str) -> None:
+    import shutil
+
+    raw = tmp_path / "raw"
+    shutil.copytree(small_raw, raw)
+    bad = sorted((raw / folder).glob("*.csv"))[0]
+    _stray_cr(bad, bad)
+    result = CliRunner().invoke(main, ["ingest", "spotify", str(raw), str(tmp_path / "s")])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output and isinstance(result.exception, SystemExit)
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and f"{bad}, line 1: stray carriage return" in errors[0], result.output
+    assert not (tmp_path / "s").exists() or not any((tmp_path / "s").iterdir())
+
+
+def test_ingest_crlf_release_still_accepted(small_raw: Path, tmp_path: Path) -> None:
+    """Windows line ends only (no BOM, no padding): the same store as the plain release."""
+    raw = tmp_path / "raw"
+    for p in sorted(small_raw.rglob("*.csv")):
+        out = raw / p.relative_to(small_raw)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(p.read_bytes().replace(b"\n", b"\r\n"))
+    for src, target in ((small_raw, tmp_path / "plain"), (raw, tmp_path / "crlf")):
+        result = CliRunner().invoke(main, ["ingest", "spotify", str(src), str(target)])
+        assert result.exit_code == 0, result.output
+    got, want = Store(tmp_path / "crlf"), Store(tmp_path / "plain")
+    assert got.ids("train") == want.ids("train") and got.ids("tracks") == want.ids("tracks")
+    for col in S.EVENT_COLUMNS:
+        assert (got.ragged("train").array(col)[:] == want.ragged("train").array(col)[:]).all(), col

@@ -56,6 +56,7 @@ class IngestSummary:
     seconds: float = 0.0
     notes: list = field(default_factory=list)
     row_unit: str = "sessions"  # what a row of a ragged table is, for lines()
+    skipped: int = 0  # raw files not read: an append found them ingested before, with the same content
 
     def _of(self, kind: str, key: str) -> dict[str, int]:
         return {n: t[key] for n, t in self.tables.items() if t["kind"] == kind}
@@ -94,6 +95,9 @@ class IngestSummary:
 
     def lines(self) -> list[str]:
         out = [f"files          {self.files} ({self.raw_bytes / 1e6:.1f} MB raw)"]
+        if self.skipped:
+            out.append(f"skipped        {self.skipped} file{'s' * (self.skipped != 1)}: already ingested with the "
+                       "same content")
         if self.clips:
             out += self._frame_lines()
         else:

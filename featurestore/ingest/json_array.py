@@ -11,16 +11,19 @@ is reported with its JSON path). The cut is found with numpy, without a Python l
   strings move the nesting depth, and an element ends where the depth returns to the array's level.
 
 Every scan starts at the array's level outside any string (the unconsumed tail of a block is carried
-into the next one), so no scanner state crosses blocks. Errors are :class:`InputError` lines naming the
-file and the item index (with the JSON path of a wrong field) or the byte offset of malformed JSON.
+into the next one), so no scanner state crosses blocks. A UTF-8 byte-order mark at the start is skipped
+(byte offsets in errors stay offsets in the file, as in any other tool); a file with nothing but it and
+whitespace is an "empty file". Errors are :class:`InputError` lines naming the file and the item index
+(with the JSON path of a wrong field) or the byte offset of malformed JSON.
 """
 
 from __future__ import annotations
 
+import codecs
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import msgspec
 import numpy as np
@@ -29,6 +32,7 @@ from ..store.errors import InputError
 
 BLOCK_BYTES = 4 << 20  # measured at the real sizes: peak RSS grows ~10x the block (decoded objects)
 _WS = b" \t\r\n"
+_BOM = codecs.BOM_UTF8
 _BYTE_AT = re.compile(r"\(byte (\d+)\)")
 _ITEM_AT = re.compile(r"at `\$\[(\d+)\](.*)`")
 
@@ -82,12 +86,14 @@ class ArrayReader:
         if not self.path.is_file():
             raise InputError(self.path, "file missing")
         with open(self.path, "rb") as f:
-            head = f.read(self.block_bytes)
-            start = len(head) - len(head.lstrip(_WS))
-            if start == len(head) or head[start:start + 1] != b"[":
+            head, start, eof = self._start(f)
+            if not head:
+                what = "0 bytes" if start == 0 else "only whitespace or a byte-order mark"
+                raise InputError(self.path, f"empty file ({what}; expected a JSON array)")
+            if head[:1] != b"[":
                 raise InputError(self.path, f"not a JSON array (byte {start}: expected '[')")
-            buf, pos = head[start + 1:], start + 1  # pos: file offset of buf[0]
-            first, eof = True, len(head) < self.block_bytes
+            buf, pos = head[1:], start + 1  # pos: file offset of buf[0]
+            first = True
             while True:
                 ends = element_ends(buf)
                 if ends.size:
@@ -103,6 +109,28 @@ class ArrayReader:
                 eof = len(more) < self.block_bytes
                 buf += more
             self._finish(buf, pos, first)
+
+    def _start(self, f: BinaryIO) -> tuple[bytes, int, bool]:
+        """Skip a UTF-8 byte-order mark at the file's start and the whitespace after it, reading as many
+        blocks as that takes (whitespace is dropped as it is read: memory stays one block). Returns (the
+        bytes read from the first other byte on, that byte's file offset, whether the file's end was
+        reached); empty bytes: the file holds no other byte."""
+        buf, pos, eof, checked = b"", 0, False, False
+        while not eof:
+            more = f.read(self.block_bytes)
+            eof = len(more) < self.block_bytes
+            buf += more
+            if not checked:
+                if len(buf) < len(_BOM) and not eof:
+                    continue  # a block shorter than the mark: read on before deciding
+                checked = True
+                if buf.startswith(_BOM):  # as Windows tools write UTF-8; CSV files with one are accepted too
+                    buf, pos = buf[len(_BOM):], len(_BOM)
+            rest = buf.lstrip(_WS)
+            pos, buf = pos + len(buf) - len(rest), rest
+            if buf:
+                break
+        return buf, pos, eof
 
     def _decode(self, chunk: bytes, pos: int, first: bool) -> list:
         body = chunk.lstrip(_WS)

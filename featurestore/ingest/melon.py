@@ -11,6 +11,7 @@ an answer without a question, or a question without an answer, is an error.
 
 from __future__ import annotations
 
+import codecs
 import resource
 from collections.abc import Callable
 from pathlib import Path
@@ -253,8 +254,11 @@ class _Playlists:
 def _read_genres(path: Path) -> dict[str, str]:
     if not path.is_file():
         raise InputError(path, "file missing")
+    data = path.read_bytes().removeprefix(codecs.BOM_UTF8)  # a byte-order mark, as in the other JSON files
+    if not data.strip():
+        raise InputError(path, "empty file (expected a JSON object of genre code -> name)")
     try:
-        return msgspec.json.decode(path.read_bytes(), type=dict[str, str])
+        return msgspec.json.decode(data, type=dict[str, str])
     except msgspec.ValidationError as e:
         raise InputError(path, f"{e} (expected an object of genre code -> name)") from None
     except msgspec.DecodeError as e:

@@ -5,8 +5,10 @@ new sessions go into new chunks (plus the partial last chunk of each array, rewr
 the id lists and dictionaries are rewritten whole (they are small beside the events).
 - RAW holds ``training_set/log_*`` (new sessions) and optionally ``track_features/tf_*`` (new
   tracks only: an id the store has is an error). ``test_set/`` cannot be appended.
-- A session already in the store (split between old and new files) is an error, as is a file whose
-  name the store already ingested.
+- A session already in the store (split between old and new files) is an error. A file whose name
+  the store already ingested is skipped when its content is the same (sha256; MSSD ships one set of
+  track files beside many log archives, so each append's RAW may carry them again) and counted in the
+  summary; with a different content it is an error.
 - New tracks are encoded with the parent version's quantizers: values outside their fitted ranges
   are clipped and counted in a note. With ``refit`` (``--refit``) the track quantizers are fitted
   again on the old tracks (their decoded values: the raw floats are not kept) and the new ones, and
@@ -25,6 +27,7 @@ import polars as pl
 from ..quantize import ExactQuantizer, QuantizerBank, RangeScan
 from ..schemas import mssd as S
 from ..store import FeatureTableWriter, InputError, RaggedWriter, Store, StoreError
+from ..store.manifest import sha256_file
 from .builder import IngestSummary, StoreBuilder, with_rebase
 from .sessions import SessionIdRegistry
 from .sources import SourceHashes, _glob
@@ -34,7 +37,9 @@ from .table import read_typed_csv
 REFIT_BLOCK_ROWS = 1 << 18  # old tracks decoded at a time by --refit (29 columns: 60 MB of float64)
 
 
-def _discover(raw_dir: Path, parent: Store) -> tuple[list[Path], list[Path]]:
+def _discover(raw_dir: Path, parent: Store, digests: dict[Path, str]) -> tuple[list[Path], list[Path], list[Path]]:
+    """(new logs, new track files, files skipped: ingested before with the same content). ``digests``:
+    sha256 of the raw files hashed to decide (filled here, reused when called again on a newer parent)."""
     if not raw_dir.is_dir():
         raise InputError(raw_dir, "raw directory not found")
     if _glob(raw_dir / "test_set", "log_*"):
@@ -42,11 +47,39 @@ def _discover(raw_dir: Path, parent: Store) -> tuple[list[Path], list[Path]]:
     logs, tracks = _glob(raw_dir / "training_set", "log_*"), _glob(raw_dir / "track_features", "tf_*")
     if not logs and not tracks:
         raise InputError(raw_dir, "nothing to append (no training_set/log_* or track_features/tf_* files)")
-    seen = {Path(s["path"]).name for s in parent.manifest.get("sources", [])}
-    for p in logs + tracks:
-        if p.name in seen:
-            raise InputError(p, f"{parent.path} already holds a file named {p.name} (ingested before)")
-    return logs, tracks
+    seen: dict[str, list[dict]] = {}
+    for s in parent.manifest.get("sources", []):
+        seen.setdefault(Path(s["path"]).name, []).append(s)
+    skipped = [p for p in logs + tracks if p.name in seen and _ingested_before(p, seen[p.name], parent, digests)]
+    if skipped:
+        logs, tracks = [p for p in logs if p not in skipped], [p for p in tracks if p not in skipped]
+        if not logs and not tracks:
+            raise InputError(raw_dir, f"nothing to append: all {len(skipped)} training_set/log_* and "
+                             f"track_features/tf_* files were ingested before, with the same content")
+    return logs, tracks, skipped
+
+
+def _ingested_before(path: Path, before: list[dict], parent: Store, digests: dict[Path, str]) -> bool:
+    """True when ``path`` has the content of a source file of the same name the store ingested before
+    (``before``: those manifest entries), to be skipped; a different content is an error. The size is
+    compared first: only a file of the same size is hashed (the one read of it an append makes)."""
+    store = parent.remote or parent.path
+    recorded = [s for s in before if s.get("sha256")]
+    if not recorded:
+        raise InputError(path, f"{store} (version {parent.version}) already holds a file named {path.name}, "
+                         "ingested without a checksum (--no-source-checksums): cannot tell whether its content "
+                         "is the same")
+    size = path.stat().st_size
+    if any(s["bytes"] == size for s in recorded):
+        if path not in digests:
+            digests[path] = sha256_file(path)
+        if any(s["sha256"] == digests[path] for s in recorded):
+            return True
+    s = recorded[-1]
+    this = f"{size} bytes" + (f", sha256 {digests[path][:12]}" if path in digests else "")
+    raise InputError(path, f"content differs from the {path.name} already ingested into {store} (its sources as of "
+                     f"version {parent.version}: {s['path']}, {s['bytes']} bytes, sha256 {s['sha256'][:12]}; this "
+                     f"file: {this}); a file name is ingested once: give new data a new name")
 
 
 def _old_blocks(table, rows: int = REFIT_BLOCK_ROWS) -> Iterator[np.ndarray]:
@@ -125,24 +158,31 @@ def _append_once(raw_dir: str | Path, store_path: str | Path, progress: bool, so
     parent = Store(store_path)
     if parent.version is None:
         raise StoreError(f"{store_path}: not a versioned store; ingest it again (with --overwrite) to append to it")
-    logs, tracks = _discover(raw_dir, parent)
+    digests: dict[Path, str] = {}
+    logs, tracks, skipped = _discover(raw_dir, parent, digests)
     files = tracks + logs
     hashes = SourceHashes(files) if source_checksums else None  # on a low-priority thread, meanwhile
     try:
-        return _append_files(raw_dir, store_path, progress, refit, parent, logs, tracks, hashes)
+        return _append_files(raw_dir, store_path, progress, refit, parent, (logs, tracks, skipped), hashes, digests)
     finally:
         if hashes is not None:
             hashes.close()
 
 
 def _append_files(raw_dir: Path, store_path: str | Path, progress: bool, refit: bool, parent: Store,
-                  logs: list[Path], tracks: list[Path], hashes: SourceHashes | None) -> IngestSummary:
+                  found: tuple[list[Path], list[Path], list[Path]], hashes: SourceHashes | None,
+                  digests: dict[Path, str]) -> IngestSummary:
+    logs, tracks, skipped = found
     files = tracks + logs
     raw_bytes = sum(p.stat().st_size for p in files)
     with StoreBuilder(store_path, parent.manifest["dataset"], append=True, progress=progress, files=len(files),
                       raw_bytes=raw_bytes) as b:
         if b.parent != parent.version:  # a commit landed since: check against the version built on
-            _discover(raw_dir, b.parent_store)
+            logs, tracks, skipped = _discover(raw_dir, b.parent_store, digests)  # it may hold more of them
+            files = tracks + logs
+            raw_bytes = b.summary.raw_bytes = sum(p.stat().st_size for p in files)
+            b.summary.files = len(files)
+        b.summary.skipped = len(skipped)
         bar = b.bar(raw_bytes, "B", "append spotify")
         track_codes, clipped = _append_tracks(tracks, b, b.parent_store, refit)
         enc = _SessionEncoder(track_codes)
@@ -166,5 +206,5 @@ def _append_files(raw_dir: Path, store_path: str | Path, progress: bool, refit: 
         if clipped:
             b.summary.notes.append(f"{clipped} track feature values outside the quantizers' fitted ranges were "
                                    "clipped (append with --refit to refit them)")
-        b.finish(sources_with(raw_dir, files, hashes.digests() if hashes is not None else None))
+        b.finish(sources_with(raw_dir, files, {**digests, **hashes.digests()} if hashes is not None else None))
     return b.summary

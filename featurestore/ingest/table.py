@@ -120,9 +120,17 @@ def _text(path: Path) -> str:
         raise InputError(path, f"not UTF-8 text (byte {e.start})", line=line) from None
 
 
-def _split_header(line: str, delimiter: str) -> list[str]:
-    """Header names as the file spells them (quotes removed), and stripped."""
-    return next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter), [])
+def _split_header(line: str, delimiter: str, path: Path) -> list[str]:
+    """Header names as the file spells them (quotes removed). A carriage return inside the line (not
+    as part of its CRLF end) or a header the csv module cannot split is an error on line 1."""
+    try:
+        return next(csv.reader([line.rstrip("\r\n")], delimiter=delimiter), [])
+    except csv.Error as e:
+        if "\r" in line.rstrip("\r\n"):
+            message = "stray carriage return (\\r) in the header line, not at its end"
+        else:
+            message = f"malformed CSV header ({e})"
+        raise InputError(path, message, line=1) from None
 
 
 # --- text rows: read_table -----------------------------------------------------------------------
@@ -200,8 +208,11 @@ def read_table(path: Path, columns: list[str] | None = None, *, exact: bool = Fa
 
 def read_json(path: Path, top: type = dict) -> dict | list:
     """A JSON file whose top level is a ``top`` (object or array)."""
+    text = _text(path)
+    if not text.strip():
+        raise InputError(path, "empty file (only whitespace or a byte-order mark)")
     try:
-        obj = json.loads(_text(path))
+        obj = json.loads(text)
     except json.JSONDecodeError as e:
         raise InputError(path, f"not valid JSON ({e.msg})", line=e.lineno) from None
     if not isinstance(obj, top):
@@ -236,15 +247,16 @@ def read_json_records(path: Path, fields: dict[str, type]) -> list[dict]:
 
 # --- typed polars frames: read_typed_csv ---------------------------------------------------------
 
-def read_header(source: bytes | Path) -> list[str]:
-    """The header names as polars sees them (BOM and line end removed, not stripped)."""
+def read_header(source: bytes | Path, path: Path) -> list[str]:
+    """The header names as polars sees them (BOM and line end removed, not stripped); ``path`` names
+    the file in errors."""
     if isinstance(source, Path):
         with open(source, "rb") as f:
             line = f.readline()
     else:
         end = source.find(b"\n")  # not split(): that would copy the whole file after the header
         line = source if end < 0 else source[:end]
-    return _split_header(line.removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="replace"), ",")
+    return _split_header(line.removeprefix(codecs.BOM_UTF8).decode("utf-8", errors="replace"), ",", path)
 
 
 def _parse_text(col: pl.Series, dtype: pl.DataType) -> pl.Series:
@@ -305,7 +317,7 @@ def read_typed_csv(path: Path, schema: dict[str, pl.DataType], required: list[st
 
 def _read_typed(path: Path, source: bytes | Path, schema: dict[str, pl.DataType],
                 required: list[str] | None) -> pl.DataFrame:
-    raw = read_header(source)
+    raw = read_header(source, path)
     stripped = [h.strip() for h in raw]
     required = list(schema) if required is None else required
     missing = [c for c in required if c not in stripped]
