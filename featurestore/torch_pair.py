@@ -85,7 +85,7 @@ def import_torchaudio(submodule: str = "") -> ModuleType:
     name = f"torchaudio.{submodule}" if submodule else "torchaudio"
     try:
         return importlib.import_module(name)
-    except (OSError, ImportError) as e:
+    except (OSError, ImportError, RuntimeError) as e:  # RuntimeError: torchaudio's own CUDA-version check
         _print_uncaught_as_one_line()
         raise BrokenInstallError(load_problem(e)) from None
 
