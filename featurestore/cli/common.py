@@ -1,5 +1,7 @@
-"""What every command shares: the error policy, and the options every family's commands take identically
-(``synth --overwrite``, the ``train`` and ``evaluate`` contracts, the frame-set quantizer options)."""
+"""What every command shares: the error policy, and the options several families' commands take identically,
+one decorator per group (``synth_options``, ``ingest_options``, ``clip_ingest_options``,
+``distributed_options``, ``train_options``, ``evaluate_options``; ``clip_ingest_command``: a whole clip
+ingest command)."""
 
 from __future__ import annotations
 
@@ -50,8 +52,12 @@ def print_ingest_summary(raw_dir: Path, store: Path, summary: Any) -> None:
 
 
 # --- shared options --------------------------------------------------------------------------------
+# One decorator per group of options that several commands take identically, stacked between
+# ``@click.command`` and ``@user_errors`` where the group's options stand in the command's --help; a
+# command's own options go between the groups.
 
-def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+def option_group(*decorators: Callable[[F], F]) -> Callable[[F], F]:
+    """One decorator applying ``decorators`` as if stacked in this order (their options in this order)."""
     def apply(fn: F) -> F:
         for d in reversed(decorators):
             fn = d(fn)
@@ -60,24 +66,38 @@ def _compose(*decorators: Callable[[F], F]) -> Callable[[F], F]:
     return apply
 
 
+# writing a raw-format folder (synth, split): OUT first, then the command's own options, then synth_options
 SYNTH_OUT = click.argument("out", type=click.Path(file_okay=False, path_type=Path))
-OVERWRITE_SYNTH = click.option("--overwrite", is_flag=True, help="Clear a non-empty OUT first.")
-OVERWRITE_STORE = click.option("--overwrite", is_flag=True, help="Replace an existing store at STORE.")
 SEED = click.option("--seed", default=0, show_default=True, help="Random seed (same seed, same output).")
-RAW_AND_STORE = _compose(click.argument("raw_dir", type=click.Path(path_type=Path)),
-                         click.argument("store", type=click.Path(path_type=Path)))
-QUANTIZER = click.option("--quantizer", "kind", default="affine", show_default=True,
-                         type=click.Choice(["affine", "quantile", "auto"]), help="Per-bin 8-bit quantizer.")
-SAMPLE = click.option("--sample-frames", type=int, default=None,
-                      help="Frames the quantizers are fitted on (default: 64 MB of float32).")
-WORKERS = click.option("--workers", "dask_workers", default=0, type=click.IntRange(min=0), show_default=True,
-                       help="Do the per-file work (read, validate, encode; audio: load, transform) on a local Dask "
-                            "cluster of this many worker processes (0: in this process).")
-SCHEDULER = click.option("--scheduler", default=None, metavar="ADDRESS",
-                         help="Do the per-file work on an existing Dask cluster (e.g. tcp://host:8786); its workers "
-                              "must see RAW_DIR at the same path, and a local STORE too (an s3:// STORE needs "
-                              "nothing shared: the workers write to it).")
-ONE_PASS = click.option("--one-pass", is_flag=True, help="Fit on the sample only (no exact-range pre-pass; may clip).")
+OVERWRITE_SYNTH = click.option("--overwrite", is_flag=True, help="Clear a non-empty OUT first.")
+synth_options = option_group(SEED, OVERWRITE_SYNTH)
+
+# every ingest: RAW_DIR STORE --overwrite first, then the family's own options
+ingest_options = option_group(
+    click.argument("raw_dir", type=click.Path(path_type=Path)),
+    click.argument("store", type=click.Path(path_type=Path)),
+    click.option("--overwrite", is_flag=True, help="Replace an existing store at STORE."),
+)
+# a clip ingest's frame-set quantizers and --append (after its own options)
+clip_ingest_options = option_group(
+    click.option("--quantizer", "kind", default="affine", show_default=True,
+                 type=click.Choice(["affine", "quantile", "auto"]), help="Per-bin 8-bit quantizer."),
+    click.option("--sample-frames", type=int, default=None,
+                 help="Frames the quantizers are fitted on (default: 64 MB of float32)."),
+    click.option("--append", is_flag=True,
+                 help="Add RAW_DIR's new clips to STORE as a new version (its quantizers are kept: quantizer "
+                      "options are ignored)."),
+)
+# an ingest whose per-file work can run on Dask (last)
+distributed_options = option_group(
+    click.option("--workers", "dask_workers", default=0, type=click.IntRange(min=0), show_default=True,
+                 help="Do the per-file work (read, validate, encode; audio: load, transform) on a local Dask "
+                      "cluster of this many worker processes (0: in this process)."),
+    click.option("--scheduler", default=None, metavar="ADDRESS",
+                 help="Do the per-file work on an existing Dask cluster (e.g. tcp://host:8786); its workers "
+                      "must see RAW_DIR at the same path, and a local STORE too (an s3:// STORE needs "
+                      "nothing shared: the workers write to it)."),
+)
 
 
 def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
@@ -95,7 +115,7 @@ DEVICE = click.option("--device", default="cpu", show_default=True, callback=_de
 
 def train_options(epochs: int = 10) -> Callable[[F], F]:
     """``fstore train <family> STORE OUT_DIR`` and the options every family's training takes."""
-    return _compose(
+    return option_group(
         click.argument("store", type=click.Path(path_type=Path)),
         click.argument("out_dir", type=click.Path(file_okay=False, path_type=Path)),
         click.option("--epochs", default=epochs, type=click.IntRange(min=1), show_default=True,
@@ -111,7 +131,7 @@ def train_options(epochs: int = 10) -> Callable[[F], F]:
 def evaluate_options(default_out: str) -> Callable[[F], F]:
     """``fstore evaluate <family> STORE CHECKPOINT --out SUBMISSION --metrics-json FILE [--device]``;
     ``default_out`` is the family's submission file name in its official format."""
-    return _compose(
+    return option_group(
         click.argument("store", type=click.Path(path_type=Path)),
         click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path)),
         click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path(default_out),
@@ -138,10 +158,6 @@ def report_scores(scores: dict[str, dict[str, float]], metric: str, split: str,
         atomic_write_bytes(metrics_json, (json.dumps(doc, indent=1) + "\n").encode())
         click.echo(f"wrote {metrics_json}")
 
-APPEND_CLIPS = click.option(
-    "--append", is_flag=True,
-    help="Add RAW_DIR's new clips to STORE as a new version (its quantizers are kept: quantizer options are ignored).")
-
 
 def cpu_torch_threads(device: str, threads: int) -> int | None:
     """torch CPU threads for a training or scoring command (``threads`` 0: the default below)."""
@@ -150,9 +166,6 @@ def cpu_torch_threads(device: str, threads: int) -> int | None:
     # On the CPU one torch thread: the loader's fill thread takes the other core, and on a busy host two
     # OpenMP threads spin against it (measured here: a step 10-20x slower than with one thread).
     return 1 if device == "cpu" else None
-
-# the options every clip ingest without its own feature parameters takes (yandex, speakers)
-CLIP_INGEST = _compose(RAW_AND_STORE, OVERWRITE_STORE, ONE_PASS, QUANTIZER, SAMPLE, APPEND_CLIPS, WORKERS, SCHEDULER)
 
 
 def lean_ingest_process() -> None:
@@ -225,3 +238,26 @@ def run_clip_ingest(ingest: Callable[..., Any], raw_dir: Path, store: Path, dask
     with clip_loader(store, dask_workers, scheduler):
         summary = ingest(raw_dir, store, **kwargs)
     print_ingest_summary(raw_dir, store, summary)
+
+
+def clip_ingest_command(name: str) -> Callable[[Callable[..., Any]], click.Command]:
+    """``fstore ingest <name>`` for a clip dataset with no feature options of its own (yandex, speakers):
+    RAW_DIR STORE, --overwrite, --one-pass, the clip and Dask options. The decorated function,
+    ``(raw_dir, store, **options) -> summary``, runs the family's ingest (imported there, when the
+    command runs); its docstring is the command's help."""
+
+    def make(ingest: Callable[..., Any]) -> click.Command:
+        @click.command(name, help=ingest.__doc__)
+        @ingest_options
+        @click.option("--one-pass", is_flag=True, help="Fit on the sample only (no exact-range pre-pass; may clip).")
+        @clip_ingest_options
+        @distributed_options
+        @user_errors
+        def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
+                       sample_frames: int | None, append: bool, dask_workers: int, scheduler: str | None) -> None:
+            run_clip_ingest(ingest, raw_dir, store, dask_workers, scheduler, overwrite=overwrite, append=append,
+                            two_pass=not one_pass, kind=kind, sample_frames=sample_frames)
+
+        return ingest_cmd
+
+    return make

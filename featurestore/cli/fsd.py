@@ -7,20 +7,15 @@ from pathlib import Path
 import click
 
 from .common import (
-    APPEND_CLIPS,
-    OVERWRITE_STORE,
-    OVERWRITE_SYNTH,
-    QUANTIZER,
-    RAW_AND_STORE,
-    SAMPLE,
-    SCHEDULER,
-    SEED,
     SYNTH_OUT,
-    WORKERS,
+    clip_ingest_options,
+    distributed_options,
     echo_lines,
     evaluate_options,
+    ingest_options,
     report_scores,
     run_clip_ingest,
+    synth_options,
     train_options,
     user_errors,
 )
@@ -35,8 +30,7 @@ from .common import (
 @click.option("--classes", default=80, type=click.IntRange(min=1), show_default=True, help="Label vocabulary size.")
 @click.option("--test-clips", default=20, type=click.IntRange(min=0), show_default=True, help="Unlabelled test clips.")
 @click.option("--max-seconds", default=4.0, show_default=True, help="Longest clip, in seconds.")
-@SEED
-@OVERWRITE_SYNTH
+@synth_options
 @user_errors
 def synth_cmd(out: Path, curated: int, noisy: int, classes: int, test_clips: int, max_seconds: float, seed: int,
               overwrite: bool) -> None:
@@ -49,8 +43,7 @@ def synth_cmd(out: Path, curated: int, noisy: int, classes: int, test_clips: int
 
 
 @click.command("fsd")
-@RAW_AND_STORE
-@OVERWRITE_STORE
+@ingest_options
 @click.option("--sample-rate", default=44100, show_default=True, help="Required wav sample rate (Hz).")
 @click.option("--n-fft", default=1764, show_default=True, help="STFT window length in samples.")
 @click.option("--hop", default=220, show_default=True, help="STFT hop in samples (frames per second = rate / hop).")
@@ -58,11 +51,8 @@ def synth_cmd(out: Path, curated: int, noisy: int, classes: int, test_clips: int
 @click.option("--two-pass", is_flag=True, help="Exact per-bin range from a first pass (computes the mel twice).")
 @click.option("--threads", "workers", type=int, default=None,
               help="Decode/mel threads in this process (default: CPU count, max 16).")
-@QUANTIZER
-@SAMPLE
-@APPEND_CLIPS
-@WORKERS
-@SCHEDULER
+@clip_ingest_options
+@distributed_options
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_fft: int, hop: int, n_mels: int,
                two_pass: bool, workers: int | None, kind: str, sample_frames: int | None, append: bool,

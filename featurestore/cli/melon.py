@@ -8,17 +8,15 @@ import click
 
 from ..schemas import melon as schema
 from .common import (
-    OVERWRITE_STORE,
-    OVERWRITE_SYNTH,
-    RAW_AND_STORE,
-    SEED,
     SYNTH_OUT,
     cpu_torch_threads,
     echo_lines,
     evaluate_options,
     freeze_imports,
+    ingest_options,
     print_ingest_summary,
     report_scores,
+    synth_options,
     train_options,
     user_errors,
 )
@@ -30,8 +28,7 @@ from .common import (
               help="Playlists over train/val/test (80/13/7 %; real release: 148826).")
 @click.option("--songs", default=30_000, type=click.IntRange(min=300), show_default=True,
               help="Songs in song_meta.json (real release: 707989).")
-@SEED
-@OVERWRITE_SYNTH
+@synth_options
 @user_errors
 def synth_cmd(out: Path, playlists: int, songs: int, seed: int, overwrite: bool) -> None:
     """Melon layout under OUT: train/val/test.json, song_meta.json, genre_gn_all.json, answers/{val,test}.json,
@@ -42,8 +39,7 @@ def synth_cmd(out: Path, playlists: int, songs: int, seed: int, overwrite: bool)
 
 
 @click.command("melon")
-@RAW_AND_STORE
-@OVERWRITE_STORE
+@ingest_options
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool) -> None:
     """song_meta.json, genre_gn_all.json, train.json [val.json, test.json, answers/*.json] under RAW_DIR into STORE."""
@@ -55,11 +51,10 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool) -> None:
 
 @click.command("melon")
 @click.argument("raw_dir", type=click.Path(path_type=Path))
-@click.argument("out", type=click.Path(file_okay=False, path_type=Path))
+@SYNTH_OUT
 @click.option("--fraction", default=0.1, type=click.FloatRange(0, 1, min_open=True, max_open=True), show_default=True,
               help="Share of RAW_DIR's train playlists (with a song and a tag) that become val questions.")
-@SEED
-@OVERWRITE_SYNTH
+@synth_options
 @user_errors
 def split_cmd(raw_dir: Path, out: Path, fraction: float, seed: int, overwrite: bool) -> None:
     """Offline validation split of RAW_DIR/train.json into OUT (train.json, val.json, answers/val.json, song files)

@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from .common import (
-    CLIP_INGEST,
-    OVERWRITE_SYNTH,
-    SEED,
     SYNTH_OUT,
+    clip_ingest_command,
     echo_lines,
     evaluate_options,
     report_scores,
-    run_clip_ingest,
+    synth_options,
     train_options,
     user_errors,
 )
@@ -27,8 +26,7 @@ from .common import (
               help="Labelled utterances per speaker.")
 @click.option("--test-utterances", default=100, type=click.IntRange(min=0), show_default=True,
               help="Test utterances (labels in test_labels.json).")
-@SEED
-@OVERWRITE_SYNTH
+@synth_options
 @user_errors
 def synth_cmd(out: Path, speakers: int, utterances: int, test_utterances: int, seed: int, overwrite: bool) -> None:
     """Speaker homework layout: Dataset/{mapping,metadata,testdata,test_labels}.json + uttr-*.pt under OUT."""
@@ -39,16 +37,12 @@ def synth_cmd(out: Path, speakers: int, utterances: int, test_utterances: int, s
     click.echo(f"wrote {s.files} files to {out}: {s.clips} utterances, {s.classes} speakers, {s.bytes / 1e6:.1f} MB")
 
 
-@click.command("speakers")
-@CLIP_INGEST
-@user_errors
-def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
-               sample_frames: int | None, append: bool, dask_workers: int, scheduler: str | None) -> None:
+@clip_ingest_command("speakers")
+def ingest_cmd(raw_dir: Path, store: Path, **options: Any) -> Any:
     """Dataset/ mapping, metadata, testdata JSON + uttr-*.pt mel tensors under RAW_DIR into STORE."""
     from ..ingest.speakers import ingest_speakers
 
-    run_clip_ingest(ingest_speakers, raw_dir, store, dask_workers, scheduler, overwrite=overwrite, append=append,
-                    two_pass=not one_pass, kind=kind, sample_frames=sample_frames)
+    return ingest_speakers(raw_dir, store, **options)
 
 
 @click.command("speakers")

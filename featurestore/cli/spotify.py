@@ -7,16 +7,14 @@ from pathlib import Path
 import click
 
 from .common import (
-    OVERWRITE_STORE,
     OVERWRITE_SYNTH,
-    RAW_AND_STORE,
-    SCHEDULER,
     SEED,
     SYNTH_OUT,
-    WORKERS,
+    distributed_options,
     echo_lines,
     evaluate_options,
     freeze_imports,
+    ingest_options,
     print_ingest_summary,
     report_scores,
     train_options,
@@ -25,7 +23,7 @@ from .common import (
 
 
 @click.command("spotify")
-@SYNTH_OUT
+@SYNTH_OUT  # not synth_options: --seed stands among this command's own options
 @click.option("--sessions", default=20000, type=click.IntRange(min=1), show_default=True,
               help="Sessions in all (train + test).")
 @click.option("--tracks", default=5000, type=click.IntRange(min=1), show_default=True,
@@ -46,15 +44,13 @@ def synth_cmd(out: Path, sessions: int, tracks: int, seed: int, train_files: int
 
 
 @click.command("spotify")
-@RAW_AND_STORE
-@OVERWRITE_STORE
+@ingest_options
 @click.option("--no-source-checksums", is_flag=True, help="Skip sha256 of the raw files in the manifest.")
 @click.option("--append", is_flag=True,
               help="Add RAW_DIR's new training_set/log_* and track_features/tf_* to STORE as a new version.")
 @click.option("--refit", is_flag=True,
               help="With --append: refit the track quantizers on old + new tracks (rewrites the track table only).")
-@WORKERS
-@SCHEDULER
+@distributed_options
 @user_errors
 def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums: bool, append: bool,
                refit: bool, dask_workers: int, scheduler: str | None) -> None:

@@ -10,15 +10,14 @@ from typing import Any
 import click
 
 from .common import (
-    CLIP_INGEST,
-    OVERWRITE_SYNTH,
-    SEED,
     SYNTH_OUT,
+    clip_ingest_command,
     cpu_torch_threads,
     echo_lines,
     evaluate_options,
+    option_group,
     report_scores,
-    run_clip_ingest,
+    synth_options,
     train_options,
     user_errors,
 )
@@ -30,8 +29,7 @@ from .common import (
 @click.option("--artists", default=200, type=click.IntRange(min=1), show_default=True, help="Train artists.")
 @click.option("--test-tracks", default=300, type=click.IntRange(min=0), show_default=True,
               help="Unlabelled test tracks.")
-@SEED
-@OVERWRITE_SYNTH
+@synth_options
 @user_errors
 def synth_cmd(out: Path, tracks: int, artists: int, test_tracks: int, seed: int, overwrite: bool) -> None:
     """Yandex Cup 2022 layout: train_meta.tsv, test_meta.tsv, {fold}/{trackid}.npy (512 x T) under OUT."""
@@ -42,16 +40,21 @@ def synth_cmd(out: Path, tracks: int, artists: int, test_tracks: int, seed: int,
     click.echo(f"wrote {s.files} files to {out}: {s.clips} tracks, {s.classes} train artists, {s.bytes / 1e6:.1f} MB")
 
 
-@click.command("yandex")
-@CLIP_INGEST
-@user_errors
-def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind: str,
-               sample_frames: int | None, append: bool, dask_workers: int, scheduler: str | None) -> None:
+@clip_ingest_command("yandex")
+def ingest_cmd(raw_dir: Path, store: Path, **options: Any) -> Any:
     """train_meta.tsv / test_meta.tsv + per-track .npy (512 x T) under RAW_DIR into frame sets in STORE."""
     from ..ingest.yandex import ingest_yandex
 
-    run_clip_ingest(ingest_yandex, raw_dir, store, dask_workers, scheduler, overwrite=overwrite, append=append,
-                    two_pass=not one_pass, kind=kind, sample_frames=sample_frames)
+    return ingest_yandex(raw_dir, store, **options)
+
+
+def _embedding_options(window_min: int, window_help: str, threads_help: str) -> Callable[[Any], Any]:
+    """--window, --hop and --torch-threads, as train and evaluate take them (evaluate's --window 0: whole tracks)."""
+    return option_group(
+        click.option("--window", type=click.IntRange(min=window_min), default=None, help=window_help),
+        click.option("--hop", type=click.IntRange(min=1), default=None, help="Hop between windows (default: window / 2)."),
+        click.option("--torch-threads", default=0, type=click.IntRange(min=0), show_default=True, help=threads_help),
+    )
 
 
 @click.command("yandex")
@@ -70,11 +73,8 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, one_pass: bool, kind
               help="Crop length 10 -> 81 steps over the first half of the epochs (else 81 throughout).")
 @click.option("--pooled-branch/--no-pooled-branch", default=True, show_default=True,
               help="Add the gain-weighted, time-averaged standardised features to the embedding.")
-@click.option("--window", type=click.IntRange(min=1), default=None,
-              help="Embed tracks as the mean over rolling windows of this many steps (default: whole tracks).")
-@click.option("--hop", type=click.IntRange(min=1), default=None, help="Hop between windows (default: window / 2).")
-@click.option("--torch-threads", default=0, type=click.IntRange(min=0), show_default=True,
-              help="torch CPU threads (0: 1 on the CPU, where the loader thread needs the other core).")
+@_embedding_options(1, "Embed tracks as the mean over rolling windows of this many steps (default: whole tracks).",
+                    "torch CPU threads (0: 1 on the CPU, where the loader thread needs the other core).")
 @user_errors
 def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
               no_resume: bool, arch: str, m: int, artists_per_batch: int, lr: float, holdout: float,
@@ -105,11 +105,8 @@ def several_checkpoints(fn: Callable[..., Any]) -> Callable[..., Any]:
 @click.option("--rerank", is_flag=True, help="Re-rank the submission (query expansion over close neighbours).")
 @click.option("--threshold", default=0.85, type=click.FloatRange(-1, 1), show_default=True,
               help="Re-ranking: neighbours closer than this cosine are kept and averaged with the query.")
-@click.option("--window", type=click.IntRange(min=0), default=None,
-              help="Embed as the mean over rolling windows of this many steps (0: whole tracks; default: as trained).")
-@click.option("--hop", type=click.IntRange(min=1), default=None, help="Hop between windows (default: window / 2).")
-@click.option("--torch-threads", default=0, type=click.IntRange(min=0), show_default=True,
-              help="torch CPU threads (0: 1 on the CPU).")
+@_embedding_options(0, "Embed as the mean over rolling windows of this many steps (0: whole tracks; default: as "
+                       "trained).", "torch CPU threads (0: 1 on the CPU).")
 @user_errors
 def evaluate_cmd(store: Path, checkpoints: tuple[Path, ...], out: Path, metrics_json: Path | None, device: str,
                  rerank: bool, threshold: float, window: int | None, hop: int | None, torch_threads: int) -> None:

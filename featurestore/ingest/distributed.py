@@ -110,14 +110,17 @@ def dask_client(workers: int = 0, scheduler: str | None = None) -> Iterator[Any]
 
 
 def warm_up(client) -> list:
-    """Have every worker import the ingest modules now, while the driver reads the track features
+    """Have every worker import the tasks' modules now, while the driver reads the track features
     (a fresh worker process spends about a second on imports before its first file)."""
     workers = list(client.scheduler_info()["workers"])
     return [client.submit(_import_ingest, workers=[w], allow_other_workers=False, pure=False) for w in workers]
 
 
 def _import_ingest() -> None:
-    from . import spotify  # noqa: F401 - polars, zarr, numba and the encoder, loaded once per process
+    # what the tasks import (polars, the encoder and its dictionaries; the S3 client module of phase B),
+    # loaded once per process
+    from ..store import remote  # noqa: F401
+    from . import spotify_encode  # noqa: F401
 
 
 # --- in the tasks ------------------------------------------------------------------------------
@@ -139,7 +142,7 @@ def encode_file(job: list[str], parts: Parts, index: int, checksum: bool) -> dic
     Returns the counts, the job's vocabularies (first-appearance order) and the sha256 of each of its
     files; or ``{"error": ...}`` for bad input (returned, not raised: an expected outcome, not a task
     failure for Dask to log); or None when the ingest was aborted before this task started."""
-    from .spotify import _SessionEncoder, read_test_date  # the serial path's own code: one definition
+    from .spotify_encode import SessionEncoder, read_test_date  # the serial path's own code: one definition
 
     if parts.aborted():
         return None
@@ -147,7 +150,7 @@ def encode_file(job: list[str], parts: Parts, index: int, checksum: bool) -> dic
     parsed = paths if len(paths) == 1 else [paths[0], paths[2] or paths[1]]  # an input file beside its
     digests = {q: HashAside() for q in parsed} if checksum else {}  # ground truth is not parsed
     try:
-        enc = _SessionEncoder(_track_codes(parts))
+        enc = SessionEncoder(_track_codes(parts))
         if len(paths) == 1:
             df = read_typed_csv(paths[0], S.LOG_CSV, digest=digests.get(paths[0]))
             runs = session_runs(df, paths[0], FULL)
@@ -263,7 +266,7 @@ def ingest_sessions_distributed(client, train: list[Path], test: list[tuple], bu
     from distributed import wait
     from distributed.scheduler import KilledWorker
 
-    from .spotify import check_test_labels
+    from .spotify_encode import check_test_labels
 
     labelled = check_test_labels(test) if test else False
     parts = Parts.for_builder(builder, networked)

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..schemas import melon as S
 from ..store.errors import FstoreError
-from ..synth.audio_common import prepare_out_dir
+from ..store.folders import prepare_out_dir
 from .json_array import iter_items
 
 CATEGORIES = ("songs", "songs_tags", "tags", "title")

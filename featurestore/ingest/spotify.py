@@ -29,13 +29,14 @@ from tqdm import tqdm
 
 from ..quantize import ExactQuantizer, QuantizerBank, RangeScan
 from ..schemas import mssd as S
-from ..store import Dictionary, FeatureTableWriter, InputError, RaggedWriter
+from ..store import FeatureTableWriter, InputError, RaggedWriter
 from ..store.arrays import EVENT_CHUNK
 from ..store.chunks import LocalGroup
 from ..store.manifest import sha256_file
 from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
-from .sessions import FIRST_HALF, FULL, SECOND_HALF, Runs, SessionIdRegistry, session_runs
+from .sessions import FULL, SessionIdRegistry, session_runs
 from .sources import ParseAhead, SourceHashes, all_files, discover
+from .spotify_encode import SessionEncoder, check_test_labels, read_test_date
 from .table import read_typed_csv
 
 if TYPE_CHECKING:
@@ -97,54 +98,6 @@ def _ingest_tracks(paths: list[Path], group: LocalGroup | zarr.Group, bar: tqdm,
 
 # --- sessions ---------------------------------------------------------------------------------
 
-class _SessionEncoder:
-    """Turns validated log frames into stored event columns; owns the categorical vocabularies."""
-
-    def __init__(self, track_codes: pl.DataFrame | None):
-        self.track_codes = track_codes  # None until the track table is written
-        self.dicts = {c: Dictionary() for c in S.CATEGORICAL_COLUMNS}
-
-    def columns(self, df: pl.DataFrame, path: Path, line_of_row: np.ndarray | None = None) -> dict[str, np.ndarray]:
-        """The stored event columns of ``df``. ``line_of_row``: the file line of each row, for errors
-        (None: row r is line r + 2, under the header). No copy where a dtype is already the stored one."""
-        def line(r: int) -> int:
-            return int(line_of_row[r]) if line_of_row is not None else r + 2
-
-        codes = df.select("track_id_clean").join(
-            self.track_codes, left_on="track_id_clean", right_on=S.TRACK_ID, how="left", maintain_order="left"
-        )["code"]
-        if codes.null_count():
-            r = int(codes.is_null().arg_max())
-            raise InputError(path, f"track {df['track_id_clean'][r]!r} is not in track_features",
-                             line=line(r), column="track_id_clean")
-        out = {"track": codes.to_numpy().astype(np.int32, copy=False)}
-        for c in S.BOOL_COLUMNS:
-            out[c] = df[c].to_numpy().view(np.uint8)  # numpy bools are bytes 0/1
-        for c, limit in [*((f, 1) for f in S.FLAG_COLUMNS), ("hour_of_day", 23)]:
-            v = df[c].to_numpy()
-            bad = np.flatnonzero(v > limit)
-            if bad.size:
-                raise InputError(path, f"value {v[bad[0]]} outside 0..{limit}", line=line(int(bad[0])), column=c)
-            out[c] = v.astype(np.uint8, copy=False)
-        for c in S.COUNT_COLUMNS:
-            out[c] = df[c].to_numpy().astype(np.uint16, copy=False)
-        out["date"] = df["date"].cast(pl.Int32).to_numpy()
-        for c in S.CATEGORICAL_COLUMNS:
-            if isinstance(df[c].dtype, pl.Enum):  # parsed against the vocabulary (+ known values): codes
-                codes = df[c].to_physical()
-                out[c] = self.dicts[c].encode_categories(codes.to_numpy(), df[c].dtype.categories.to_list(),
-                                                         codes.unique(maintain_order=True).to_numpy())
-            else:
-                out[c] = self.dicts[c].encode_series(df[c], pl.UInt16).to_numpy()
-            if len(self.dicts[c]) > 256:
-                raise InputError(path, f"more than 256 distinct values in {c} (stored as uint8 codes)", column=c)
-            out[c] = out[c].astype(np.uint8)
-        return out
-
-    def vocabularies(self) -> dict[str, list[str]]:
-        return {c: d.values for c, d in self.dicts.items()}
-
-
 def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: RaggedWriter | None = None,
                   ahead: ParseAhead | None = None) -> RaggedWriter:
     """Check, encode and write the logs file by file while ``ahead`` parses the next one; into a new
@@ -168,61 +121,6 @@ def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: Ragg
         if own:
             ahead.close()
     return writer
-
-
-def _second_half(inp: Path, gt: Path | None, digests: dict | None = None) -> tuple[pl.DataFrame, Path]:
-    digests = digests or {}
-    if gt is not None:  # text categoricals: merged with prehistory below
-        return read_typed_csv(gt, S.LOG_CSV, digest=digests.get(gt)), gt
-    df = read_typed_csv(inp, S.INPUT_CSV, digest=digests.get(inp))
-    zeros = {c: pl.lit(0, dtype=t) for c, t in S.LOG_CSV.items() if c not in S.INPUT_CSV}
-    for c in (*S.BOOL_COLUMNS,):
-        zeros[c] = pl.lit(False)
-    for c in S.CATEGORICAL_COLUMNS:
-        zeros[c] = pl.lit("", dtype=pl.Utf8)  # unknown: the empty string is its own vocabulary entry
-    zeros["date"] = pl.lit(0).cast(pl.Date)
-    return df.with_columns(**zeros).select(list(S.LOG_CSV)), inp
-
-
-def _merge_halves(pre: pl.DataFrame, pre_runs: Runs, post: pl.DataFrame, post_runs: Runs,
-                  pre_path: Path, post_path: Path) -> tuple[pl.DataFrame, np.ndarray, np.ndarray]:
-    """Interleave first and second halves session by session, in prehistory order."""
-    post_index = pl.DataFrame({"sid": post_runs.session_ids, "run": np.arange(len(post_runs.lengths))})
-    joined = pl.DataFrame({"sid": pre_runs.session_ids}).join(post_index, on="sid", how="left", maintain_order="left")
-    if joined["run"].null_count():
-        r = int(joined["run"].is_null().arg_max())
-        raise InputError(post_path, f"session {pre_runs.session_ids[r]!r} of {pre_path.name} has no second half here")
-    if len(post_runs.lengths) != len(pre_runs.lengths):
-        raise InputError(post_path, f"{len(post_runs.lengths)} sessions, but {pre_path.name} has {len(pre_runs.lengths)}")
-    match = joined["run"].to_numpy()
-    lengths = pre_runs.lengths + post_runs.lengths[match]
-    # row index into concat([pre, post]) for every event of the merged sessions
-    src_start = np.stack([pre_runs.starts, pre.height + post_runs.starts[match]], 1).ravel()
-    src_len = np.stack([pre_runs.lengths, post_runs.lengths[match]], 1).ravel()
-    rows = np.repeat(src_start - np.concatenate([[0], np.cumsum(src_len)[:-1]]), src_len) + np.arange(src_len.sum())
-    merged = pl.concat([pre, post]).select(list(S.LOG_CSV))[rows]
-    lines = np.where(rows < pre.height, rows + 2, rows - pre.height + 2)
-    return merged, lengths, lines
-
-
-def check_test_labels(triples) -> bool:
-    """Whether the test dates come with ``ground_truth_*`` files: all of them, or none."""
-    labelled = [gt is not None for _, _, gt in triples]
-    if any(labelled) and not all(labelled):
-        raise InputError(triples[0][0].parent, "ground_truth_* files exist for some test dates but not all")
-    return bool(labelled and all(labelled))
-
-
-def read_test_date(pre_path: Path, inp: Path, gt: Path | None,
-                   digests: dict | None = None) -> tuple[pl.DataFrame, np.ndarray, np.ndarray, pl.Series]:
-    """One test date, checked: (merged rows, session lengths, source line of each row, session ids).
-    ``digests``: path -> ``HashAside`` fed by the parse (a distributed task hashes as it reads)."""
-    pre = read_typed_csv(pre_path, S.LOG_CSV, digest=(digests or {}).get(pre_path))
-    pre_runs = session_runs(pre, pre_path, FIRST_HALF)
-    post, post_path = _second_half(inp, gt, digests)
-    post_runs = session_runs(post, post_path, SECOND_HALF)
-    merged, lengths, lines = _merge_halves(pre, pre_runs, post, post_runs, pre_path, post_path)
-    return merged, lengths, lines, pre_runs.session_ids
 
 
 def _ingest_test(triples, builder: StoreBuilder, enc, registry, bar) -> tuple[RaggedWriter, bool]:
@@ -294,7 +192,7 @@ def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bo
     with StoreBuilder(store_path, "spotify-mssd", overwrite=overwrite, progress=progress, files=len(paths),
                       raw_bytes=raw_bytes) as b:
         bar = b.bar(raw_bytes, "B", "ingest spotify")
-        enc = _SessionEncoder(None)
+        enc = SessionEncoder(None)
         for name, d in enc.dicts.items():
             b.adopt_dictionary(name, d)
         enc.track_codes = _ingest_tracks(files["tracks"], b.tree, bar, read=ahead.next if ahead else None)

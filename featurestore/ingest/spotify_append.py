@@ -31,7 +31,8 @@ from ..store.manifest import sha256_file
 from .builder import IngestSummary, StoreBuilder, with_rebase
 from .sessions import SessionIdRegistry
 from .sources import SourceHashes, _glob
-from .spotify import FIT_SAMPLE_ROWS, _ingest_train, _run_ids, _SessionEncoder, _track_block, sources_with
+from .spotify import FIT_SAMPLE_ROWS, _ingest_train, _run_ids, _track_block, sources_with
+from .spotify_encode import SessionEncoder
 from .table import read_typed_csv
 
 REFIT_BLOCK_ROWS = 1 << 18  # old tracks decoded at a time by --refit (29 columns: 60 MB of float64)
@@ -185,7 +186,7 @@ def _append_files(raw_dir: Path, store_path: str | Path, progress: bool, refit: 
         b.summary.skipped = len(skipped)
         bar = b.bar(raw_bytes, "B", "append spotify")
         track_codes, clipped = _append_tracks(tracks, b, b.parent_store, refit)
-        enc = _SessionEncoder(track_codes)
+        enc = SessionEncoder(track_codes)
         for c in S.CATEGORICAL_COLUMNS:  # vocabularies grow from the parent's: old codes keep their meaning
             enc.dicts[c] = b.parent_store.dictionary(c)
             b.adopt_dictionary(c, enc.dicts[c])

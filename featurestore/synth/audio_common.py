@@ -1,5 +1,5 @@
-"""Helpers shared by the synthetic generators (output folder handling for all; ids and summary for yandex,
-fsd, speakers).
+"""Helpers shared by the synthetic generators: ids and summary for yandex, fsd, speakers (the output
+folder: ``featurestore.store.folders.prepare_out_dir``).
 
 Every generator draws all of its randomness, file ids included, from one seeded
 ``numpy.random.Generator``, so a fixed seed reproduces byte-identical output.
@@ -8,15 +8,12 @@ Every generator draws all of its randomness, file ids included, from one seeded
 from __future__ import annotations
 
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from ..store.errors import FstoreError
-
-__all__ = ["SynthSummary", "hex_ids", "prepare_out_dir", "tree_size"]
+__all__ = ["SynthSummary", "hex_ids", "tree_size"]
 
 
 @dataclass(frozen=True)
@@ -59,24 +56,3 @@ def hex_ids(rng: np.random.Generator, n: int, digits: int, exclude: set[str] | N
 def tree_size(paths: list[Path]) -> int:
     """Total size in bytes of the given files."""
     return sum(os.path.getsize(p) for p in paths)
-
-
-def prepare_out_dir(out_dir: str | Path, overwrite: bool) -> Path:
-    """Make ``out_dir`` an empty directory to generate into.
-
-    A non-empty one is refused (stale files from an earlier run would be ingested with the new ones)
-    unless ``overwrite``, which clears it first.
-    """
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise FstoreError(f"{out}: exists and is not a directory")
-    if out.is_dir() and any(out.iterdir()):
-        if not overwrite:
-            raise FstoreError(f"{out}: folder is not empty (pass --overwrite to clear it first)")
-        for child in out.iterdir():
-            if child.is_dir() and not child.is_symlink():
-                shutil.rmtree(child)
-            else:
-                child.unlink()
-    out.mkdir(parents=True, exist_ok=True)
-    return out

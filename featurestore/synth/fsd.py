@@ -43,7 +43,8 @@ import numpy as np
 import soundfile as sf
 
 from featurestore.schemas import fsd as S
-from featurestore.synth.audio_common import SynthSummary, hex_ids, prepare_out_dir, tree_size
+from featurestore.store.folders import prepare_out_dir
+from featurestore.synth.audio_common import SynthSummary, hex_ids, tree_size
 
 __all__ = ["synth_fsd", "fsd_class_bands", "fsd_class_names", "FSD_CLASSES"]
 

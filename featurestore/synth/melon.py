@@ -43,7 +43,8 @@ from ..ingest.json_array import iter_items
 from ..ingest.melon_split import ArrayWriter, make_questions
 from ..schemas import melon as S
 from ..store.errors import FstoreError
-from .audio_common import prepare_out_dir, tree_size
+from ..store.folders import prepare_out_dir
+from .audio_common import tree_size
 
 __all__ = ["MelonSynthSummary", "oracle_results", "synth_melon"]
 

@@ -60,7 +60,8 @@ import numpy as np
 import torch
 
 from featurestore.schemas import speakers as S
-from featurestore.synth.audio_common import SynthSummary, hex_ids, prepare_out_dir, tree_size
+from featurestore.store.folders import prepare_out_dir
+from featurestore.synth.audio_common import SynthSummary, hex_ids, tree_size
 
 __all__ = ["synth_speakers", "N_MELS", "MIN_MEL_LEN", "MAX_MEL_LEN"]
 

@@ -74,7 +74,7 @@ import numpy as np
 import polars as pl
 
 from ..schemas import mssd as S
-from .audio_common import prepare_out_dir
+from ..store.folders import prepare_out_dir
 
 __all__ = [
     "BOOL_COLUMNS",

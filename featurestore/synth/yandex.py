@@ -40,7 +40,8 @@ from pathlib import Path
 import numpy as np
 
 from featurestore.schemas import yandex as S
-from featurestore.synth.audio_common import SynthSummary, prepare_out_dir, tree_size
+from featurestore.store.folders import prepare_out_dir
+from featurestore.synth.audio_common import SynthSummary, tree_size
 
 __all__ = ["synth_yandex", "FEATURE_DIM", "MIN_STEPS", "MAX_STEPS"]
 
