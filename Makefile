@@ -31,10 +31,11 @@ upgrade:  # choose upgrades: the newest versions setup.cfg allows; then `make te
 
 # The newest versions setup.cfg allows, in a scratch environment (not the lock), then the suite:
 # upgrades are tried before they are chosen. OVERRIDES=file lifts pins (uv's --override), e.g. to try a
-# newer torch than setup.cfg allows.
+# newer torch than setup.cfg allows; PYTHON=path picks the interpreter (the newest numpy, zarr and
+# numcodecs need 3.12).
 test-latest:
 	rm -rf $(LATEST)
-	$(UV) venv -q $(LATEST)
+	$(UV) venv -q $(if $(PYTHON),--python $(PYTHON)) $(LATEST)
 	$(UV) pip install -q --python $(LATEST) --upgrade -e '.[test,bench]' $(if $(OVERRIDES),--override $(OVERRIDES))
 	$(UV) pip list --python $(LATEST) --format freeze > $(LATEST)/versions.txt
 	UV=$(UV) $(LATEST)/bin/python -m pytest -p no:cacheprovider
