@@ -4,6 +4,7 @@ folder, and failures that must be one ``Error:`` line through the CLI: full disk
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import struct
 from pathlib import Path
@@ -14,9 +15,10 @@ import soundfile as sf
 from click.testing import CliRunner
 
 from featurestore.cli import main
+from featurestore.ingest.builder import human_bytes
 from featurestore.ingest.fsd import ingest_fsd, load_wav
 from featurestore.ingest.yandex import ingest_yandex
-from featurestore.store import FstoreError, InputError, Store
+from featurestore.store import FstoreError, InputError, Store, versions
 from featurestore.store.dictionary import Dictionary, IdListWriter
 from featurestore.synth.fsd import synth_fsd
 from featurestore.synth.speakers import synth_speakers
@@ -163,6 +165,7 @@ def test_full_disk_is_one_line_and_leaves_nothing(dataset: str, phase: str, spea
     result = CliRunner().invoke(main, ["ingest", dataset, str(src), str(target)])
     line = _one_error_line(result, target)
     assert "No space left on device" in line
+    assert "vacuum" not in line  # a new store: no version a vacuum could expire
     assert list((tmp_path / "out").iterdir()) == []  # staging removed, nothing committed
 
 
@@ -172,9 +175,76 @@ def test_full_disk_keeps_existing_store(speakers_raw: Path, tmp_path: Path, monk
     before = (target / "manifest.json").read_bytes()
     monkeypatch.setattr(Dictionary, "write", _disk_full)
     result = CliRunner().invoke(main, ["ingest", "speakers", str(speakers_raw), str(target), "--overwrite"])
-    _one_error_line(result, target)
+    line = _one_error_line(result, target)
+    assert "vacuum" not in line  # one version: a vacuum would free nothing, so it is not suggested
     assert (target / "manifest.json").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.fstore"]
+
+
+def _disk_usage(root: Path) -> int:
+    """Allocated bytes under ``root``: each file once, however many hard links it has; directories too."""
+    seen, total = set(), 0
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in [".", *dirnames, *filenames]:
+            st = os.lstat(os.path.join(dirpath, name))
+            if (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_blocks * 512
+    return total
+
+
+def test_full_disk_says_what_vacuum_would_free(speakers_raw: Path, tmp_path: Path, monkeypatch) -> None:
+    """Three versions: the one line names the vacuum that frees space and how much; the dry run behind
+    the figure removes nothing, and the vacuum then frees exactly that (a dead writer's tree included)."""
+    target = tmp_path / "s.fstore"
+    for args in ([], ["--overwrite"], ["--overwrite"]):
+        r = CliRunner().invoke(main, ["ingest", "speakers", str(speakers_raw), str(target), *args])
+        assert r.exit_code == 0, r.output
+    plan = versions.plan_vacuum(target, keep=1, grace_seconds=0)
+    freed = plan.freed_bytes()
+    assert plan.expire == [1, 2] and freed > 0
+
+    monkeypatch.setattr(Dictionary, "write", _disk_full)
+    result = CliRunner().invoke(main, ["ingest", "speakers", str(speakers_raw), str(target), "--overwrite"])
+    line = _one_error_line(result, target)
+    assert line == (f"Error: {target}: cannot write the store (No space left on device); nothing was written. "
+                    f"`fstore vacuum {target} --keep 1 --grace-hours 0` would free {human_bytes(freed)}.")
+    monkeypatch.undo()
+    assert versions.version_numbers(target) == [1, 2, 3]  # the dry run removed nothing
+
+    dead = versions.new_tree(target).rename(target / "_fstore" / "trees" / "1700000000-999999999-deadbeef")
+    (dead / "partial").write_bytes(b"x" * 100_000)
+    plan = versions.plan_vacuum(target, keep=1, grace_seconds=0)
+    assert dead.name in plan.trees and plan.freed_bytes() >= freed + 100_000 and dead.exists()
+    freed = plan.freed_bytes()
+    before = _disk_usage(target)
+    r = CliRunner().invoke(main, ["vacuum", str(target), "--keep", "1", "--grace-hours", "0"])
+    assert r.exit_code == 0 and "versions kept: [3]" in r.output, r.output
+    assert before - _disk_usage(target) == freed  # the figure is what the vacuum frees
+    assert Store(target).validate() == []
+    assert versions.plan_vacuum(target, keep=1, grace_seconds=0).freed_bytes() == 0
+
+
+def test_vacuum_dry_run_counts_only_files_it_would_free(speakers_raw: Path, tmp_path: Path) -> None:
+    """A file of an expired version that is also linked from elsewhere (as a kept version's files are, after
+    an append) frees nothing; one linked only from there frees its blocks."""
+    target = tmp_path / "s.fstore"
+    assert CliRunner().invoke(main, ["ingest", "speakers", str(speakers_raw), str(target)]).exit_code == 0
+    old = versions.tree_path(target, versions.read_entry(target, 1))
+    (old / "shared").write_bytes(b"y" * 50_000)
+    os.link(old / "shared", tmp_path / "shared-elsewhere")
+    (old / "only-here").write_bytes(b"z" * 70_000)
+    r = CliRunner().invoke(main, ["ingest", "speakers", str(speakers_raw), str(target), "--overwrite"])
+    assert r.exit_code == 0, r.output
+    shared = os.lstat(old / "shared").st_blocks * 512
+    freed = versions.plan_vacuum(target, keep=1, grace_seconds=0).freed_bytes()
+    os.unlink(tmp_path / "shared-elsewhere")  # now only the expired version links to it
+    assert versions.plan_vacuum(target, keep=1, grace_seconds=0).freed_bytes() == freed + shared > 0
+    os.link(old / "shared", tmp_path / "shared-elsewhere")
+    before = _disk_usage(tmp_path)
+    versions.vacuum(target, keep=1, grace_seconds=0)
+    assert before - _disk_usage(tmp_path) == freed >= 70_000
+    assert (tmp_path / "shared-elsewhere").read_bytes() == b"y" * 50_000
 
 
 @pytest.fixture
