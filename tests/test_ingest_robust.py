@@ -16,8 +16,8 @@ from click.testing import CliRunner
 
 from featurestore.cli import main
 from featurestore.ingest.builder import human_bytes
-from featurestore.ingest.fsd import ingest_fsd, load_wav
-from featurestore.ingest.yandex import ingest_yandex
+from featurestore.ingest.fsd import ingest_fsd, load_wav, read_wav
+from featurestore.ingest.yandex import YandexSource, ingest_yandex
 from featurestore.store import FstoreError, InputError, Store, versions
 from featurestore.store.dictionary import Dictionary, IdListWriter
 from featurestore.synth.fsd import synth_fsd
@@ -89,6 +89,81 @@ def test_fsd_zero_noisy_clips(tmp_path: Path) -> None:
     (raw / "train_curated.csv").write_text("fname,labels\n")  # but no curated clips at all is an error
     with pytest.raises(InputError, match=r"train_curated.csv: no data rows"):
         ingest_fsd(raw, tmp_path / "s2", progress=False)
+
+
+def _rewrite_wav(p: Path, channels: int = 1, subtype: str = "PCM_16") -> np.ndarray:
+    """Write ``p`` again (a new file: it may be a hard link) with ``channels`` channels (the first one as it
+    was, the others scaled) and ``subtype``; returns the samples written, (n, channels)."""
+    x, sr = sf.read(str(p), dtype="float32")
+    x = np.stack([x * (1.0 - 0.25 * c) for c in range(channels)], axis=1)
+    p.unlink()
+    sf.write(str(p), x, sr, subtype=subtype, format="WAV")
+    return sf.read(str(p), dtype="float32", always_2d=True)[0]
+
+
+def test_read_wav_says_what_it_converted(tmp_path: Path) -> None:
+    p = tmp_path / "a.wav"
+    sf.write(p, _pcm16(), SR, subtype="PCM_16", format="WAV")
+    x = _rewrite_wav(p, channels=2, subtype="PCM_U8")
+    mono, counts = read_wav(p, SR)
+    np.testing.assert_array_equal(mono, x.mean(axis=1))  # the channels averaged, 8-bit scaled to [-1, 1]
+    assert counts == {"channels:2": 1, "subtype:PCM_U8": 1}
+    sf.write(p, _pcm16(), SR, subtype="PCM_16", format="WAV")
+    assert read_wav(p, SR)[1] == {}  # the release's format: nothing converted
+
+
+def test_fsd_ingest_reports_converted_wavs(tmp_path: Path) -> None:
+    """Stereo, 3-channel, 8-bit and 24-bit wavs are converted as before, and each conversion is counted in
+    the summary (train and test splits alike)."""
+    raw = tmp_path / "raw"
+    synth_fsd(raw, curated=5, noisy=2, classes=3, max_seconds=0.3, test_clips=2)
+    curated, test = sorted((raw / "train_curated").iterdir()), sorted((raw / "test").iterdir())
+    _rewrite_wav(curated[0], channels=2)
+    _rewrite_wav(curated[1], subtype="PCM_U8")
+    _rewrite_wav(curated[2], channels=2, subtype="PCM_U8")
+    _rewrite_wav(test[0], channels=3, subtype="PCM_24")
+    r = CliRunner().invoke(main, ["ingest", "fsd", str(raw), str(tmp_path / "s.fstore"), "--two-pass"])
+    assert r.exit_code == 0, r.output
+    notes = [line.strip() for line in r.output.splitlines() if line.strip().startswith("note")]
+    assert notes[-4:] == [
+        "note           2 stereo clips mixed down to mono (channels averaged)",
+        "note           1 3-channel clip mixed down to mono (channels averaged)",
+        "note           1 24-bit clip (PCM_24) read as float32 in [-1, 1] (v / 2^23: exact)",
+        "note           2 8-bit clips (unsigned PCM_U8) scaled to [-1, 1] as (v - 128) / 128: 256 levels, "
+        "not 16-bit's 65536",
+    ], r.output
+
+
+def test_yandex_nan_and_infinity_are_counted_and_read_back_as_nan(tmp_path: Path) -> None:
+    raw, store = tmp_path / "raw", tmp_path / "s.fstore"
+    synth_yandex(raw, tracks=12, artists=3, test_tracks=3, seed=1)
+    source = YandexSource(raw)
+    source.read()
+    train, test = source.splits[0].clips, source.splits[1].clips
+    edits = [(train[0], [(0, 0, np.nan), (5, 1, np.nan), (7, 2, np.nan)]), (train[1], [(6, 0, np.nan)]),
+             (test[0], [(3, 0, np.inf), (4, 0, -np.inf)])]
+    changed = {}
+    for clip, cells in edits:
+        a = np.load(clip.path)
+        for i, j, v in cells:
+            a[i, j] = v
+        clip.path.unlink()
+        np.save(clip.path, a)
+        changed[clip.id] = a.T
+    r = CliRunner().invoke(main, ["ingest", "yandex", str(raw), str(store)])
+    assert r.exit_code == 0, r.output
+    assert "note           4 NaN values in 2 tracks (stored as the NaN code 255: they read back as NaN)" in r.output
+    assert ("note           2 infinite values in 1 track stored as the NaN code 255: they read back as NaN, not as "
+            "infinity") in r.output
+    s = Store(store)  # the notes tell the truth: those values read back as NaN, the others are finite
+    for split in ("train", "test"):
+        fs, ids = s.frames(split), list(s.ids(split))
+        for tid, a in changed.items():
+            if tid in ids:
+                back = fs.dequantize(fs.clip(ids.index(tid)))
+                np.testing.assert_array_equal(np.isnan(back), ~np.isfinite(a))
+    r = CliRunner().invoke(main, ["ingest", "yandex", str(raw), str(tmp_path / "one.fstore"), "--one-pass"])
+    assert r.exit_code == 0 and "4 NaN values in 2 tracks" in r.output, r.output
 
 
 def test_yandex_tsv_with_blank_tail_and_crlf(tmp_path: Path) -> None:
