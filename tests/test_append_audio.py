@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -189,6 +190,41 @@ def test_fsd_append_grows_labels(yandex_raw, tmp_path: Path) -> None:
     # another dataset's clips are refused in one line
     r = CliRunner().invoke(main, ["ingest", "yandex", str(yandex_raw[2]), str(tmp_path / "s"), "--append"])
     assert r.exit_code == 1 and "is a fsdkaggle2019" in r.output.lower() and len(r.output.strip().splitlines()) == 1
+
+
+def test_append_reports_converted_wavs_and_nan(yandex_raw, tmp_path: Path) -> None:
+    """An append counts what loading converted (FSD: stereo, 8-bit) and the NaN values (Yandex) in its
+    summary, as an ingest does."""
+    import soundfile as sf
+
+    full, a, b = tmp_path / "full", tmp_path / "a", tmp_path / "b"
+    synth_fsd(full, curated=6, noisy=2, classes=4, seed=4, test_clips=0, max_seconds=0.3, sample_rate=16000)
+    rows = _split_rows(full, a, b, "train_curated.csv", lambda i: i % 2, ",")
+    _split_rows(full, a, b, "train_noisy.csv", lambda i: i % 2, ",")
+    for d in (a, b):
+        _link_tree(full, d, ".wav")
+    ingest_fsd(a, tmp_path / "s", progress=False, sample_rate=16000, workers=1)
+    appended = [b / "train_curated" / row[0] for row in rows]  # clips B lists
+    for p, subtype in ((appended[0], "PCM_16"), (appended[1], "PCM_U8")):
+        x, sr = sf.read(str(p), dtype="float32")
+        p.unlink()  # a hard link to full/'s file: written anew
+        sf.write(str(p), np.stack([x, -x], axis=1) if subtype == "PCM_16" else x, sr, subtype=subtype)
+    r = CliRunner().invoke(main, ["ingest", "fsd", str(b), str(tmp_path / "s"), "--append", "--sample-rate", "16000"])
+    assert r.exit_code == 0, r.output
+    assert "note           1 stereo clip mixed down to mono (channels averaged)" in r.output
+    assert "note           1 8-bit clip (unsigned PCM_U8) scaled to [-1, 1]" in r.output
+
+    _, ya, yb = yandex_raw
+    b = tmp_path / "yb"
+    shutil.copytree(yb, b)  # copies: the fixture's files stay as they are
+    src = _source(b)
+    x = np.load(src.splits[0].clips[0].path)
+    x[:2, 0] = np.nan
+    np.save(src.splits[0].clips[0].path, x)
+    ingest_yandex(ya, tmp_path / "y", progress=False)
+    r = CliRunner().invoke(main, ["ingest", "yandex", str(b), str(tmp_path / "y"), "--append"])
+    assert r.exit_code == 0, r.output
+    assert "note           2 NaN values in 1 track (stored as the NaN code 255: they read back as NaN)" in r.output
 
 
 def test_kill_9_during_an_append_leaves_the_parent_or_the_appended_version(yandex_raw, tmp_path: Path) -> None:

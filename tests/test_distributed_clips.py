@@ -65,6 +65,40 @@ def test_bad_feature_file_fails_like_local_and_commits_nothing(cluster, tmp_path
     assert not versions.has_store(tmp_path / "dask.fstore")
 
 
+def _convertible(name: str, raw: Path) -> list[str]:
+    """Make ``raw`` hold what a loader converts (FSD: a stereo and an 8-bit wav) or lets through (Yandex:
+    NaN); the notes the summary must then hold."""
+    if name == "fsd":
+        import soundfile as sf
+
+        stereo, eight = sorted((raw / "train_curated").iterdir())[:2]
+        x, sr = sf.read(str(stereo), dtype="float32")
+        sf.write(str(stereo), np.stack([x, 0.5 * x], axis=1), sr, subtype="PCM_16")
+        x, sr = sf.read(str(eight), dtype="float32")
+        sf.write(str(eight), x, sr, subtype="PCM_U8")
+        return ["1 stereo clip mixed down to mono (channels averaged)",
+                "1 8-bit clip (unsigned PCM_U8) scaled to [-1, 1] as (v - 128) / 128: 256 levels, not 16-bit's 65536"]
+    path = sorted(raw.rglob("*.npy"))[2]
+    x = np.load(path)
+    x[:3, 1] = np.nan
+    np.save(path, x)
+    return ["3 NaN values in 1 track (stored as the NaN code 255: they read back as NaN)"]
+
+
+@pytest.mark.parametrize("name", ["fsd", "yandex"])
+def test_dask_loaded_clips_report_the_same_conversions(name, cluster, tmp_path):
+    """What loading converted is counted on the workers and comes back: the same notes as a local ingest."""
+    synth, synth_kw, ingest, kw = CASES[name]
+    synth(tmp_path / "raw", **synth_kw)
+    expected = _convertible(name, tmp_path / "raw")
+    local = ingest(tmp_path / "raw", tmp_path / "local.fstore", progress=False, **kw)
+    with clip_loader(tmp_path / "dask.fstore", scheduler=cluster.scheduler_address) as loader:
+        loader.batch = 3
+        dask = ingest(tmp_path / "raw", tmp_path / "dask.fstore", progress=False, **kw)
+    assert dask.notes == local.notes and all(n in dask.notes for n in expected), (local.notes, dask.notes)
+    assert_same(content(tmp_path / "local.fstore"), content(tmp_path / "dask.fstore"))
+
+
 def test_cli_fsd_with_one_local_worker(tmp_path: Path):
     synth, synth_kw, _, _ = CASES["fsd"]
     synth(tmp_path / "raw", **synth_kw)

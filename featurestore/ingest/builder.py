@@ -10,7 +10,9 @@ A dataset's ingest only says how to encode its tables (into ``builder.root``); t
 - the manifest (tables, sources, per-file checksums), written last;
 - progress bars and the closing ``IngestSummary``;
 - failure: any exception removes the staging directory and leaves an existing store untouched; a full
-  disk (or quota, read-only file system) becomes one ``StoreError`` naming the store.
+  disk (or quota, read-only file system) becomes one ``StoreError`` naming the store; for a full disk
+  or quota it adds ``fstore vacuum STORE --keep 1 --grace-hours 0`` and the space that would free
+  (``versions.plan_vacuum``, its dry run), when that is more than nothing.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import contextlib
 import errno
 import os
 import secrets
+import shlex
 import shutil
 import tempfile
 import time
@@ -41,6 +44,14 @@ if TYPE_CHECKING:
     import zarr
 
 DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EFBIG}
+
+
+def human_bytes(n: int) -> str:
+    """``1.2 GB``, ``340 kB``, ``512 bytes`` (decimal units, as the summary's MB)."""
+    for unit, size in (("TB", 1e12), ("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{n} byte{'s' * (n != 1)}"
 
 
 @dataclass
@@ -325,10 +336,27 @@ class StoreBuilder:
                 exc = e
         self._abort(exc)
         if isinstance(exc, OSError) and exc.errno in DISK_ERRNOS:
-            raise StoreError(f"{self.path}: cannot write the store ({exc.strerror}); nothing was written") from None
+            hint = self._vacuum_hint(exc.errno)
+            raise StoreError(f"{self.path}: cannot write the store ({exc.strerror}); nothing was written"
+                             + (f". {hint}" if hint else "")) from None
         if exc is not None and exc_type is None:
             raise exc
         return False
+
+    def _vacuum_hint(self, err: int) -> str:
+        """For a full disk or quota on a local store: the vacuum that would free space, and how much
+        (``versions.plan_vacuum``, a dry run); nothing when it would free nothing."""
+        if err not in (errno.ENOSPC, errno.EDQUOT) or self.remote is not None:
+            return ""
+        try:
+            if not versions.version_numbers(self.path):
+                return ""
+            freed = versions.plan_vacuum(self.path, keep=1, grace_seconds=0).freed_bytes()
+        except (OSError, FstoreError):  # a hint only: the disk error is what is reported
+            return ""
+        if freed <= 0:
+            return ""
+        return f"`fstore vacuum {shlex.quote(str(self.path))} --keep 1 --grace-hours 0` would free {human_bytes(freed)}."
 
     # --- the two ways out ---------------------------------------------------------------------
     def _commit(self) -> None:

@@ -11,6 +11,10 @@ files and its notes. ``ingest_clips`` does the rest, the same for every dataset:
 - per-clip columns: values of columns with a ``dictionary`` are strings, encoded here through the
   builder's dictionary of that name (likewise the ``labels`` of a split with a label column);
 - items are loaded by ``workers`` threads in order (``ordered_map``), written in order;
+- nothing is converted without a word: what a source's loader converts (``load_counted``: e.g. FSD's
+  multi-channel wavs mixed down to mono) and the non-finite frame values (stored as the NaN code 255,
+  read back as NaN) are counted over the clips written and become notes of the summary (``LoadTally``),
+  the same whether clips are loaded by threads or by Dask tasks;
 - ids, dictionaries, manifest (sources: the metadata files with sha256, the feature files as one
   counted entry), staging, commit and summary through ``StoreBuilder``;
 - ``append=True``: the clips go into the latest version's frame sets as a new version
@@ -20,7 +24,7 @@ files and its notes. ``ingest_clips`` does the rest, the same for every dataset:
 
 from __future__ import annotations
 
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -81,6 +85,10 @@ class ClipSource(Protocol):
 
     def load(self, clip: Clip) -> np.ndarray: ...
 
+    def load_counted(self, clip: Clip) -> tuple[np.ndarray, dict[str, int]]: ...
+
+    def count_notes(self, counts: Counter) -> list[str]: ...
+
 
 class ClipSourceBase:
     """The state every clip source adapter starts with; subclasses set the class attributes
@@ -98,6 +106,49 @@ class ClipSourceBase:
         self.meta_files: list[Path] = []
         self.dictionaries: dict[str, list[str]] = {}
         self.notes: list[str] = []
+
+    def load_counted(self, clip: Clip) -> tuple[np.ndarray, dict[str, int]]:
+        """``load``, and what loading converted, as counts by kind (plain data: it travels back from a
+        Dask worker); summed over the clips written and worded by ``count_notes``. Nothing here."""
+        return self.load(clip), {}
+
+    def count_notes(self, counts: Counter) -> list[str]:
+        """Summary notes for the summed ``load_counted`` counts (a source that counts words them)."""
+        return []
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'s' * (n != 1)}"
+
+
+class LoadTally:
+    """What loading the clips written converted or let through, for the summary's notes: the source's own
+    counts (``load_counted``) and the non-finite frame values, which every quantizer stores as the NaN
+    code 255 (an infinity too: it reads back as NaN)."""
+
+    def __init__(self) -> None:
+        self.counts: Counter = Counter()
+        self.nan = self.nan_clips = self.inf = self.inf_clips = 0
+
+    def add(self, frames: np.ndarray, counts: dict[str, int]) -> None:
+        self.counts.update(counts)
+        frames = np.asarray(frames)
+        if frames.dtype.kind != "f" or np.isfinite(frames).all():
+            return
+        nan = int(np.isnan(frames).sum())
+        inf = int(np.isinf(frames).sum())
+        self.nan, self.nan_clips = self.nan + nan, self.nan_clips + (nan > 0)
+        self.inf, self.inf_clips = self.inf + inf, self.inf_clips + (inf > 0)
+
+    def notes(self, source: ClipSource) -> list[str]:
+        out = source.count_notes(self.counts)
+        if self.nan:
+            out.append(f"{_plural(self.nan, 'NaN value')} in {_plural(self.nan_clips, source.unit)} (stored as the "
+                       "NaN code 255: they read back as NaN)")
+        if self.inf:
+            out.append(f"{_plural(self.inf, 'infinite value')} in {_plural(self.inf_clips, source.unit)} stored as "
+                       "the NaN code 255: they read back as NaN, not as infinity")
+        return out
 
 
 def ordered_map(fn: Callable, items: Iterable, workers: int) -> Iterator:
@@ -158,27 +209,32 @@ def ingest_clips(source: ClipSource, store_path: str | Path, *, overwrite: bool 
         for name, values in source.dictionaries.items():
             builder.dictionary(name, values)
         bar = builder.bar(len(clips), source.unit, f"ingest {source.name}")
+        tally = LoadTally()
         first: FrameWriter | None = None
         for split in source.splits:
             writer = FrameWriter(builder.root, split.name, source.bins, kind=kind, sample_frames=sample_frames,
                                  extremes=extremes, columns=split.columns or None, labels=split.labels,
                                  quantizers=first.quantizers if first else None)
             builder.on_failure(writer.abort)
-            _write_split(builder, source, split, writer, workers, bar)
+            _write_split(builder, source, split, writer, workers, bar, tally)
             shared = {"quantizers_from": source.splits[0].name, "exact_range": two_pass} if first else {}
             builder.table(split.name, writer.close(split=split.name, **split.attrs, **shared))
             builder.write_ids(split.name, [c.id for c in split.clips])
             first = first or writer
+        builder.summary.notes += tally.notes(source)
         builder.finish(_sources(source, clips, feature_bytes))
     return builder.summary
 
 
 def _write_split(builder: StoreBuilder, source: ClipSource, split: ClipSplit, writer, workers: int,
-                 bar: tqdm) -> None:
-    """Load, encode (dictionary columns and labels through the builder's vocabularies) and write a split."""
+                 bar: tqdm, tally: LoadTally) -> None:
+    """Load, encode (dictionary columns and labels through the builder's vocabularies) and write a split;
+    what loading converted goes into ``tally``."""
     coded = {c for c, m in split.columns.items() if "dictionary" in m}
     label_dict = builder.dictionary(split.labels["dictionary"]) if split.labels else None
-    for frames, clip in zip(clip_loader_for(workers)(source.load, split.clips), split.clips, strict=True):
+    loaded = clip_loader_for(workers)(source.load_counted, split.clips)
+    for (frames, counts), clip in zip(loaded, split.clips, strict=True):
+        tally.add(frames, counts)
         values = {c: (builder.dictionary(split.columns[c]["dictionary"]).add(v) if c in coded else v)
                   for c, v in clip.values.items()}
         labels = [label_dict.add(x) for x in clip.labels] if label_dict is not None else None
@@ -215,6 +271,7 @@ def _append_clips(source: ClipSource, store_path: str | Path, *, progress: bool,
         for name, values in source.dictionaries.items():
             builder.dictionary(name).extend(values)
         bar = builder.bar(len(clips), source.unit, f"append {source.name}")
+        tally = LoadTally()
         clipped, worst = 0, 0.0
         for split in source.splits:
             if split.name in parent.tables:
@@ -223,7 +280,7 @@ def _append_clips(source: ClipSource, store_path: str | Path, *, progress: bool,
                 writer = FrameWriter(builder.root, split.name, source.bins, columns=split.columns or None,
                                      labels=split.labels, quantizers=parent.frames(frame_tables[0]).quantizers)
             builder.on_failure(writer.abort)
-            _write_split(builder, source, split, writer, workers, bar)
+            _write_split(builder, source, split, writer, workers, bar, tally)
             if isinstance(writer, FrameAppender):
                 clipped, worst = clipped + writer.clipped, max(worst, writer.clipped_max_error)
                 builder.table(split.name, writer.close())
@@ -238,6 +295,7 @@ def _append_clips(source: ClipSource, store_path: str | Path, *, progress: bool,
             builder.summary.notes.append(
                 f"{clipped} frame values outside the quantizers' fitted ranges (version {builder.parent}) were "
                 f"clipped, largest error {worst:.4g} (re-ingest with --overwrite to refit)")
+        builder.summary.notes += tally.notes(source)
         builder.finish(_sources(source, clips, feature_bytes))
     return builder.summary
 

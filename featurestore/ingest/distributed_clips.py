@@ -10,6 +10,9 @@ space: a folder beside a local store (visible to the workers at the same path), 
 for an S3 store on a LocalCluster, and the store's ``_fstore/staging/<token>/`` objects for an S3
 store with ``--scheduler`` (nothing shared but the raw files).
 
+What a loader converted (``ClipSource.load_counted``: plain counts per clip) comes back with the
+frame file names, so the summary reports the same counts as a local ingest.
+
 Bad input in a task comes back as the same one-line error as a local ingest; the remaining tasks are
 told to stop (an abort flag), the running ones are waited for, and nothing is committed.
 Memory and scratch space are bounded: at most ``window`` batches are loaded ahead of the writer, and
@@ -43,27 +46,33 @@ def current_loader() -> DaskClipLoader | None:
     return _LOADER.get()
 
 
-def load_batch(source, clips: list, parts: Parts, batch: str) -> list[str] | dict | None:
-    """Load ``clips`` through ``source.load`` and put each one's frames as ``.npy`` into ``parts`` under
-    ``batch/``; returns the names in clip order, ``{"error": ...}`` for bad input, or None after an abort."""
+def load_batch(source, clips: list, parts: Parts, batch: str, method: str = "load") -> dict | None:
+    """Load ``clips`` through ``source.<method>`` (``load``, or ``load_counted``: frames and counts) and
+    put each one's frames as ``.npy`` into ``parts`` under ``batch/``; returns ``{"names": [...],
+    "counts": [...]}`` in clip order (counts None for ``load``), ``{"error": ...}`` for bad input, or None
+    after an abort."""
     if parts.aborted():
         return None
-    names = []
+    names, counts = [], []
+    load = getattr(source, method)
     for k, clip in enumerate(clips):
         try:
-            frames = source.load(clip)
+            loaded = load(clip)
         except InputError as e:
             return {"error": (str(e), str(e.path), e.line, e.column)}
+        frames, count = loaded if isinstance(loaded, tuple) else (loaded, None)
         buf = io.BytesIO()
         np.save(buf, frames)
         names.append(f"{batch}/{k:05d}.npy")
+        counts.append(count)
         parts.put(names[-1], buf.getvalue())
-    return names
+    return {"names": names, "counts": counts}
 
 
 class DaskClipLoader:
-    """``loader(source.load, clips)`` -> frames in clip order, loaded by tasks on ``client``; the shape
-    of ``ordered_map`` that ``ingest_clips`` takes as its ``mapper``."""
+    """``loader(source.load, clips)`` -> frames in clip order, loaded by tasks on ``client`` (with
+    ``source.load_counted``: (frames, counts) pairs); the shape of ``ordered_map`` that ``ingest_clips``
+    takes as its ``mapper``."""
 
     def __init__(self, client, parts: Parts, batch: int = BATCH_CLIPS, window: int | None = None):
         self.client, self.parts, self.batch = client, parts, batch
@@ -73,7 +82,7 @@ class DaskClipLoader:
         self._calls = 0
 
     def __call__(self, load: Callable, clips: list) -> Iterator[np.ndarray]:
-        source = load.__self__  # the adapter whose bound ``load`` is mapped
+        source = load.__self__  # the adapter whose bound ``load`` (or ``load_counted``) is mapped
         if source is not self._source:  # sent once to every worker, not with each task
             self._source, self._source_future = source, self.client.scatter(source, broadcast=True)
         self._calls += 1
@@ -83,7 +92,8 @@ class DaskClipLoader:
         try:
             for i, batch in enumerate(batches):
                 name = f"{self._calls:03d}-{i:06d}"
-                fut = self.client.submit(load_batch, self._source_future, batch, self.parts, name, pure=False)
+                fut = self.client.submit(load_batch, self._source_future, batch, self.parts, name, load.__name__,
+                                         pure=False)
                 pending.append(fut)
                 submitted.append(fut)
                 if len(pending) >= self.window:
@@ -97,13 +107,14 @@ class DaskClipLoader:
             wait(submitted)
             raise
 
-    def _take(self, fut) -> Iterator[np.ndarray]:
-        names = fut.result()
-        if isinstance(names, dict):
-            raise RemoteInputError(*names["error"])
-        for name in names:
-            yield np.load(io.BytesIO(self.parts.get(name)))
-        self.parts.remove(names)  # scratch is bounded by the window
+    def _take(self, fut) -> Iterator:
+        done = fut.result()
+        if "error" in done:
+            raise RemoteInputError(*done["error"])
+        for name, count in zip(done["names"], done["counts"], strict=True):
+            frames = np.load(io.BytesIO(self.parts.get(name)))
+            yield frames if count is None else (frames, count)
+        self.parts.remove(done["names"])  # scratch is bounded by the window
 
 
 @contextlib.contextmanager

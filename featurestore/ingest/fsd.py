@@ -12,9 +12,15 @@ Features: log-mel frames computed with torchaudio, one clip at a time::
                    pad_mode="reflect", norm=None, mel_scale="htk")
     AmplitudeToDB(stype="power", top_db=80)         # 10 log10(max(power, 1e-10)), floor at max - 80 dB
 
-on the wav as float32 in [-1, 1] (multi-channel files are averaged to mono; clips shorter than
-n_fft / 2 samples are zero-padded so the reflect padding is defined). A clip of n samples gives
-1 + n // hop frames of ``n_mels`` bins, stored as time x n_mels.
+on the wav as float32 in [-1, 1] (clips shorter than n_fft / 2 samples are zero-padded so the reflect
+padding is defined). A clip of n samples gives 1 + n // hop frames of ``n_mels`` bins, stored as
+time x n_mels.
+
+The release is 16-bit PCM mono at 44.1 kHz. Other wavs are converted, each conversion counted and
+reported in the ingest summary (``read_wav`` counts, ``FsdSource.count_notes`` words them): a
+multi-channel clip is mixed down to mono (its channels averaged); an 8-bit clip (PCM_U8) is scaled to
+[-1, 1] as ``(v - 128) / 128`` (256 levels against 16-bit's 65536); a 24-bit clip is read exactly, a
+32-bit one rounded to float32. Nothing is resampled: another sample rate is an error.
 
 Tables written:
 - ``train``: frame set (store/frames.py), the curated clips then the noisy ones, in CSV order; per clip
@@ -48,6 +54,7 @@ from __future__ import annotations
 import contextlib
 import os
 import struct
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -117,8 +124,22 @@ def _check_wav_length(path: Path) -> None:
             pos += 8 + length + (length & 1)  # chunks are padded to even sizes
 
 
+RELEASE_SUBTYPE = "PCM_16"  # what FSDKaggle2019 ships; other PCM subtypes are converted and counted
+SUBTYPE_NOTES = {  # what reading a clip of that subtype as float32 in [-1, 1] does
+    "PCM_U8": "8-bit clip{s} (unsigned PCM_U8) scaled to [-1, 1] as (v - 128) / 128: 256 levels, not 16-bit's 65536",
+    "PCM_24": "24-bit clip{s} (PCM_24) read as float32 in [-1, 1] (v / 2^23: exact)",
+    "PCM_32": "32-bit clip{s} (PCM_32) rounded to float32 in [-1, 1] (v / 2^31, to 24 significant bits)",
+}
+
+
 def load_wav(path: Path, sample_rate: int) -> np.ndarray:
     """Mono float32 samples of a PCM WAV (or WAVEX) file at ``sample_rate``, validated."""
+    return read_wav(path, sample_rate)[0]
+
+
+def read_wav(path: Path, sample_rate: int) -> tuple[np.ndarray, dict[str, int]]:
+    """``load_wav`` and what it converted: ``{"channels:N": 1}`` for N > 1 channels mixed down to mono,
+    ``{"subtype:S": 1}`` for a PCM subtype S other than the release's 16-bit."""
     if not path.is_file():
         raise InputError(path, "wav file not found")
     try:
@@ -140,7 +161,13 @@ def load_wav(path: Path, sample_rate: int) -> np.ndarray:
         raise InputError(path, f"unreadable wav ({str(e).splitlines()[0]})") from None
     if len(x) != info.frames:
         raise InputError(path, f"truncated wav: {len(x)} samples read, the header promises {info.frames}")
-    return x.mean(axis=1) if x.shape[1] > 1 else x[:, 0]
+    counts = {}
+    if info.subtype != RELEASE_SUBTYPE:
+        counts[f"subtype:{info.subtype}"] = 1
+    if x.shape[1] > 1:
+        counts[f"channels:{x.shape[1]}"] = 1
+        return x.mean(axis=1), counts
+    return x[:, 0], counts
 
 
 class LogMel:
@@ -240,7 +267,25 @@ class FsdSource(ClipSourceBase):
             self.splits.append(ClipSplit("test", test, attrs=attrs))
 
     def load(self, clip: Clip) -> np.ndarray:
-        return self.logmel(load_wav(clip.path, self.sample_rate))
+        return self.load_counted(clip)[0]
+
+    def load_counted(self, clip: Clip) -> tuple[np.ndarray, dict[str, int]]:
+        x, counts = read_wav(clip.path, self.sample_rate)
+        return self.logmel(x), counts
+
+    def count_notes(self, counts: Counter) -> list[str]:
+        """One note per kind of conversion ``read_wav`` counted."""
+        out = []
+        for key, n in sorted(counts.items(), key=lambda kv: (kv[0].split(":")[0], kv[0])):
+            kind, value = key.split(":", 1)
+            s = "s" * (n != 1)
+            if kind == "channels":
+                what = "stereo" if value == "2" else f"{value}-channel"
+                out.append(f"{n} {what} clip{s} mixed down to mono (channels averaged)")
+            elif kind == "subtype":
+                out.append(f"{n} " + SUBTYPE_NOTES.get(value, "clip{s} of PCM subtype " + value +
+                                                        " read as float32 in [-1, 1]").format(s=s))
+        return out
 
 
 def ingest_fsd(raw_dir: str | Path, store_path: str | Path, overwrite: bool = False, progress: bool = True,

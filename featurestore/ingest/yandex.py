@@ -18,7 +18,9 @@ Quantizers: one affine (by default) 8-bit quantizer per feature, fitted on the f
 tracks of ``train`` (``sample_frames``, 64 MB of float32 by default) plus, with ``two_pass`` (default),
 the exact per-feature min / max over every train and test track from a first read-only pass (which
 also validates every file before anything is written), so no value is clipped. Then every track is
-streamed. Memory: the sample, never all frames.
+streamed. Memory: the sample, never all frames. NaN and infinite values are accepted: every quantizer
+stores them as the NaN code 255 (an infinity reads back as NaN), and the summary counts them and the
+tracks holding them (``clips.LoadTally``).
 
 The meta files are read with ``table.read_table`` (a BOM, CRLF, blank lines at the end and spaces
 around names are accepted). Bad input (InputError naming the file and, for TSV problems, the line;

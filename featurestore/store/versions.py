@@ -30,8 +30,10 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import StoreError
@@ -323,33 +325,78 @@ def _writer_alive(name: str) -> bool:
     return pid is not None and Path(f"/proc/{pid}").exists()
 
 
+def _uncommitted(root: Path, grace_seconds: float) -> tuple[list[str], list[str]]:
+    """What ``sweep_uncommitted`` removes: trees no version names whose writer is dead (this host), and
+    claims a kill interrupted (names in ``trees/`` and in ``log/``)."""
+    now = time.time()
+    referenced = {read_entry(root, n)["tree"] for n in version_numbers(root)}
+    trees, log = _meta(root, "trees"), _meta(root, "log")
+    # a live writer's tree is never touched: it may commit after ``referenced`` was read
+    dead = [name for name in (sorted(os.listdir(trees)) if trees.is_dir() else [])
+            if not (name in referenced or _writer_alive(name)
+                    or (_pid(name) is None and _age(trees / name, now) < grace_seconds))]
+    claims = [name for name in (os.listdir(log) if log.is_dir() else [])
+              if name.startswith(".") and not _writer_alive(name.rsplit(".", 1)[-1])]
+    return dead, claims
+
+
 def sweep_uncommitted(root: str | os.PathLike, grace_seconds: float = GRACE_SECONDS) -> list[str]:
     """Remove trees no version names whose writer is dead (this host), and interrupted claims."""
     root = Path(root)
-    now = time.time()
-    referenced = {read_entry(root, n)["tree"] for n in version_numbers(root)}
+    dead, claims = _uncommitted(root, grace_seconds)
     done = []
-    trees = _meta(root, "trees")
-    for name in sorted(os.listdir(trees)) if trees.is_dir() else []:
-        # a live writer's tree is never touched: it may commit after ``referenced`` was read
-        if name in referenced or _writer_alive(name) or (_pid(name) is None and _age(trees / name, now) < grace_seconds):
-            continue
-        shutil.rmtree(trees / name, ignore_errors=True)
+    for name in dead:
+        shutil.rmtree(_meta(root, "trees", name), ignore_errors=True)
         done.append(f"removed uncommitted tree {name}")
-    log = _meta(root, "log")
-    for name in os.listdir(log) if log.is_dir() else []:
-        if name.startswith(".") and not _writer_alive(name.rsplit(".", 1)[-1]):  # a claim a kill interrupted
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(log / name)
+    for name in claims:  # a claim a kill interrupted
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_meta(root, "log", name))
     return done
 
 
-def vacuum(root: str | os.PathLike, keep: int | None = None, grace_seconds: float = GRACE_SECONDS) -> list[str]:
-    """Remove uncommitted trees and expire versions beyond the ``keep`` latest; return what was done.
+@dataclass
+class VacuumPlan:
+    """What ``vacuum`` removes: expired versions (log entry, then tree) and uncommitted leftovers."""
 
-    Never removes the latest version, a tagged one, one committed less than ``grace_seconds`` ago, or a
-    tree a live writer (this host) is building. Files shared with kept versions survive (hard links).
-    """
+    root: Path
+    expire: list[int]  # version numbers
+    trees: list[str]  # tree names: the expired versions' and the uncommitted ones'
+    claims: list[str]  # interrupted claims in log/
+
+    def paths(self) -> list[Path]:
+        return ([log_path(self.root, n) for n in self.expire] + [_meta(self.root, "log", c) for c in self.claims]
+                + [_meta(self.root, "trees", t) for t in self.trees])
+
+    def freed_bytes(self) -> int:
+        """Disk space (allocated blocks) removing these paths gives back: a file counts only when every
+        hard link to it is among them (files a kept version, the root checkout or anything else links
+        to stay); the removed directories count too."""
+        files: dict[tuple[int, int], list] = {}  # (dev, inode) -> [links seen, links, bytes]
+        freed = 0
+
+        def see(path: str) -> None:
+            nonlocal freed
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                return
+            if stat.S_ISDIR(st.st_mode):
+                freed += st.st_blocks * 512
+                return
+            seen = files.setdefault((st.st_dev, st.st_ino), [0, st.st_nlink, st.st_blocks * 512])
+            seen[0] += 1
+
+        for path in self.paths():
+            see(str(path))
+            for dirpath, dirnames, filenames in os.walk(path):  # nothing for a file
+                for name in dirnames + filenames:
+                    see(os.path.join(dirpath, name))
+        return freed + sum(size for seen, links, size in files.values() if seen >= links)
+
+
+def plan_vacuum(root: str | os.PathLike, keep: int | None = None,
+                grace_seconds: float = GRACE_SECONDS) -> VacuumPlan:
+    """What ``vacuum(root, keep, grace_seconds)`` would remove, removing nothing (its dry run)."""
     root = Path(root)
     numbers = version_numbers(root)
     if not numbers:
@@ -357,15 +404,30 @@ def vacuum(root: str | os.PathLike, keep: int | None = None, grace_seconds: floa
     if keep is not None and keep < 1:
         raise StoreError(f"--keep must be >= 1 (the latest version is always kept), got {keep}")
     now = time.time()
-    done = []
     tagged = set(tags(root).values())
-    entries = {n: read_entry(root, n) for n in numbers}
-    expire = [] if keep is None else [n for n in numbers[:-keep] if n not in tagged]
-    for n in expire:
-        if _age(log_path(root, n), now) < grace_seconds:
-            continue
+    candidates = [] if keep is None else [n for n in numbers[:-keep] if n not in tagged]
+    expire = [n for n in candidates if _age(log_path(root, n), now) >= grace_seconds]
+    expired_trees = [read_entry(root, n)["tree"] for n in expire]
+    dead, claims = _uncommitted(root, grace_seconds)
+    # an expired version's tree is no longer referenced once its entry is gone, but sweep_uncommitted
+    # runs after the expiry: list each tree once
+    return VacuumPlan(root, expire, expired_trees + [t for t in dead if t not in expired_trees], claims)
+
+
+def vacuum(root: str | os.PathLike, keep: int | None = None, grace_seconds: float = GRACE_SECONDS) -> list[str]:
+    """Remove uncommitted trees and expire versions beyond the ``keep`` latest; return what was done.
+
+    Never removes the latest version, a tagged one, one committed less than ``grace_seconds`` ago, or a
+    tree a live writer (this host) is building. Files shared with kept versions survive (hard links).
+    ``plan_vacuum`` says what this would remove, and how much space that frees, without removing it.
+    """
+    root = Path(root)
+    plan = plan_vacuum(root, keep, grace_seconds)
+    done = []
+    for n in plan.expire:
+        tree = tree_path(root, read_entry(root, n))
         os.unlink(log_path(root, n))  # invisible first, then its tree
-        shutil.rmtree(tree_path(root, entries.pop(n)), ignore_errors=True)
+        shutil.rmtree(tree, ignore_errors=True)
         done.append(f"expired version {n}")
     done += sweep_uncommitted(root, grace_seconds)
     checkout(root)
