@@ -90,6 +90,17 @@ def store_identity(store: Store, tables: list[str]) -> str:
     return hashlib.sha256(json.dumps(sorted(files.items())).encode()).hexdigest()[:16]
 
 
+def _legs_field(state: dict) -> list[tuple[int, int, int]]:
+    """The earlier legs of the saved epoch (absent in states saved before elastic resume: none)."""
+    legs = state.get("legs", [])
+    ok = isinstance(legs, list) and all(isinstance(leg, (list, tuple)) and len(leg) == 3 and
+                                        all(type(v) is int and v >= 0 for v in leg) and leg[0] >= 1 and leg[1] >= 1
+                                        for leg in legs)
+    if not ok:
+        raise ValueError(f"loader state field 'legs' must be a list of [world_size, batch_size, batches], got {legs!r}")
+    return [tuple(leg) for leg in legs]
+
+
 def _int_field(state: dict, name: str) -> int:
     if name not in state:
         raise ValueError(f"loader state lacks field {name!r}")
@@ -131,6 +142,7 @@ class BatchLoader(torch.utils.data.IterableDataset):
         self.epoch = 0
         self._start_batch = 0
         self.batches_done = 0
+        self._legs: list[tuple[int, int, int]] = []  # earlier legs of this epoch (see the epoch plan)
         self._pools: dict = {}  # CPU batch buffers, reused across epochs
 
     # --- what a batch kind supplies ----------------------------------------------------------------
@@ -158,20 +170,50 @@ class BatchLoader(torch.utils.data.IterableDataset):
         return None
 
     # --- epoch plan ----------------------------------------------------------------------------------
+    # An epoch may run in legs: a run resumed mid-epoch at another world size (or per-rank batch) deals
+    # the rest of the epoch, every item not yet seen, to the new ranks. ``_legs`` lists the earlier legs
+    # of the current epoch as (world_size, batch_size, batches each rank took); the resume state carries
+    # them, so the position in the epoch is global, not per rank, and any number of resizes compose.
     def set_epoch(self, epoch: int) -> None:
         if epoch != self.epoch:
-            self.epoch, self._start_batch, self.batches_done = epoch, 0, 0
+            self.epoch, self._start_batch, self.batches_done, self._legs = epoch, 0, 0, []
+
+    def _epoch_units(self, epoch: int, legs: list[tuple[int, int, int]]) -> tuple[list[np.ndarray] | None, np.ndarray]:
+        """The epoch's ready-made batches (or its order of items), less what ``legs`` consumed."""
+        ready = self.ready_batches(epoch)
+        if ready is not None:
+            for world, _, done in legs:  # rank r took batches r, r + world, ...: together a prefix
+                ready = ready[world * done:]
+            return ready, np.empty(0, np.int64)
+        order = make_order(self.order_name(), **self.order_options())(self.items, self.seed, epoch)
+        for world, batch, done in legs:
+            seen = [b for r in range(world) for b in rank_batches(order, batch, r, world, self.drop_last)[:done]]
+            if seen:
+                order = order[~np.isin(order, np.concatenate(seen))]
+        return None, order
+
+    def _deal(self, epoch: int, legs: list[tuple[int, int, int]], rank: int, world: int, batch: int) -> list[np.ndarray]:
+        ready, order = self._epoch_units(epoch, legs)
+        if ready is not None:
+            return split_batches(ready, rank, world)
+        try:
+            return rank_batches(order, batch, rank, world, self.drop_last)
+        except ValueError as e:
+            raise ValueError(f"cannot deal the rest of epoch {epoch} ({order.size} items) to {world} rank(s): {e}") from None
 
     def epoch_batches(self, epoch: int | None = None) -> list[np.ndarray]:
         """This rank's batches (arrays of item ids) for ``epoch`` (default: the current one)."""
         epoch = self.epoch if epoch is None else epoch
-        ready = self.ready_batches(epoch)
-        if ready is not None:
-            return split_batches(ready, self.rank, self.world_size)
-        order = make_order(self.order_name(), **self.order_options())(self.items, self.seed, epoch)
-        return rank_batches(order, self.batch_size, self.rank, self.world_size, self.drop_last)
+        legs = self._legs if epoch == self.epoch else []
+        return self._deal(epoch, legs, self.rank, self.world_size, self.batch_size)
+
+    def pending_batches(self) -> list[np.ndarray]:
+        """This rank's batches still to come in the current epoch (from the resume point on)."""
+        return self.epoch_batches()[self._start_batch:]
 
     def batches_in_epoch(self, epoch: int) -> int:
+        if epoch == self.epoch and self._legs:
+            return len(self.epoch_batches(epoch))
         ready = self.ready_batches(epoch)
         if ready is not None:
             return len(ready) // self.world_size  # split_batches' equal share
@@ -187,12 +229,17 @@ class BatchLoader(torch.utils.data.IterableDataset):
         return store_identity(self.store, self.tables_read)
 
     def state_dict(self) -> dict:
-        return {"epoch": self.epoch, "batch": self.batches_done, "store": self.store_id,
-                "seed": self.seed, "order": self.order, "batch_size": self.batch_size, "rank": self.rank,
-                "world_size": self.world_size, "split": self.split, **self.state_config()}
+        return {"epoch": self.epoch, "batch": self.batches_done, "legs": [list(leg) for leg in self._legs],
+                "store": self.store_id, "seed": self.seed, "order": self.order, "batch_size": self.batch_size,
+                "rank": self.rank, "world_size": self.world_size, "split": self.split, **self.state_config()}
 
     def load_state_dict(self, state: dict) -> None:
-        """Resume at ``state``: a ValueError names the first field that does not fit this loader."""
+        """Resume at ``state``: a ValueError names the first field that does not fit this loader.
+
+        A state saved at another world size resumes elastically: the rest of its epoch, every item its
+        ranks had not yet been given, each once, is dealt to this loader's ranks. Batches dealt from an
+        order must keep the global batch (``batch_size * world_size``; e.g. 2 ranks x 32 -> 1 x 64);
+        class-balanced batches are whole and keep their size (the global batch follows the ranks)."""
         if not isinstance(state, dict):
             raise ValueError(f"loader state must be a dict, got {type(state).__name__}")
         mine = self.state_dict()
@@ -200,20 +247,39 @@ class BatchLoader(torch.utils.data.IterableDataset):
             raise ValueError(f"loader state field 'store' is {state['store']!r}: it was saved on another store "
                              f"(this loader's store {self.store.path} is {mine['store']!r})")
         for k in mine:
-            if k in ("epoch", "batch", "rank"):
+            if k in ("epoch", "batch", "rank", "legs", "world_size", "batch_size"):
                 continue
             if k not in state:
                 raise ValueError(f"loader state lacks field {k!r}")
             if state[k] != mine[k] or type(state[k]) is not type(mine[k]):
                 raise ValueError(f"loader state has {k}={state[k]!r}, this loader has {mine[k]!r}")
         epoch, batch = _int_field(state, "epoch"), _int_field(state, "batch")
+        world, size = _int_field(state, "world_size"), _int_field(state, "batch_size")
         if epoch < 0:
             raise ValueError(f"loader state field 'epoch' must be >= 0, got {epoch}")
-        count = self.batches_in_epoch(epoch)
+        if world < 1 or size < 1:
+            raise ValueError(f"loader state has world_size={world}, batch_size={size}: both must be >= 1")
+        legs = _legs_field(state)
+        if (world, size) != (self.world_size, self.batch_size):
+            self._check_resize(epoch, world, size)
+        count = len(self._deal(epoch, legs, 0, world, size))
         if not 0 <= batch <= count:
             raise ValueError(f"loader state field 'batch' must be in 0..{count} (batches in epoch {epoch}), "
                              f"got {batch}")
-        self.epoch, self._start_batch, self.batches_done = epoch, batch, batch
+        if (world, size) == (self.world_size, self.batch_size):
+            self.epoch, self._legs, self._start_batch, self.batches_done = epoch, legs, batch, batch
+        else:  # the saved leg ends here; this loader's leg deals what is left
+            self.epoch, self._legs, self._start_batch, self.batches_done = epoch, legs + [(world, size, batch)], 0, 0
+
+    def _check_resize(self, epoch: int, world: int, size: int) -> None:
+        if self.ready_batches(epoch) is not None:
+            if size != self.batch_size:
+                raise ValueError(f"loader state has batch_size={size}, this loader has {self.batch_size} "
+                                 "(class-balanced batches are whole: keep their size)")
+        elif size * world != self.batch_size * self.world_size:
+            raise ValueError(f"loader state has a global batch of {size * world} ({world} x {size}), this loader "
+                             f"{self.batch_size * self.world_size} ({self.world_size} x {self.batch_size}): "
+                             "keep batch_size * world_size when the world size changes")
 
     # --- iteration -----------------------------------------------------------------------------------
     def __iter__(self) -> Iterator[dict]:
@@ -235,3 +301,4 @@ class BatchLoader(torch.utils.data.IterableDataset):
             yield self.finish(raw)
         # a finished epoch leaves a fresh state: iterating again replays it from the start
         self._start_batch = self.batches_done = 0
+        self._legs = []

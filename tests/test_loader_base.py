@@ -62,7 +62,11 @@ def test_state_from_another_store_is_rejected(store, other_session_store):
     ("batch", True, "'batch' must be an int"),
     ("epoch", -1, "'epoch' must be >= 0"),
     ("epoch", None, "'epoch' must be an int"),
-    ("batch_size", "32", "batch_size='32'"),
+    ("batch_size", "32", "'batch_size' must be an int"),
+    ("batch_size", 16, r"global batch of 16 \(1 x 16\), this loader 32"),
+    ("world_size", 0, "world_size=0"),
+    ("legs", [[2, 16]], "'legs' must be a list of"),
+    ("legs", [[0, 16, 1]], "'legs' must be a list of"),
     ("seed", 4, "seed=4"),
 ])
 def test_bad_state_fields_are_named(store, field, value, message):
