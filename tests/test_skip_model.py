@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -16,8 +17,10 @@ from featurestore.ingest.spotify import ingest_spotify
 from featurestore.schemas.mssd import BATCH_LOG_COLUMNS, MAX_HALF
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
+from loaders.sessions import holdout_mask
 from models.skip import SkipModel, baselines, predict_test, score_submission, train_skip
 from models.skip.evaluate import ground_truth
+from models.skip.train import validation_scores
 
 H, C, F = MAX_HALF, 29, len(BATCH_LOG_COLUMNS)
 
@@ -112,6 +115,23 @@ def test_resume_next_epoch_and_mid_epoch(store, trained, tmp_path):
     rest = train_skip(store, mid, epochs=1, batch_size=64, progress=False, model={"d_model": 16, "blocks": 2})
     assert rest.resumed_from == {"epoch": 0, "batch": 1}
     assert rest.sessions_trained == fit_sessions - 64 and rest.epochs_completed == 1
+
+
+def test_validation_scores_a_fixed_bounded_sample(store, tmp_path, monkeypatch):
+    import models.skip.train as skip_train
+
+    seen: list[np.ndarray] = []
+
+    def spy(model, loader):
+        seen.append(loader.items.copy())
+        return validation_scores(model, loader)
+
+    monkeypatch.setattr(skip_train, "validation_scores", spy)
+    train_skip(store, tmp_path, epochs=2, batch_size=64, holdout=0.3, val_sample=40, progress=False,
+               model={"d_model": 16, "blocks": 2})
+    held = np.flatnonzero(holdout_mask(store.tables["train"]["rows"], 0.3, 0))
+    assert len(seen) == 2 and seen[0].size == 40 < held.size and np.isin(seen[0], held).all()
+    assert np.array_equal(seen[0], seen[1])  # the same sessions every epoch
 
 
 def test_checkpoint_of_other_shape_rejected(store, trained, tmp_path):

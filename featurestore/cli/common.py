@@ -109,6 +109,8 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.ClickException(f"--device: {e}") from None
 
 
+VAL_SAMPLE = 2000  # loaders.splits.VAL_SAMPLE, repeated: building the options imports no torch
+
 DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
                       help="cpu, cuda or cuda:N (on CUDA: mixed precision; training also compiles the model).")
 
@@ -125,6 +127,9 @@ def train_options(epochs: int = 10) -> Callable[[F], F]:
         DEVICE,
         SEED,
         click.option("--no-resume", is_flag=True, help="Ignore OUT_DIR/checkpoint.pt and start afresh."),
+        click.option("--val-sample", default=VAL_SAMPLE, type=click.IntRange(min=0), show_default=True,
+                     help="Validation during training scores this many held-out items (sessions, playlists, "
+                          "clips, tracks or utterances), the same ones each time (0: all; evaluate scores all)."),
     )
 
 
