@@ -223,6 +223,29 @@ def test_cli_train_and_evaluate(store, tmp_path):
     assert r.exit_code == 1 and "checkpoint not found" in r.output
 
 
+def test_evaluate_takes_a_training_folder(store, trained, tmp_path):
+    runner = CliRunner()
+    out, result = trained
+    sub = tmp_path / "sub.txt"
+    r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(out), "--out", str(sub)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0] == f"using {out / 'best.pt'}"
+    assert sub.read_text() == predict_test(store, result.best_checkpoint, tmp_path / "ref.txt").read_text()
+
+    latest = tmp_path / "latest"  # a run without best.pt (e.g. from before any validation): its latest weights
+    latest.mkdir()
+    shutil.copy(out / "checkpoint.pt", latest)
+    r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(latest), "--out", str(sub)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0] == f"using {latest / 'checkpoint.pt'} (no best.pt: the latest weights)"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(empty), "--out", str(sub)])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "Traceback" not in r.output
+    assert r.output.startswith(f"Error: {empty}: folder has no best.pt or checkpoint.pt")
+
+
 def test_train_without_holdout_uses_the_whole_split(store, tmp_path):
     result = train_skip(store, tmp_path / "nohold", epochs=1, batch_size=64, holdout=0.0, progress=False,
                         model={"d_model": 16, "blocks": 2})

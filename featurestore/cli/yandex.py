@@ -11,6 +11,7 @@ import click
 
 from .common import (
     SYNTH_OUT,
+    checkpoint_files,
     clip_ingest_command,
     cpu_torch_threads,
     echo_lines,
@@ -96,8 +97,8 @@ def several_checkpoints(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = evaluate_options("submission.tsv")(fn)
     params = fn.__click_params__
     at = next(i for i, p in enumerate(params) if p.name == "checkpoint")
-    params[at] = click.Argument(["checkpoints"], nargs=-1, required=True,
-                                type=click.Path(dir_okay=False, path_type=Path))
+    params[at] = click.Argument(["checkpoints"], nargs=-1, required=True, type=click.Path(path_type=Path),
+                                callback=checkpoint_files)
     return fn
 
 

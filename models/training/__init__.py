@@ -27,16 +27,17 @@ Modules: ``loop.py`` (:class:`TrainTask`, :func:`fit`, :class:`FitResult`), ``re
 
 from .loop import LR_FLOOR, FitResult, ResumableLoader, TrainTask, fit, warmup_cosine
 from .records import (
-           BEST,
-           CHECKPOINT,
-           HISTORY,
-           config_mismatch,
-           read_checkpoint,
-           save,
-           write_history_csv,
+    BEST,
+    CHECKPOINT,
+    HISTORY,
+    config_mismatch,
+    find_checkpoint,
+    read_checkpoint,
+    save,
+    write_history_csv,
 )
 from .runtime import amp_dtype, autocast, parse_device, seed_everything
 
 __all__ = ["BEST", "CHECKPOINT", "HISTORY", "LR_FLOOR", "FitResult", "ResumableLoader", "TrainTask", "amp_dtype",
-           "autocast", "config_mismatch", "fit", "parse_device", "read_checkpoint", "save",
+           "autocast", "config_mismatch", "find_checkpoint", "fit", "parse_device", "read_checkpoint", "save",
            "seed_everything", "warmup_cosine", "write_history_csv"]
