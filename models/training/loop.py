@@ -34,32 +34,35 @@ class ResumableLoader(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
+def _anneal(progress: float, floor: float) -> float:
+    """Cosine decay from 1 at ``progress`` 0 to ``floor`` at 1 (and after)."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def warmup_cosine(total_steps: int, warmup: float, floor: float = LR_FLOOR,
                   time_progress: Callable[[], float] | None = None) -> Callable[[int], float]:
     """LR factor: linear warmup over ``warmup`` of the schedule, then cosine decay to ``floor`` of the peak.
 
     The schedule spans ``total_steps`` steps or, with ``time_progress`` (the share of a time budget used
-    so far, read at each step), whichever of the two ends first: once the budget's share is ahead of
-    the steps', the factor follows the time (``floor`` from the end of the budget on).
+    so far, read at each step), whichever of the two ends first: once the time's share is ahead of the
+    steps', the factor follows the time (``floor`` from the end of the budget on).
     """
     warm = max(1, int(warmup * total_steps))
 
     def by_steps(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return (step + 1) / warm if step < warm else _anneal((step - warm) / max(1, total_steps - warm), floor)
 
-    def factor(step: int) -> float:
-        share = time_progress() if time_progress is not None else 0.0
+    if time_progress is None:
+        return by_steps
+    time_share = time_progress
+
+    def by_steps_or_time(step: int) -> float:
+        share = time_share()
         if share <= step / max(1, total_steps):
             return by_steps(step)
-        if share < warmup:
-            return share / warmup
-        progress = min(1.0, (share - warmup) / max(1e-9, 1 - warmup))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+        return share / warmup if share < warmup else _anneal((share - warmup) / max(1e-9, 1 - warmup), floor)
 
-    return by_steps if time_progress is None else factor
+    return by_steps_or_time
 
 
 @dataclass
@@ -84,7 +87,8 @@ class _Timer:
         return self.before + (0.0 if self.began is None else self.clock() - self.began)
 
     def progress(self) -> float:
-        """Share of the run's time used: training time so far / (that + the time left to this call)."""
+        """Share of the run's training time used: (earlier calls' + this call's so far) / (earlier calls'
+        + this call's from its first epoch to its deadline; before that, its whole limit)."""
         left = (self.limit_s or 0.0) if self.began is None else self.deadline - self.began
         budget, used = self.before + max(0.0, left), self.elapsed()
         return used / budget if budget > 0 else (math.inf if used > 0 else 0.0)
@@ -353,7 +357,8 @@ class _Run:
         value, best = record.get(task.metric, float("nan")), state["best_metric"]
         if task.validate is None or math.isnan(best) or (value > best if task.higher_is_better else value < best):
             state["best_metric"], state["best_epoch"] = value, record["epoch"]
-            state["bad_epochs"] = 0 if not interrupted else state["bad_epochs"]
+            if not interrupted:
+                state["bad_epochs"] = 0
             save({"model": self.model.state_dict(), "config": task.config, "epoch": record["epoch"],
                   task.metric: value, **task.extra}, self.best_path)
         elif not interrupted:
