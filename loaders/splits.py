@@ -4,7 +4,9 @@
   two items always has one on each side);
 - ``group_holdout``: whole groups go to one side (artist-disjoint retrieval validation);
 - ``rarest_label``: one stratification key per multi-label item (its rarest label), so rare classes
-  reach the held-out part.
+  reach the held-out part;
+- ``bounded_sample``: at most N of a held-out part (whole groups, optionally), for validation during
+  training that costs the same at any data size.
 Every split is a pure function of (labels, fraction, seed): the same on every machine and rank.
 """
 
@@ -12,7 +14,9 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["group_holdout", "rarest_label", "stratified_holdout"]
+__all__ = ["VAL_SAMPLE", "bounded_sample", "group_holdout", "rarest_label", "stratified_holdout"]
+
+VAL_SAMPLE = 2000  # items validation during training scores by default (fstore train --val-sample)
 
 
 def _check_fraction(fraction: float) -> None:
@@ -66,3 +70,23 @@ def rarest_label(offsets: np.ndarray, values: np.ndarray, classes: int) -> np.nd
         labs = values[offsets[i] : offsets[i + 1]]
         key[i] = labs[np.argmin(freq[labs])]
     return key
+
+
+def bounded_sample(items: np.ndarray, limit: int, seed: int = 0, groups: np.ndarray | None = None) -> np.ndarray:
+    """``limit`` of ``items``, sorted: a random choice fixed by ``seed`` (the same on every call), or
+    ``items`` itself when ``limit`` is 0 or not below their count. With ``groups`` (one per item),
+    whole groups are taken in a random order while they fit in ``limit`` (at least one group)."""
+    items = np.asarray(items)
+    if limit < 0:
+        raise ValueError(f"sample limit must be >= 0, got {limit}")
+    if limit == 0 or items.size <= limit:
+        return items
+    rng = np.random.default_rng([seed, 15485863])
+    if groups is None:
+        return np.sort(rng.choice(items, size=limit, replace=False))
+    groups = np.asarray(groups)
+    unique, sizes = np.unique(groups, return_counts=True)
+    order = rng.permutation(unique.size)
+    fitting = int(np.count_nonzero(np.cumsum(sizes[order]) <= limit))  # a prefix of the order
+    chosen = unique[order[: max(1, fitting)]]
+    return np.sort(items[np.isin(groups, chosen)])

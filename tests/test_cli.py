@@ -54,7 +54,12 @@ def test_synth_refuses_a_used_folder_and_overwrite_clears_it(tmp_path):
 
 
 def test_train_and_evaluate_share_the_contract_options():
-    for group, expected in (("train", {"--epochs", "--max-minutes", "--device", "--seed", "--no-resume"}),
+    from featurestore.cli.common import VAL_SAMPLE
+    from loaders.splits import VAL_SAMPLE as LIBRARY_VAL_SAMPLE
+
+    assert VAL_SAMPLE == LIBRARY_VAL_SAMPLE  # fstore train's default is the library's
+    for group, expected in (("train", {"--epochs", "--max-minutes", "--device", "--seed", "--no-resume",
+                                       "--val-sample"}),
                             ("evaluate", {"--out", "--metrics-json", "--device"})):
         for name, command in main.commands[group].commands.items():
             opts = {o for p in command.params if isinstance(p, click.Option) for o in p.opts}

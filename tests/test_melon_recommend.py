@@ -117,6 +117,9 @@ def test_recommend_invariants(random_store, scorer_cls):
     _check_invariants(random_store, recs)
     again = recommend(random_store, "val", scorer_cls(random_store), batch=7, progress=False)
     assert again == recs  # deterministic, whatever the batch size
+    rows = np.array([31, 2, 17, 5])  # a validation sample: only these playlists, in file order, the same lists
+    some = recommend(random_store, "val", scorer_cls(random_store), batch=3, progress=False, rows=rows)
+    assert some == [recs[r] for r in sorted(rows)]
 
 
 def test_no_opinion_fills_from_popular(random_store):

@@ -7,6 +7,7 @@ import math
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
@@ -16,8 +17,10 @@ from featurestore.ingest.spotify import ingest_spotify
 from featurestore.schemas.mssd import BATCH_LOG_COLUMNS, MAX_HALF
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
+from loaders.sessions import holdout_mask
 from models.skip import SkipModel, baselines, predict_test, score_submission, train_skip
 from models.skip.evaluate import ground_truth
+from models.skip.train import validation_scores
 
 H, C, F = MAX_HALF, 29, len(BATCH_LOG_COLUMNS)
 
@@ -114,6 +117,23 @@ def test_resume_next_epoch_and_mid_epoch(store, trained, tmp_path):
     assert rest.sessions_trained == fit_sessions - 64 and rest.epochs_completed == 1
 
 
+def test_validation_scores_a_fixed_bounded_sample(store, tmp_path, monkeypatch):
+    import models.skip.train as skip_train
+
+    seen: list[np.ndarray] = []
+
+    def spy(model, loader):
+        seen.append(loader.items.copy())
+        return validation_scores(model, loader)
+
+    monkeypatch.setattr(skip_train, "validation_scores", spy)
+    train_skip(store, tmp_path, epochs=2, batch_size=64, holdout=0.3, val_sample=40, progress=False,
+               model={"d_model": 16, "blocks": 2})
+    held = np.flatnonzero(holdout_mask(store.tables["train"]["rows"], 0.3, 0))
+    assert len(seen) == 2 and seen[0].size == 40 < held.size and np.isin(seen[0], held).all()
+    assert np.array_equal(seen[0], seen[1])  # the same sessions every epoch
+
+
 def test_checkpoint_of_other_shape_rejected(store, trained, tmp_path):
     out = tmp_path / "run"
     shutil.copytree(trained[0], out)
@@ -201,6 +221,29 @@ def test_cli_train_and_evaluate(store, tmp_path):
     assert len(sub.read_text().splitlines()) == store.tables["test"]["rows"]
     r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(tmp_path / "missing.pt")])
     assert r.exit_code == 1 and "checkpoint not found" in r.output
+
+
+def test_evaluate_takes_a_training_folder(store, trained, tmp_path):
+    runner = CliRunner()
+    out, result = trained
+    sub = tmp_path / "sub.txt"
+    r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(out), "--out", str(sub)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0] == f"using {out / 'best.pt'}"
+    assert sub.read_text() == predict_test(store, result.best_checkpoint, tmp_path / "ref.txt").read_text()
+
+    latest = tmp_path / "latest"  # a run without best.pt (e.g. from before any validation): its latest weights
+    latest.mkdir()
+    shutil.copy(out / "checkpoint.pt", latest)
+    r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(latest), "--out", str(sub)])
+    assert r.exit_code == 0, r.output
+    assert r.output.splitlines()[0] == f"using {latest / 'checkpoint.pt'} (no best.pt: the latest weights)"
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(empty), "--out", str(sub)])
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "Traceback" not in r.output
+    assert r.output.startswith(f"Error: {empty}: folder has no best.pt or checkpoint.pt")
 
 
 def test_train_without_holdout_uses_the_whole_split(store, tmp_path):

@@ -11,7 +11,7 @@ from featurestore.ingest.yandex import ingest_yandex
 from featurestore.store import Store
 from featurestore.synth.yandex import synth_yandex
 from loaders import SegmentBatches
-from loaders.splits import group_holdout, rarest_label, stratified_holdout
+from loaders.splits import bounded_sample, group_holdout, rarest_label, stratified_holdout
 
 
 @pytest.fixture(scope="module")
@@ -91,3 +91,19 @@ def test_bad_subsets(store):
     for bad, msg in (([0, 0], "twice"), ([n], "lie in"), ([-1], "lie in"), (np.zeros((2, 2), int), "1-D")):
         with pytest.raises(ValueError, match=msg):
             SegmentBatches(store, clips=np.asarray(bad))
+
+
+def test_bounded_sample_is_fixed_bounded_and_whole_by_group():
+    items = np.arange(5, 5005, 5)  # 1000 held-out ids
+    a = bounded_sample(items, 100, seed=3)
+    assert a.size == 100 and np.all(np.diff(a) > 0) and np.isin(a, items).all()
+    assert np.array_equal(a, bounded_sample(items, 100, seed=3))  # the same items every validation
+    assert not np.array_equal(a, bounded_sample(items, 100, seed=4))
+    assert bounded_sample(items, 0) is items and bounded_sample(items, 1000) is items  # 0 or enough: all
+
+    groups = np.arange(items.size) // 10  # 100 groups of 10 items
+    g = bounded_sample(items, 95, seed=3, groups=groups)
+    assert g.size == 90 and np.isin(items[np.isin(groups, groups[np.isin(items, g)])], g).all()  # whole groups
+    assert bounded_sample(items, 4, groups=groups).size == 10  # at least one group
+    with pytest.raises(ValueError, match="limit"):
+        bounded_sample(items, -1)

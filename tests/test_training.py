@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import csv
 import itertools
+import math
 
 import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 from featurestore.store.atomic import atomic_write, atomic_write_bytes
 from featurestore.store.errors import FstoreError
 from loaders import SessionBatches
-from models.training import TrainTask, amp_dtype, fit, parse_device, seed_everything
+from models.training import LR_FLOOR, TrainTask, amp_dtype, fit, parse_device, seed_everything, warmup_cosine
 
 
 class TinySkip(torch.nn.Module):
@@ -195,3 +197,111 @@ def test_frame_loader_resumes_mid_epoch_too(tmp_path):
     b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert [h["items"] for h in rest.history] == [h["items"] for h in whole.history] == [48, 48]
+
+
+# --- time limits: the schedule by time, a model at any deadline -------------------------------------
+
+class FakeClock:
+    """Seconds that pass only when a training step says so: time limits tested without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def timed_task(store, clock: FakeClock, seconds_per_step: float) -> TrainTask:
+    t = task(store)
+
+    def loss(model, batch):
+        clock.now += seconds_per_step
+        return tiny_loss(model, batch)
+
+    t.loss = loss
+    return t
+
+
+@pytest.fixture
+def lr_trace():
+    """The learning rate of every optimizer step taken while the test runs."""
+    lrs: list[float] = []
+    handle = register_optimizer_step_pre_hook(
+        lambda opt, args, kwargs: lrs.append(opt.param_groups[0]["lr"]))
+    yield lrs
+    handle.remove()
+
+
+def _cosine(share: float, warmup: float = 0.05) -> float:
+    return LR_FLOOR + (1 - LR_FLOOR) * 0.5 * (1 + math.cos(math.pi * min(1.0, (share - warmup) / (1 - warmup))))
+
+
+def test_a_time_budget_sizes_the_schedule_and_a_resume_continues_it(store, tmp_path, lr_trace):
+    clock, lr, epochs = FakeClock(), 1e-2, 50
+    steps = epochs * len(loader(store))  # by epochs, 7 steps would be at the start of the schedule
+    r = fit(timed_task(store, clock, 10.0), loader(store), tmp_path, epochs=epochs, lr=lr, max_minutes=1,
+            progress=False, clock=clock)
+    # 10 s a step, 60 s: the 7th step ends past the deadline; the first had no time measured yet
+    assert r.stopped == "time_limit" and r.items_trained == 7 * 64 and clock.now == 70
+    assert lr_trace == pytest.approx([lr / int(0.05 * steps), *(lr * _cosine(k / 6) for k in range(1, 6)),
+                                      lr * LR_FLOOR])
+    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    assert ckpt["optimizer"]["param_groups"][0]["lr"] == pytest.approx(lr * LR_FLOOR)  # annealed at the deadline
+    assert ckpt["elapsed_s"] == 70
+
+    lr_trace.clear()  # another minute: the schedule spans 70 + 60 s and goes on from 70 s, no new warmup
+    again = fit(timed_task(store, clock, 10.0), loader(store), tmp_path, epochs=epochs, lr=lr, max_minutes=1,
+                progress=False, clock=clock)
+    assert again.resumed_from == {"epoch": 0, "batch": 7}
+    assert again.items_trained == store.tables["train"]["rows"] - 7 * 64 + 4 * 64  # the epoch's rest, 4 steps more
+    assert lr_trace == pytest.approx([lr * _cosine(s / 130) for s in range(70, 130, 10)] + [lr * LR_FLOOR])
+    assert torch.load(tmp_path / "checkpoint.pt", weights_only=True)["elapsed_s"] == 140
+
+
+def test_without_a_time_limit_the_schedule_is_sized_by_epochs(store, tmp_path, lr_trace):
+    clock = FakeClock()
+    fit(timed_task(store, clock, 10.0), loader(store), tmp_path, epochs=1, lr=1.0, progress=False, clock=clock)
+    factor = warmup_cosine(len(loader(store)), 0.05)
+    assert lr_trace == pytest.approx([factor(s) for s in range(len(loader(store)))])
+
+
+def test_a_time_limit_before_the_first_validation_still_leaves_a_model(store, tmp_path):
+    def validate(model):
+        calls.append(model.training)
+        torch.rand(3)  # validation may draw random numbers: the interrupted run must not train differently
+        return {"val_loss": 0.5}
+
+    calls: list[bool] = []
+    whole = fit(task(store, validate=validate), loader(store), tmp_path / "whole", epochs=1, progress=False)
+    calls.clear()
+    cut = fit(task(store, validate=validate), loader(store), tmp_path / "cut", epochs=1, max_minutes=0,
+              progress=False)
+    n = len(loader(store))
+    assert cut.stopped == "time_limit" and cut.epochs_completed == 0 and cut.items_trained == 64
+    assert calls == [False]  # validated once, in eval mode, after its only step
+    assert cut.best_checkpoint == tmp_path / "cut" / "best.pt" and cut.best_metric == 0.5
+    assert cut.best_epoch == math.floor(1000 / n) / 1000 == torch.load(cut.best_checkpoint, weights_only=True)["epoch"]
+    with open(tmp_path / "cut" / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and float(rows[0]["epoch"]) == cut.best_epoch and rows[0]["sessions"] == "64"
+    assert float(rows[0]["val_loss"]) == 0.5 and cut.history[0]["epoch"] == cut.best_epoch
+
+    rest = fit(task(store, validate=validate), loader(store), tmp_path / "cut", epochs=1, progress=False)
+    assert rest.epochs_completed == 1 and [h["epoch"] for h in rest.history] == [1]  # the epoch's row replaced it
+    with open(tmp_path / "cut" / "history.csv") as f:
+        assert [row["epoch"] for row in csv.DictReader(f)] == ["1"]
+    a = torch.load(tmp_path / "whole" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a) and whole.epochs_completed == 1
+
+
+def test_a_time_limit_after_some_epochs_validates_the_annealed_part_too(store, tmp_path):
+    clock, n = FakeClock(), len(loader(store))
+    values = iter([0.9, 0.8])
+    # n + 2 steps fit in the minute: epoch 1 (validated: 0.9), then 3 steps of epoch 2, validated at the limit
+    t = timed_task(store, clock, 60 / (n + 2.5))
+    t.validate = lambda m: {"val_loss": next(values)}
+    r = fit(t, loader(store), tmp_path, epochs=5, max_minutes=1, progress=False, clock=clock)
+    assert r.stopped == "time_limit" and r.epochs_completed == 1
+    assert r.best_metric == 0.8 and r.best_epoch == 1 + math.floor(3000 / n) / 1000
+    assert [h["val_loss"] for h in r.history] == [0.9, 0.8]

@@ -109,6 +109,8 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.ClickException(f"--device: {e}") from None
 
 
+VAL_SAMPLE = 2000  # loaders.splits.VAL_SAMPLE, repeated: building the options imports no torch
+
 DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
                       help="cpu, cuda or cuda:N (on CUDA: mixed precision; training also compiles the model).")
 
@@ -125,15 +127,35 @@ def train_options(epochs: int = 10) -> Callable[[F], F]:
         DEVICE,
         SEED,
         click.option("--no-resume", is_flag=True, help="Ignore OUT_DIR/checkpoint.pt and start afresh."),
+        click.option("--val-sample", default=VAL_SAMPLE, type=click.IntRange(min=0), show_default=True,
+                     help="Validation during training scores this many held-out items (sessions, playlists, "
+                          "clips, tracks or utterances), the same ones each time (0: all; evaluate scores all)."),
     )
 
 
+def checkpoint_files(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    """CHECKPOINT argument(s): a training folder stands for its best.pt (else its checkpoint.pt), with a
+    note of which; a folder with neither is one error line."""
+    from models.training import find_checkpoint  # torch: imported only when a command runs
+
+    if isinstance(value, tuple):
+        return tuple(checkpoint_files(ctx, param, v) for v in value)
+    try:
+        path, note = find_checkpoint(value)
+    except FstoreError as e:
+        raise click.ClickException(str(e)) from None
+    if note:
+        click.echo(note)
+    return path
+
+
 def evaluate_options(default_out: str) -> Callable[[F], F]:
-    """``fstore evaluate <family> STORE CHECKPOINT --out SUBMISSION --metrics-json FILE [--device]``;
-    ``default_out`` is the family's submission file name in its official format."""
+    """``fstore evaluate <family> STORE CHECKPOINT --out SUBMISSION --metrics-json FILE [--device]``
+    (CHECKPOINT: a file or a training folder); ``default_out`` is the family's submission file name in
+    its official format."""
     return option_group(
         click.argument("store", type=click.Path(path_type=Path)),
-        click.argument("checkpoint", type=click.Path(dir_okay=False, path_type=Path)),
+        click.argument("checkpoint", type=click.Path(path_type=Path), callback=checkpoint_files),
         click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path(default_out),
                      show_default=True, help="Submission file to write."),
         click.option("--metrics-json", type=click.Path(dir_okay=False, path_type=Path), default=None,

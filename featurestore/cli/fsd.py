@@ -90,14 +90,14 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_
 def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
               no_resume: bool, batch_size: int, lr: float, crop: int, noisy: str, noisy_weight: float,
               mixup_alpha: float, no_spec_augment: bool, holdout: float, width: int, depth: int,
-              patience: int) -> None:
+              patience: int, val_sample: int) -> None:
     """CNN tagger on STORE's train clips (curated validation held out); checkpoints, best.pt, history in OUT_DIR."""
     from models.fsd.train import train_fsd
 
     result = train_fsd(store, out_dir, epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, noisy=noisy,
                        noisy_weight=noisy_weight, mixup_alpha=mixup_alpha, spec_augment_masks=not no_spec_augment,
                        holdout=holdout, seed=seed, device=device, max_minutes=max_minutes, resume=not no_resume,
-                       patience=patience, model={"width": width, "depth": depth})
+                       patience=patience, model={"width": width, "depth": depth}, val_sample=val_sample)
     echo_lines(result.lines())
 
 

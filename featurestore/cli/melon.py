@@ -89,7 +89,7 @@ COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "split": split_cmd}
 @user_errors
 def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
               no_resume: bool, batch_size: int, lr: float, denoise: float, min_count: int, question_mix: tuple[float, float],
-              title_share: float) -> None:
+              title_share: float, val_sample: int) -> None:
     """Denoising autoencoder (validated on the val split with the official score each epoch) and title model
     on STORE's playlists; checkpoints (resumable), best.pt, history and title/ under OUT_DIR."""
     import torch
@@ -104,7 +104,7 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
     result = train_melon(store, out_dir, epochs=epochs, max_minutes=max_minutes, title_share=title_share,
                          device=device, batch_size=batch_size, lr=lr, denoise=denoise, question_mix=question_mix,
                          min_count=min_count,
-                         seed=seed, resume=not no_resume)
+                         seed=seed, resume=not no_resume, val_sample=val_sample)
     echo_lines(result.lines())
 
 

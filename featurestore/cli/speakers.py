@@ -62,7 +62,7 @@ def ingest_cmd(raw_dir: Path, store: Path, **options: Any) -> Any:
 @user_errors
 def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
               no_resume: bool, batch_size: int, crop: int, lr: float, holdout: float, layers: int | None,
-              d_model: int | None, ffn: int | None, pooling: str | None) -> None:
+              d_model: int | None, ffn: int | None, pooling: str | None, val_sample: int) -> None:
     """Speaker classifier (Conformer + attention pooling + AM-softmax) on STORE's train split; checkpoints
     (resumable), best.pt and history under OUT_DIR."""
     from models.speakers import train_speakers
@@ -70,7 +70,8 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
     model = {k: v for k, v in {"layers": layers, "d_model": d_model, "ffn": ffn, "pooling": pooling}.items()
              if v is not None}
     result = train_speakers(store, out_dir, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, holdout=holdout,
-                            seed=seed, device=device, max_minutes=max_minutes, resume=not no_resume, model=model)
+                            seed=seed, device=device, max_minutes=max_minutes, resume=not no_resume, model=model,
+                            val_sample=val_sample)
     echo_lines(result.lines())
 
 

@@ -89,12 +89,12 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums:
 @click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate (warmup, then cosine).")
 @user_errors
 def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
-              no_resume: bool, batch_size: int, lr: float) -> None:
+              no_resume: bool, batch_size: int, lr: float, val_sample: int) -> None:
     """Skip-prediction model on STORE's train split; checkpoints (resumable), best.pt and history under OUT_DIR."""
     from models.skip.train import train_skip
 
     result = train_skip(store, out_dir, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                        max_minutes=max_minutes, seed=seed, resume=not no_resume)
+                        max_minutes=max_minutes, seed=seed, resume=not no_resume, val_sample=val_sample)
     echo_lines(result.lines())
 
 

@@ -11,6 +11,7 @@ import click
 
 from .common import (
     SYNTH_OUT,
+    checkpoint_files,
     clip_ingest_command,
     cpu_torch_threads,
     echo_lines,
@@ -79,14 +80,15 @@ def _embedding_options(window_min: int, window_help: str, threads_help: str) -> 
 def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
               no_resume: bool, arch: str, m: int, artists_per_batch: int, lr: float, holdout: float,
               curriculum: bool, pooled_branch: bool, window: int | None, hop: int | None,
-              torch_threads: int) -> None:
+              torch_threads: int, val_sample: int) -> None:
     """Artist-embedding encoder on STORE's train tracks; checkpoints (resumable), best.pt and history under OUT_DIR."""
     from models.yandex.train import MAX_CROP, train_yandex
 
     result = train_yandex(store, out_dir, arch=arch, epochs=epochs, m=m, artists_per_batch=artists_per_batch, lr=lr,
                           holdout=holdout, seed=seed, curriculum=(10, MAX_CROP) if curriculum else None,
                           window=window, hop=hop, device=device, max_minutes=max_minutes, resume=not no_resume,
-                          model={"pooled_branch": pooled_branch}, torch_threads=cpu_torch_threads(device, torch_threads))
+                          model={"pooled_branch": pooled_branch}, torch_threads=cpu_torch_threads(device, torch_threads),
+                          val_sample=val_sample)
     echo_lines(result.lines())
 
 
@@ -95,8 +97,8 @@ def several_checkpoints(fn: Callable[..., Any]) -> Callable[..., Any]:
     fn = evaluate_options("submission.tsv")(fn)
     params = fn.__click_params__
     at = next(i for i, p in enumerate(params) if p.name == "checkpoint")
-    params[at] = click.Argument(["checkpoints"], nargs=-1, required=True,
-                                type=click.Path(dir_okay=False, path_type=Path))
+    params[at] = click.Argument(["checkpoints"], nargs=-1, required=True, type=click.Path(path_type=Path),
+                                callback=checkpoint_files)
     return fn
 
 

@@ -23,6 +23,7 @@ from featurestore.store import Store
 from featurestore.store.errors import FstoreError
 from loaders import SegmentBatches, mixup, spec_augment
 from loaders.base import store_identity
+from loaders.splits import VAL_SAMPLE, bounded_sample
 from models.metrics import lwlrap
 from models.training import FitResult, TrainTask, fit, parse_device, seed_everything
 
@@ -80,14 +81,15 @@ def train_fsd(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[
               holdout: float = 0.2, seed: int = 0, device: str | torch.device = "cpu",
               max_minutes: float | None = None, resume: bool = True, progress: bool = True, patience: int = 10,
               weight_decay: float = 0.01, warmup: float = 0.05, model: dict | None = None,
-              loader_threads: int | None = None) -> FsdTrainResult:
+              loader_threads: int | None = None, val_sample: int = VAL_SAMPLE) -> FsdTrainResult:
     """Train an FSD tagger on ``store``'s ``train`` frame set; see the module docstring.
 
     ``noisy`` is the noisy-clip policy (``curated``: curated clips only; ``mixed``: noisy clips like
     curated ones; ``weighted``: noisy clips with loss weight ``noisy_weight``). ``crop`` is the training
     crop in frames (inference windows have the same length, hop ``crop // 2``). ``mixup_alpha`` 0 turns
-    mixup off. ``model`` overrides entries of :data:`DEFAULT_MODEL`. The other arguments are
-    :func:`models.training.fit`'s.
+    mixup off. ``model`` overrides entries of :data:`DEFAULT_MODEL`. Each validation scores the same
+    ``val_sample`` held-out clips (0: all of them; ``fstore evaluate`` scores all). The other arguments
+    are :func:`models.training.fit`'s.
     """
     unknown = set(model or {}) - set(DEFAULT_MODEL)
     if unknown:
@@ -108,7 +110,8 @@ def train_fsd(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[
     threads = loader_threads or (1 if device.type == "cpu" else 4)
     train = SegmentBatches(store, "train", batch_size=batch_size, crop=crop, mode="crop", seed=seed, device=device,
                            threads=threads, clips=train_clips)
-    truth = multi_hot(fs, val_clips, len(names))
+    sample = bounded_sample(val_clips, val_sample, seed)
+    truth = multi_hot(fs, sample, len(names))
 
     settings = {**DEFAULT_MODEL, **(model or {})}
     net = FsdCNN(fs.bins, len(names), **settings)
@@ -119,7 +122,7 @@ def train_fsd(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[
                                             "holdout": holdout, "seed": seed}}
 
     def validate(m: torch.nn.Module) -> dict[str, float]:
-        scores = predict_clips(m, store, "train", val_clips, crop, hop, device)
+        scores = predict_clips(m, store, "train", sample, crop, hop, device)
         return {"val_lwlrap": lwlrap(truth, scores)}
 
     spec = (max(1, fs.bins // 8), max(1, crop // 8)) if spec_augment_masks else None

@@ -180,18 +180,20 @@ def _pick(scores: torch.Tensor, prior: torch.Tensor, offsets: np.ndarray, values
 
 
 def recommend(store: Store, split: str, scorer: Scorer, batch: int = 256, device: str | torch.device = "cpu",
-              progress: bool = True) -> list[dict]:
-    """``[{"id", "songs": [100 raw song ids], "tags": [10 tag texts]}]`` for every playlist of ``split``,
-    in file order. Scores move to ``device`` batch by batch; only the picked codes come back."""
+              progress: bool = True, rows: np.ndarray | None = None) -> list[dict]:
+    """``[{"id", "songs": [100 raw song ids], "tags": [10 tag texts]}]`` for every playlist of ``split``
+    (``rows``: only these rows of it), in file order. Scores move to ``device`` batch by batch; only the
+    picked codes come back."""
     if batch < 1:
         raise FstoreError(f"batch must be >= 1, got {batch}")
     device = torch.device(device)
     data, vocab = load_split(store, split), load_vocab(store)
     song_prior = popularity_rank_scores(vocab.song_pop).to(device)[None]
     tag_prior = popularity_rank_scores(vocab.tag_pop).to(device)[None]
+    every = np.arange(len(data)) if rows is None else np.sort(np.asarray(rows, dtype=np.int64))
     out: list[dict] = []
-    for start in tqdm(range(0, len(data), batch), unit="batch", desc=f"recommend {split}", disable=not progress):
-        rows = np.arange(start, min(len(data), start + batch))
+    for start in tqdm(range(0, every.size, batch), unit="batch", desc=f"recommend {split}", disable=not progress):
+        rows = every[start : start + batch]
         s, t = scorer.scores(split, rows)
         if s.shape != (rows.size, vocab.n_songs) or t.shape != (rows.size, vocab.n_tags):
             raise FstoreError(f"scorer {type(scorer).__name__} returned scores of shapes {tuple(s.shape)} and "

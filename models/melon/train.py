@@ -2,9 +2,10 @@
 
 The autoencoder trains on the train split with :class:`~loaders.playlists.PlaylistBatches` (denoised
 inputs, full targets) and is validated every epoch on the val split with the official metric
-(:func:`~models.melon.recommend.recommend` + :func:`~models.melon.recommend.score_split`), which drives
-early stopping and ``best.pt``. The title model (``models.melon.title``) gets ``title_share`` of
-``max_minutes`` and is written to ``out_dir/title/title_model.pt``; ``fstore evaluate melon`` reads both.
+(:func:`~models.melon.recommend.recommend` + :func:`~models.melon.recommend.score_split`) on a fixed
+sample of at most ``val_sample`` of its playlists, which drives early stopping and ``best.pt``. The
+title model (``models.melon.title``) gets ``title_share`` of ``max_minutes`` and is written to
+``out_dir/title/title_model.pt``; ``fstore evaluate melon`` reads both.
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from featurestore.schemas import melon as schema
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
 from loaders.playlists import PlaylistBatches
+from loaders.splits import VAL_SAMPLE, bounded_sample
 from models.training import FitResult, TrainTask, fit, parse_device, seed_everything
 
 from .data import DAEScorer, vocab_to_save
@@ -53,9 +56,10 @@ def train_melon(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLik
                 batch_size: int = 256, lr: float = 1e-2, denoise: float = 0.7, question_mix: tuple[float, float] = (0.0, 0.0), min_count: int = 2,
                 max_songs: int = 50, max_tags: int = 16, max_artists: int = 32, seed: int = 0, patience: int = 3,
                 resume: bool = True, progress: bool = True, model: dict | None = None,
-                val_split: str = "val") -> MelonTrainResult:
+                val_split: str = "val", val_sample: int = VAL_SAMPLE) -> MelonTrainResult:
     """Train both models into ``out_dir`` (``best.pt``/``checkpoint.pt``/``history.csv`` for the
-    autoencoder, ``title/`` for the title model; ``title_share=0`` skips it)."""
+    autoencoder, ``title/`` for the title model; ``title_share=0`` skips it). Each validation scores the
+    same ``val_sample`` playlists of ``val_split`` (0: all of them)."""
     if not 0.0 <= title_share < 1.0:
         raise FstoreError(f"title_share must be in [0, 1), got {title_share}")
     unknown = set(model or {}) - set(DEFAULT_MODEL)
@@ -78,10 +82,15 @@ def train_melon(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLik
     config = {**DEFAULT_MODEL, **(model or {}), "widths": widths, "denoise": denoise, "question_mix": list(question_mix), "min_count": min_count,
               "vocab": [vocab.n_songs, vocab.n_tags, vocab.n_artists]}
     has_val = store.tables.get(f"{val_split}_answer_songs") is not None
+    val_rows = None
+    if has_val:
+        playlists = store.tables[schema.playlists_table(val_split)]["rows"]
+        val_rows = bounded_sample(np.arange(playlists), val_sample, seed)
 
     def validate(m: torch.nn.Module) -> dict[str, float]:
         scorer = DAEScorer(net, vocab, store, dev, widths)  # ``net``: the weights ``m`` trains
-        score = score_split(store, val_split, recommend(store, val_split, scorer, device=dev, progress=False))
+        recs = recommend(store, val_split, scorer, device=dev, progress=False, rows=val_rows)
+        score = score_split(store, val_split, recs, rows=val_rows)
         return {"val_score": score["score"], "val_song_ndcg": score["song_ndcg"], "val_tag_ndcg": score["tag_ndcg"]}
 
     task = TrainTask(model=net, config=config, loss=dae_loss, validate=validate if has_val else None,

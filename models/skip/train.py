@@ -1,7 +1,8 @@
 """Train :class:`~models.skip.model.SkipModel` straight from a store with ``SessionBatches``.
 
 ``train_skip`` trains on the ``fit`` part of the train split and validates (mean average accuracy,
-the official metric) on a by-session ``holdout`` part every epoch. The loop, checkpoints
+the official metric) on a by-session ``holdout`` part (a fixed sample of at most ``val_sample``
+sessions of it) every epoch. The loop, checkpoints
 (``checkpoint.pt``, ``best.pt``), resume, early stopping and history (``history.csv``, TensorBoard
 events) are :func:`models.training.fit`'s; this module supplies the model, the loss and the metric.
 """
@@ -16,6 +17,7 @@ import torch
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
 from loaders import SessionBatches
+from loaders.splits import VAL_SAMPLE, bounded_sample
 from models.metrics import evaluate_skip
 from models.training import BEST, CHECKPOINT, FitResult, TrainTask, fit, parse_device, seed_everything
 
@@ -66,13 +68,14 @@ def train_skip(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike
                device: str | torch.device = "cpu", max_minutes: float | None = None, resume: bool = True,
                progress: bool = True, patience: int = 3, weight_decay: float = 0.01, warmup: float = 0.05,
                model: dict | None = None, loader_threads: int | None = None,
-               torch_threads: int | None = None) -> TrainResult:
+               torch_threads: int | None = None, val_sample: int = VAL_SAMPLE) -> TrainResult:
     """Train a skip model on ``store``'s train split; see the module docstring for what is written.
 
     ``model`` overrides entries of :data:`DEFAULT_MODEL` (``n_features`` and ``half`` come from the
     store). ``loader_threads`` sets the batch-assembly threads (default 1 on the CPU, 4 on CUDA) and
-    ``torch_threads`` calls ``torch.set_num_threads`` (process-wide; default: leave it). The other
-    arguments are :func:`models.training.fit`'s.
+    ``torch_threads`` calls ``torch.set_num_threads`` (process-wide; default: leave it). Each validation
+    scores the same ``val_sample`` holdout sessions (0: all of them). The other arguments are
+    :func:`models.training.fit`'s.
     """
     if not 0.0 <= holdout < 1.0:
         raise FstoreError(f"holdout must be in [0, 1), got {holdout}")
@@ -92,6 +95,7 @@ def train_skip(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike
     if holdout > 0:
         val = SessionBatches(store, "train", batch_size=max(batch_size, 1024), order="sequential", seed=seed,
                              device=device, subset="holdout", holdout=holdout, threads=threads)
+        val.items = bounded_sample(val.items, val_sample, seed)
         if val.items.size == 0:
             val = None
     if train.items.size == 0:

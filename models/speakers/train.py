@@ -2,11 +2,11 @@
 
 ``train_speakers`` trains on random ``crop``-frame windows of the ``fit`` utterances of the train split
 (``SegmentBatches(mode="crop", label="speaker")``) and validates every epoch on whole held-out
-utterances (``mode="whole"``: sorted by length, each batch padded only to its own longest one) with the
-homework's accuracy. The held-out part is by utterance, stratified by speaker, deterministic by seed
-(``loaders.splits.stratified_holdout``); ``holdout`` and ``seed`` go into the checkpoints so that
-``evaluate`` scores the same utterances. The loop, checkpoints, resume, early stopping and history are
-:func:`models.training.fit`'s.
+utterances (``mode="whole"``: sorted by length, each batch padded only to its own longest one; a fixed
+sample of at most ``val_sample`` of them) with the homework's accuracy. The held-out part is by
+utterance, stratified by speaker, deterministic by seed (``loaders.splits.stratified_holdout``);
+``holdout`` and ``seed`` go into the checkpoints so that ``evaluate`` scores the same (whole) part.
+The loop, checkpoints, resume, early stopping and history are :func:`models.training.fit`'s.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ import torch
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
 from loaders import SegmentBatches
+from loaders.splits import VAL_SAMPLE, bounded_sample
 from models.metrics.speakers import accuracy
 from models.training import FitResult, TrainTask, autocast, fit, parse_device, seed_everything
 
@@ -66,12 +67,14 @@ def train_speakers(store: str | os.PathLike[str] | Store, out_dir: str | os.Path
                    batch_size: int = 32, crop: int = 128, lr: float = 1e-3, holdout: float = 0.1, seed: int = 0,
                    device: str | torch.device = "cpu", max_minutes: float | None = None, resume: bool = True,
                    progress: bool = True, patience: int = 8, weight_decay: float = 0.01, warmup: float = 0.05,
-                   model: dict | None = None, loader_threads: int | None = None) -> FitResult:
+                   model: dict | None = None, loader_threads: int | None = None,
+                   val_sample: int = VAL_SAMPLE) -> FitResult:
     """Train a speaker classifier on ``store``'s train split; see the module docstring.
 
     ``model`` overrides entries of :data:`DEFAULT_MODEL` (``n_mels`` and ``n_speakers`` come from the
-    store). ``loader_threads`` sets the batch-assembly threads (default 1 on the CPU, 4 on CUDA). The
-    other arguments are :func:`models.training.fit`'s.
+    store). ``loader_threads`` sets the batch-assembly threads (default 1 on the CPU, 4 on CUDA). Each
+    validation scores the same ``val_sample`` held-out utterances (0: all of them). The other arguments
+    are :func:`models.training.fit`'s.
     """
     if not 0.0 <= holdout < 1.0:
         raise FstoreError(f"holdout must be in [0, 1), got {holdout}")
@@ -92,9 +95,10 @@ def train_speakers(store: str | os.PathLike[str] | Store, out_dir: str | os.Path
                            label=LABEL, seed=seed, device=device, threads=threads, clips=fit_ids)
     validate = None
     if held_ids.size:
+        sample = bounded_sample(held_ids, val_sample, seed)
         val = SegmentBatches(store, TRAIN, batch_size=max(batch_size, 64), mode="whole", seed=seed, device=device,
-                             threads=threads, clips=held_ids)
-        validate = _validation(val, speaker_labels(store)[held_ids])
+                             threads=threads, clips=sample)
+        validate = _validation(val, speaker_labels(store)[sample])
 
     fs = store.frames(TRAIN)
     names = store.dictionary(LABEL).values

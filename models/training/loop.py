@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -17,9 +18,10 @@ from featurestore.store.errors import FstoreError
 from .records import BEST, CHECKPOINT, HISTORY, Events, load_checkpoint, save, write_history_csv
 from .runtime import amp_dtype, autocast, parse_device, rng_state, set_rng_state
 
-__all__ = ["FitResult", "ResumableLoader", "TrainTask", "fit", "warmup_cosine"]
+__all__ = ["LR_FLOOR", "FitResult", "ResumableLoader", "TrainTask", "fit", "warmup_cosine"]
 
 PROGRESS_EVERY = 20  # steps between progress updates: the only host-device syncs of the loop
+LR_FLOOR = 0.02  # the schedule ends at this share of the peak learning rate
 
 
 class ResumableLoader(Protocol):
@@ -32,17 +34,67 @@ class ResumableLoader(Protocol):
     def load_state_dict(self, state: dict) -> None: ...
 
 
-def warmup_cosine(total_steps: int, warmup: float, floor: float = 0.02) -> Callable[[int], float]:
-    """LR factor: linear warmup over ``warmup`` of the steps, then cosine decay to ``floor`` of the peak."""
+def _anneal(progress: float, floor: float) -> float:
+    """Cosine decay from 1 at ``progress`` 0 to ``floor`` at 1 (and after)."""
+    return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+def warmup_cosine(total_steps: int, warmup: float, floor: float = LR_FLOOR,
+                  time_progress: Callable[[], float] | None = None) -> Callable[[int], float]:
+    """LR factor: linear warmup over ``warmup`` of the schedule, then cosine decay to ``floor`` of the peak.
+
+    The schedule spans ``total_steps`` steps or, with ``time_progress`` (the share of a time budget used
+    so far, read at each step), whichever of the two ends first: once the time's share is ahead of the
+    steps', the factor follows the time (``floor`` from the end of the budget on).
+    """
     warm = max(1, int(warmup * total_steps))
 
-    def factor(step: int) -> float:
-        if step < warm:
-            return (step + 1) / warm
-        progress = min(1.0, (step - warm) / max(1, total_steps - warm))
-        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * progress))
+    def by_steps(step: int) -> float:
+        return (step + 1) / warm if step < warm else _anneal((step - warm) / max(1, total_steps - warm), floor)
 
-    return factor
+    if time_progress is None:
+        return by_steps
+    time_share = time_progress
+
+    def by_steps_or_time(step: int) -> float:
+        share = time_share()
+        if share <= step / max(1, total_steps):
+            return by_steps(step)
+        return share / warmup if share < warmup else _anneal((share - warmup) / max(1e-9, 1 - warmup), floor)
+
+    return by_steps_or_time
+
+
+@dataclass
+class _Timer:
+    """A run's clock: training time (this call's since its loop began, plus earlier calls' from the
+    checkpoint) against the time budget (``limit_s`` per call, from the call's start)."""
+
+    clock: Callable[[], float]
+    limit_s: float | None
+    start: float  # clock() when the call began: the deadline counts from here
+    before: float = 0.0  # training seconds of earlier calls
+    began: float | None = None  # clock() when this call's first epoch began
+
+    @property
+    def deadline(self) -> float:
+        return math.inf if self.limit_s is None else self.start + self.limit_s
+
+    def begin(self) -> None:
+        self.began = self.clock()
+
+    def elapsed(self) -> float:
+        return self.before + (0.0 if self.began is None else self.clock() - self.began)
+
+    def progress(self) -> float:
+        """Share of the run's training time used: (earlier calls' + this call's so far) / (earlier calls'
+        + this call's from its first epoch to its deadline; before that, its whole limit)."""
+        left = (self.limit_s or 0.0) if self.began is None else self.deadline - self.began
+        budget, used = self.before + max(0.0, left), self.elapsed()
+        return used / budget if budget > 0 else (math.inf if used > 0 else 0.0)
+
+    def over(self) -> bool:
+        return self.clock() > self.deadline
 
 
 # --- what a family supplies, what fit returns -------------------------------------------------------
@@ -84,7 +136,7 @@ class FitResult:
     epochs_requested: int
     epochs_completed: int
     best_metric: float  # nan without validation
-    best_epoch: int  # 1-based; 0 when none
+    best_epoch: float  # 1-based; 0 when none; a fraction (e.g. 0.25) for a validation at a time limit mid-epoch
     stopped: str  # "completed", "early_stopping" or "time_limit"
     items_trained: int
     train_seconds: float  # time in training steps (batch wait + compute), validation excluded
@@ -129,31 +181,32 @@ def _epoch_line(record: dict, item_name: str) -> str:
             f"data wait {100 * record['data_wait_share']:.1f} %, {record['seconds']:.1f} s")
 
 
-# --- the loop -------------------------------------------------------------------------------------
+# --- one epoch ------------------------------------------------------------------------------------
 
 def _fresh_epoch() -> dict:
     return {"loss_sum": 0.0, "steps": 0, "items": 0, "seconds": 0.0, "wait": 0.0}
 
 
 def _run_epoch(loader: ResumableLoader, step: Callable[[dict], torch.Tensor], task: TrainTask, acc: dict,
-               total: dict, deadline: float, bar: tqdm) -> bool:
+               total: dict, timer: _Timer, bar: tqdm) -> bool:
     """Train the (rest of the) loader's current epoch, adding to the ``acc`` (epoch) and ``total`` (call)
-    sums; True when ``deadline`` interrupted it before its last batch."""
+    sums; True when the time limit interrupted it before its last batch."""
     loss_sum = None  # on the device: read back only every PROGRESS_EVERY steps and at the end
     batches = iter(loader)
     interrupted = False
+    clock, deadline = timer.clock, timer.deadline
     try:
         while True:
-            t0 = time.perf_counter()
+            t0 = clock()
             try:
                 batch = next(batches)
             except StopIteration:
                 break
-            t1 = time.perf_counter()
+            t1 = clock()
             loss = step(batch)
             loss_sum = loss if loss_sum is None else loss_sum + loss
             items = task.batch_items(batch)
-            t2 = time.perf_counter()
+            t2 = clock()
             for a in (acc, total):
                 a["steps"] += 1
                 a["items"] += items
@@ -177,140 +230,213 @@ def _run_epoch(loader: ResumableLoader, step: Callable[[dict], torch.Tensor], ta
     return interrupted
 
 
+@contextlib.contextmanager
+def _rng_kept() -> Iterator[None]:
+    """Leave the global RNG streams as they were (a validation the uninterrupted run never makes)."""
+    state = rng_state()
+    try:
+        yield
+    finally:
+        set_rng_state(state)
+
+
+# --- the run --------------------------------------------------------------------------------------
+
+class _Run:
+    """One :func:`fit` call: its set-up (``__init__``) and the steps of the loop, each readable alone."""
+
+    def __init__(self, task: TrainTask, loader: ResumableLoader, out_dir: Path, *, epochs: int,
+                 device: str | torch.device, lr: float, weight_decay: float, warmup: float, patience: int,
+                 clip_norm: float | None, resume: bool, progress: bool, timer: _Timer):
+        self.task, self.loader, self.epochs, self.patience = task, loader, epochs, patience
+        self.clip_norm, self.progress, self.timer = clip_norm, progress, timer
+        self.device = parse_device(device)
+        self.out_dir = out_dir
+        out_dir.mkdir(parents=True, exist_ok=True)
+        self.ckpt_path, self.best_path, self.history_path = out_dir / CHECKPOINT, out_dir / BEST, out_dir / HISTORY
+        resuming = resume and self.ckpt_path.is_file()
+        if not resuming:  # a fresh run: files of an earlier run in out_dir are stale
+            for old in (self.best_path, self.history_path, *out_dir.glob("events.out.tfevents.*")):
+                old.unlink(missing_ok=True)
+
+        self.model = task.model.to(self.device)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
+        by_time = timer.progress if timer.limit_s is not None else None
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, warmup_cosine(epochs * len(loader), warmup, time_progress=by_time))
+        self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(self.device) == torch.float16)
+        self.state: dict[str, Any] = {"epoch": 0, "best_metric": float("nan"), "best_epoch": 0, "bad_epochs": 0,
+                                      "stopped": "", "history": [], "partial": _fresh_epoch(), "elapsed_s": 0.0}
+        self.resumed_from = self._resume() if resuming else None
+        self.already_trained = resuming and (self.state["stopped"] == "early_stopping"
+                                             or self.state["epoch"] >= epochs)
+        self.stopped = self.state["stopped"] if self.already_trained else ""
+        self.total = _fresh_epoch()  # this call's steps, for the result
+        self.step_model = torch.compile(self.model) if self.device.type == "cuda" else self.model
+        self.events: Events | None = None
+
+    def _resume(self) -> dict:
+        """Load ``checkpoint.pt``: weights, optimizer, schedule position, RNG, loader position, history."""
+        ckpt = load_checkpoint(self.ckpt_path, self.task.config, self.device)
+        self.model.load_state_dict(ckpt["model"])
+        self.optimizer.load_state_dict(ckpt["optimizer"])
+        self.scheduler.load_state_dict(ckpt["scheduler"])
+        self.scaler.load_state_dict(ckpt["scaler"])
+        set_rng_state(ckpt["rng"])
+        self.state.update({k: ckpt[k] for k in self.state if k in ckpt})  # elapsed_s: absent in older ones
+        self.timer.before = float(self.state["elapsed_s"])
+        # this call's schedule at the saved step (its time budget or epochs may differ from the last call's)
+        for group, base, factor in zip(self.optimizer.param_groups, self.scheduler.base_lrs,
+                                       self.scheduler.lr_lambdas, strict=True):
+            group["lr"] = base * factor(self.scheduler.last_epoch)
+        position = ckpt["loader"]
+        mid_epoch = position["epoch"] == self.state["epoch"] and 0 < position["batch"] < len(self.loader)
+        if mid_epoch:
+            try:
+                self.loader.load_state_dict(position)
+            except ValueError as e:
+                raise FstoreError(f"{self.ckpt_path}: cannot resume mid-epoch: {e}; use the same batch size, "
+                                  "seed and split settings, or start afresh") from None
+        else:
+            self.state["partial"] = _fresh_epoch()
+        return {"epoch": self.state["epoch"], "batch": position["batch"] if mid_epoch else 0}
+
+    def _step(self, batch: dict) -> torch.Tensor:
+        """One optimizer step; the loss stays on the device."""
+        with autocast(self.device):
+            loss = self.task.loss(self.step_model, batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if self.clip_norm is not None:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.scheduler.step()
+        return loss.detach()
+
+    def one_epoch(self) -> bool:
+        """Train the current epoch (or what is left of it); True when the time limit cut it short."""
+        epoch = self.state["epoch"]
+        self.loader.set_epoch(epoch)
+        self.model.train()
+        bar = tqdm(total=len(self.loader), initial=self.loader.batches_done, unit="batch",
+                   desc=f"epoch {epoch + 1}/{self.epochs}", disable=not self.progress, leave=False)
+        # state["partial"] carries the first part of an epoch interrupted by a time limit
+        return _run_epoch(self.loader, self._step, self.task, self.state["partial"], self.total, self.timer, bar)
+
+    def validate(self, interrupted: bool) -> dict:
+        """The history row of the epoch, or at a time limit of its part so far (``epoch`` a fraction, e.g.
+        0.25): train loss, the task's validation metrics, throughput."""
+        acc, epoch = self.state["partial"], self.state["epoch"]
+        done = epoch + 1
+        if interrupted:  # in thousandths of the epoch, at least one, never the whole
+            done = epoch + max(1, math.floor(1000 * self.loader.batches_done / len(self.loader))) / 1000
+        record = {"epoch": done, "train_loss": acc["loss_sum"] / max(1, acc["steps"])}
+        if self.task.validate is not None:
+            self.model.eval()
+            with torch.no_grad(), autocast(self.device), _rng_kept() if interrupted else contextlib.nullcontext():
+                metrics = self.task.validate(self.model)
+            self.model.train()
+            record |= {k: float(v) for k, v in metrics.items()}
+        seconds = max(acc["seconds"], 1e-9)
+        return record | {f"{self.task.item_name}_per_s": acc["items"] / seconds,
+                         "data_wait_share": acc["wait"] / seconds, "seconds": acc["seconds"],
+                         self.task.item_name: acc["items"]}
+
+    def keep(self, record: dict, interrupted: bool) -> None:
+        """Add the row to the history (an interrupted epoch's row until the epoch ends) and write
+        ``best.pt`` when it is the best so far; a full epoch that is not counts towards patience."""
+        task, state = self.task, self.state
+        if interrupted:
+            state["partial"]["record"] = record
+        else:
+            state["epoch"] += 1
+            state["history"].append(record)
+            state["partial"] = _fresh_epoch()
+        value, best = record.get(task.metric, float("nan")), state["best_metric"]
+        if task.validate is None or math.isnan(best) or (value > best if task.higher_is_better else value < best):
+            state["best_metric"], state["best_epoch"] = value, record["epoch"]
+            if not interrupted:
+                state["bad_epochs"] = 0
+            save({"model": self.model.state_dict(), "config": task.config, "epoch": record["epoch"],
+                  task.metric: value, **task.extra}, self.best_path)
+        elif not interrupted:
+            state["bad_epochs"] += 1
+
+    def decide_stop(self, interrupted: bool) -> None:
+        """Stop at the time limit, after ``patience`` epochs without a better metric, or after the last epoch."""
+        if interrupted:
+            self.stopped = "time_limit"
+        elif self.state["bad_epochs"] >= self.patience:
+            self.state["stopped"] = self.stopped = "early_stopping"
+        elif self.state["epoch"] >= self.epochs:
+            self.stopped = "completed"
+        elif self.timer.over():
+            self.stopped = "time_limit"
+
+    def history(self) -> list[dict]:
+        """One row per finished epoch, then the row of an interrupted one."""
+        partial = self.state["partial"].get("record")
+        return [*self.state["history"], *([partial] if partial else [])]
+
+    def save(self, record: dict, interrupted: bool) -> None:
+        """``checkpoint.pt`` (with the loader's position inside an interrupted epoch), ``history.csv``,
+        TensorBoard scalars (finished epochs) and the epoch line."""
+        self.state["elapsed_s"] = self.timer.elapsed()
+        save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
+              "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
+              "loader": self.loader.state_dict(), "rng": rng_state(), "config": self.task.config,
+              **self.task.extra, **self.state}, self.ckpt_path)
+        write_history_csv(self.history_path, self.history())
+        if self.events is not None and not interrupted:
+            self.events.epoch(record, self.scheduler.get_last_lr()[0])
+        if self.progress:
+            tqdm.write(_epoch_line(record, self.task.item_name))
+
+    def result(self) -> FitResult:
+        state, total, seconds = self.state, self.total, self.total["seconds"]
+        return FitResult(
+            out_dir=self.out_dir, checkpoint=self.ckpt_path,
+            best_checkpoint=self.best_path if self.best_path.is_file() else None, history_csv=self.history_path,
+            metric=self.task.metric, epochs_requested=self.epochs, epochs_completed=state["epoch"],
+            best_metric=state["best_metric"], best_epoch=state["best_epoch"], stopped=self.stopped or "completed",
+            items_trained=total["items"], train_seconds=seconds,
+            items_per_s=total["items"] / seconds if seconds > 0 else 0.0,
+            data_wait_share=total["wait"] / seconds if seconds > 0 else 0.0, resumed_from=self.resumed_from,
+            already_trained=self.already_trained, item_name=self.task.item_name, config=dict(self.task.config),
+            history=self.history())
+
+
 def fit(task: TrainTask, loader: ResumableLoader, out_dir: str | Path, *, epochs: int,
         device: str | torch.device = "cpu", lr: float = 3e-3, weight_decay: float = 0.01, warmup: float = 0.05,
         patience: int = 3, clip_norm: float | None = 1.0, max_minutes: float | None = None, resume: bool = True,
-        progress: bool = True) -> FitResult:
-    """Train ``task.model`` on ``loader`` for up to ``epochs`` epochs; see the module docstring.
+        progress: bool = True, clock: Callable[[], float] = time.perf_counter) -> FitResult:
+    """Train ``task.model`` on ``loader`` for up to ``epochs`` epochs; see the package docstring.
 
     With ``resume`` and an existing ``out_dir/checkpoint.pt`` training continues from it (an error when
     its config differs from ``task.config``); a checkpoint with nothing left to do trains nothing and
-    the result says so (``already_trained``). ``max_minutes=0`` stops after one step (tests use it).
+    the result says so (``already_trained``). ``max_minutes`` limits this call (``0`` stops after one
+    step: tests use it); the schedule then ends by the deadline when that comes before the last epoch,
+    and an epoch the limit cuts short is validated, so a run that took a step always leaves ``best.pt``.
+    ``clock`` (seconds) times the run: the limit, the schedule and the throughput figures.
     """
-    t_start = time.perf_counter()
     if epochs < 1:
         raise FstoreError(f"epochs must be >= 1, got {epochs}")
-    device = parse_device(device)
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    ckpt_path, best_path, history_path = out_dir / CHECKPOINT, out_dir / BEST, out_dir / HISTORY
-    resuming = resume and ckpt_path.is_file()
-    if not resuming:  # a fresh run: files of an earlier run in out_dir are stale
-        for old in (best_path, history_path, *out_dir.glob("events.out.tfevents.*")):
-            old.unlink(missing_ok=True)
-
-    model = task.model.to(device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(epochs * len(loader), warmup))
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(device) == torch.float16)
-    state: dict[str, Any] = {"epoch": 0, "best_metric": float("nan"), "best_epoch": 0, "bad_epochs": 0,
-                             "stopped": "", "history": [], "partial": _fresh_epoch()}
-    resumed_from = None
-    if resuming:
-        ckpt = load_checkpoint(ckpt_path, task.config, device)
-        model.load_state_dict(ckpt["model"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        scaler.load_state_dict(ckpt["scaler"])
-        set_rng_state(ckpt["rng"])
-        state.update({k: ckpt[k] for k in state})
-        position = ckpt["loader"]
-        mid_epoch = position["epoch"] == state["epoch"] and 0 < position["batch"] < len(loader)
-        if mid_epoch:
-            try:
-                loader.load_state_dict(position)
-            except ValueError as e:
-                raise FstoreError(f"{ckpt_path}: cannot resume mid-epoch: {e}; use the same batch size, "
-                                  "seed and split settings, or start afresh") from None
-        else:
-            state["partial"] = _fresh_epoch()
-        resumed_from = {"epoch": state["epoch"], "batch": position["batch"] if mid_epoch else 0}
-    already_trained = resuming and (state["stopped"] == "early_stopping" or state["epoch"] >= epochs)
-
-    def save_checkpoint() -> None:
-        save({"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-              "scaler": scaler.state_dict(), "loader": loader.state_dict(), "rng": rng_state(),
-              "config": task.config, **task.extra, **state}, ckpt_path)
-
-    step_model = torch.compile(model) if device.type == "cuda" else model
-
-    def step(batch: dict) -> torch.Tensor:
-        with autocast(device):
-            loss = task.loss(step_model, batch)
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if clip_norm is not None:
-            scaler.unscale_(optimizer)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm)
-        scaler.step(optimizer)
-        scaler.update()
-        scheduler.step()
-        return loss.detach()
-
-    deadline = t_start + 60 * max_minutes if max_minutes is not None else math.inf
-    total = _fresh_epoch()  # this call's steps, for the result
-    stopped = state["stopped"] if already_trained else ""
-    events = Events(out_dir) if not already_trained else None
+    timer = _Timer(clock, None if max_minutes is None else 60 * max_minutes, clock())
+    run = _Run(task, loader, Path(out_dir), epochs=epochs, device=device, lr=lr, weight_decay=weight_decay,
+               warmup=warmup, patience=patience, clip_norm=clip_norm, resume=resume, progress=progress, timer=timer)
+    if run.already_trained:
+        return run.result()
+    run.events = Events(run.out_dir)
     try:
-        while not stopped and state["epoch"] < epochs:
-            epoch = state["epoch"]
-            loader.set_epoch(epoch)
-            model.train()
-            acc = state["partial"]  # carries the first part of an epoch interrupted by a time limit
-            interrupted = _run_epoch(loader, step, task, acc, total, deadline,
-                                     tqdm(total=len(loader), initial=loader.batches_done, unit="batch",
-                                          desc=f"epoch {epoch + 1}/{epochs}", disable=not progress, leave=False))
-            if interrupted:
-                stopped = "time_limit"
-                save_checkpoint()  # holds the loader's position inside the epoch and this epoch's sums
-                break
-
-            record = {"epoch": epoch + 1, "train_loss": acc["loss_sum"] / max(1, acc["steps"])}
-            value = float("nan")
-            if task.validate is not None:
-                model.eval()
-                with torch.no_grad(), autocast(device):
-                    metrics = task.validate(model)
-                model.train()
-                value = float(metrics[task.metric])
-                record |= {k: float(v) for k, v in metrics.items()}
-            seconds = max(acc["seconds"], 1e-9)
-            record |= {f"{task.item_name}_per_s": acc["items"] / seconds, "data_wait_share": acc["wait"] / seconds,
-                       "seconds": acc["seconds"], task.item_name: acc["items"]}
-            best = state["best_metric"]
-            improved = (task.validate is None or math.isnan(best)
-                        or (value > best if task.higher_is_better else value < best))
-            state["epoch"] = epoch + 1
-            state["history"].append(record)
-            state["partial"] = _fresh_epoch()
-            if improved:
-                state["best_metric"], state["best_epoch"], state["bad_epochs"] = value, epoch + 1, 0
-                save({"model": model.state_dict(), "config": task.config, "epoch": epoch + 1, task.metric: value,
-                      **task.extra}, best_path)
-            else:
-                state["bad_epochs"] += 1
-            if state["bad_epochs"] >= patience:
-                state["stopped"] = stopped = "early_stopping"
-            save_checkpoint()
-            write_history_csv(history_path, state["history"])
-            events.epoch(record, scheduler.get_last_lr()[0])
-            if progress:
-                tqdm.write(_epoch_line(record, task.item_name))
-            if not stopped and state["epoch"] < epochs and time.perf_counter() > deadline:
-                stopped = "time_limit"
+        timer.begin()
+        while not run.stopped:
+            interrupted = run.one_epoch()
+            record = run.validate(interrupted)
+            run.keep(record, interrupted)
+            run.decide_stop(interrupted)
+            run.save(record, interrupted)
     finally:
-        if events is not None:
-            events.close()
-    stopped = stopped or state["stopped"] or "completed"
-
-    seconds = total["seconds"]
-    return FitResult(
-        out_dir=out_dir, checkpoint=ckpt_path, best_checkpoint=best_path if best_path.is_file() else None,
-        history_csv=history_path, metric=task.metric, epochs_requested=epochs, epochs_completed=state["epoch"],
-        best_metric=state["best_metric"], best_epoch=state["best_epoch"], stopped=stopped,
-        items_trained=total["items"], train_seconds=seconds,
-        items_per_s=total["items"] / seconds if seconds > 0 else 0.0,
-        data_wait_share=total["wait"] / seconds if seconds > 0 else 0.0, resumed_from=resumed_from,
-        already_trained=already_trained, item_name=task.item_name, config=dict(task.config),
-        history=list(state["history"]),
-    )
+        run.events.close()
+    return run.result()

@@ -13,8 +13,8 @@ import torch
 from featurestore.store.atomic import atomic_write, atomic_write_bytes
 from featurestore.store.errors import FstoreError
 
-__all__ = ["BEST", "CHECKPOINT", "HISTORY", "Events", "config_mismatch", "load_checkpoint", "save",
-           "write_history_csv"]
+__all__ = ["BEST", "CHECKPOINT", "HISTORY", "Events", "config_mismatch", "find_checkpoint", "load_checkpoint",
+           "save", "write_history_csv"]
 
 CHECKPOINT, BEST, HISTORY = "checkpoint.pt", "best.pt", "history.csv"
 RESUME_KEYS = frozenset({"model", "optimizer", "scheduler", "scaler", "loader", "rng", "config", "epoch",
@@ -30,6 +30,19 @@ def config_mismatch(saved: dict, wanted: dict) -> list[str]:
 def save(obj: Any, path: Path) -> None:
     """``torch.save`` through the store's atomic writer."""
     atomic_write(path, lambda f: torch.save(obj, f))
+
+
+def find_checkpoint(path: str | Path) -> tuple[Path, str | None]:
+    """The checkpoint file ``path`` names: itself, or for a training folder its ``best.pt`` (else its
+    ``checkpoint.pt``), with a one-line note of which; a folder with neither is an FstoreError."""
+    path = Path(path)
+    if not path.is_dir():
+        return path, None
+    for name, why in ((BEST, ""), (CHECKPOINT, f" (no {BEST}: the latest weights)")):
+        if (path / name).is_file():
+            return path / name, f"using {path / name}{why}"
+    raise FstoreError(f"{path}: folder has no {BEST} or {CHECKPOINT}: not a training output folder "
+                      "(or its training has not taken a step)")
 
 
 def read_checkpoint(path: str | Path, device: str | torch.device, what: str) -> dict:

@@ -4,10 +4,10 @@ Batches: ``SegmentBatches(balanced=(m, P), label="artist")``, m tracks of each o
 in two batches of an epoch, random crops whose length follows ``linear_curriculum`` (10 -> 81 steps
 over the first ``curriculum_epochs``; ``curriculum=None`` trains on full-length crops throughout).
 The artists of an artist-disjoint holdout (:func:`~models.yandex.data.artist_split`) are never
-trained on; every epoch they are embedded and scored with the official nDCG@100 (``val_ndcg``), which
-drives early stopping and ``best.pt``. Loss: :class:`~models.yandex.losses.MetricLoss` on augmented
-frames (:func:`~models.yandex.augment.augment_frames`, on the device). The loop, checkpoints, resume
-and history are :func:`models.training.fit`'s.
+trained on; every epoch they (whole artists, up to ``val_sample`` tracks) are embedded and scored with
+the official nDCG@100 (``val_ndcg``), which drives early stopping and ``best.pt``. Loss:
+:class:`~models.yandex.losses.MetricLoss` on augmented frames (:func:`~models.yandex.augment.augment_frames`,
+on the device). The loop, checkpoints, resume and history are :func:`models.training.fit`'s.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import torch
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
 from loaders import SegmentBatches, linear_curriculum
+from loaders.splits import VAL_SAMPLE, bounded_sample
 from models.metrics.yandex_ndcg import ndcg_at_100
 from models.training import FitResult, TrainTask, fit, parse_device, seed_everything
 
@@ -67,14 +68,15 @@ def train_yandex(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLi
                  device: str | torch.device = "cpu", max_minutes: float | None = None, resume: bool = True,
                  progress: bool = True, patience: int = 8, weight_decay: float = 0.01, warmup: float = 0.05,
                  model: dict | None = None, loss: dict | None = None, augment: dict | None = None,
-                 torch_threads: int | None = None) -> FitResult:
+                 torch_threads: int | None = None, val_sample: int = VAL_SAMPLE) -> FitResult:
     """Train one encoder on ``store``'s train frame set; see the module docstring.
 
     ``curriculum=(start, stop)`` ramps the crop from ``start`` to ``stop`` steps over ``curriculum_epochs``
     (default: half of ``epochs``); ``window`` / ``hop`` set the validation's rolling windows (None: whole
     clips). ``model``, ``loss`` and ``augment`` override :data:`DEFAULT_MODEL`, ``DEFAULT_LOSS`` and
-    ``DEFAULT_AUGMENT`` entries. ``holdout=0`` trains on every artist without validation. The other
-    arguments are :func:`models.training.fit`'s.
+    ``DEFAULT_AUGMENT`` entries. ``holdout=0`` trains on every artist without validation. Each validation
+    ranks the same held-out artists' tracks, whole artists up to ``val_sample`` tracks (0: all of them).
+    The other arguments are :func:`models.training.fit`'s.
     """
     if arch not in ARCHS:
         raise FstoreError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
@@ -117,9 +119,10 @@ def train_yandex(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLi
         return objective(model(frames, batch["mask"]), batch["label"])
 
     validate = None
-    if held.size > 1:
+    sample = bounded_sample(held, val_sample, seed, groups=store.frames("train").column(ARTIST)[held])
+    if sample.size > 1:
         def validate(model: torch.nn.Module) -> dict[str, float]:
-            return validation_scores(model, store, held, window, hop, device)
+            return validation_scores(model, store, sample, window, hop, device)
 
     task = TrainTask(model=net, config=config, loss=step_loss, validate=validate, metric="val_ndcg",
                      higher_is_better=True, item_name="clips")
