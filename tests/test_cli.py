@@ -117,3 +117,24 @@ def test_the_console_entry_point_keeps_exit_statuses_and_output(raw, tmp_path):
     usage = fstore("ingest", "spotify", str(raw))
     assert usage.returncode == 2 and "Missing argument 'STORE'" in usage.stderr
     assert fstore("validate", str(tmp_path / "s")).returncode == 0
+
+
+def test_evaluate_contract_groups_model_baselines_components_and_ceiling(tmp_path, capsys):
+    import json
+
+    from featurestore.cli.common import report_scores
+
+    rows = {n: {"score": v, "part": v / 2} for n, v in
+            [("blend", 0.5), ("pop", 0.1), ("cooc", 0.4), ("part_a", 0.3), ("oracle", 0.9)]}
+    out = tmp_path / "m.json"
+    report_scores(rows, "score", "val", out, model="blend", baselines=("pop", "cooc"), ceiling=("oracle",))
+    doc = json.loads(out.read_text())
+    assert doc == {"metric": "score", "split": "val", "scores": {"model": 0.5, "pop": 0.1, "cooc": 0.4},
+                   "components": {"part_a": 0.3}, "ceiling": {"oracle": 0.9}}
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[1].split()[0] == "blend" and lines[1].endswith("model")
+    assert [ln.split()[-1] for ln in lines[2:6]] == ["baseline", "baseline", "component", "ceiling"]
+    report_scores({"model": rows["blend"], "pop": rows["pop"]}, "score", "test", out)  # default: the rest are baselines
+    assert json.loads(out.read_text())["scores"] == {"model": 0.5, "pop": 0.1}
+    with pytest.raises(ValueError, match="no 'model' row"):
+        report_scores({"pop": rows["pop"]}, "score", "test", None)

@@ -66,13 +66,16 @@ def test_train_and_evaluate_cli(raw_and_store, tmp_path):
                              "--metrics-json", str(metrics), "--raw-dir", str(raw)])
     assert r.exit_code == 0, r.output
     doc = json.loads(metrics.read_text())
-    assert set(doc["scores"]) == {"most_popular", "cooccurrence", "autoencoder", "autoencoder+cooccurrence", "title",
-                                  "ensemble", "ensemble+cooccurrence", "oracle"}
+    assert set(doc) == {"metric", "split", "scores", "components", "ceiling"}
+    assert set(doc["scores"]) == {"model", "most_popular", "cooccurrence"}  # the submitted blend and the baselines
+    assert set(doc["components"]) == {"autoencoder", "autoencoder+cooccurrence", "title", "ensemble"}
+    assert set(doc["ceiling"]) == {"oracle"}
     recs = read_results(results)
     assert len(recs) == len(Store(store).parquet("val_playlists"))
-    assert score_split(Store(store), "val", recs)["score"] == pytest.approx(doc["scores"]["ensemble+cooccurrence"], abs=1e-12)
-    assert all(0 <= v <= 1 for v in doc["scores"].values())
-    assert doc["scores"]["oracle"] > doc["scores"]["most_popular"]
+    assert score_split(Store(store), "val", recs)["score"] == pytest.approx(doc["scores"]["model"], abs=1e-12)
+    values = [*doc["scores"].values(), *doc["components"].values(), *doc["ceiling"].values()]
+    assert all(0 <= v <= 1 for v in values)
+    assert doc["ceiling"]["oracle"] > doc["scores"]["most_popular"]
     r = runner.invoke(main, ["evaluate", "melon", str(store), str(tmp_path / "nope.pt")])
     assert r.exit_code != 0 and "Traceback" not in r.output and len(r.output.strip().splitlines()) == 1
     r = runner.invoke(main, ["train", "melon", str(store), str(tmp_path / "x"), "--question-mix", "0.8", "0.5"])

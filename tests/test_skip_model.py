@@ -216,6 +216,7 @@ def test_cli_train_and_evaluate(store, tmp_path):
     doc = json.loads(metrics.read_text())
     assert doc["metric"] == "mean_average_accuracy" and doc["split"] == "test"
     assert set(doc["scores"]) == {"model", "random", "all_skip", "copy_last"}
+    assert doc["components"] == {} and doc["ceiling"] == {}
     assert doc["scores"]["model"] == score_submission(store, sub).mean_average_accuracy
     assert doc["scores"]["copy_last"] == baselines(store)["copy_last"].mean_average_accuracy
     assert len(sub.read_text().splitlines()) == store.tables["test"]["rows"]

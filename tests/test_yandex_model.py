@@ -325,7 +325,9 @@ def test_cli_train_and_evaluate(ystore, trained, tmp_path):
     assert r.exit_code == 0, r.output
     doc = json.loads(metrics.read_text())
     assert doc["metric"] == "ndcg@100" and doc["split"] == "holdout artists"
-    assert {"model", "ensemble", "random", "mean_pooled"} <= set(doc["scores"])
+    assert set(doc["scores"]) == {"model", "random", "mean_pooled", "mean_pooled_standardized"}
+    assert "ensemble" in doc["components"] and "ensemble+rerank" not in doc["components"]  # that one is "model"
+    assert doc["ceiling"] == {}
     assert "model = ensemble+rerank" in r.output and sub.is_file()
     r = runner.invoke(main, ["evaluate", "yandex", str(ystore.path), str(tmp_path / "missing.pt")])
     assert r.exit_code == 1 and r.output.startswith("Error: ") and "checkpoint not found" in r.output

@@ -159,24 +159,43 @@ def evaluate_options(default_out: str) -> Callable[[F], F]:
         click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=Path(default_out),
                      show_default=True, help="Submission file to write."),
         click.option("--metrics-json", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                     help='Also write {"metric", "split", "scores": {"model", <baselines>...}} to this file.'),
+                     help='Also write {"metric", "split", "scores": {"model", <baselines>...}, "components", '
+                          '"ceiling"} to this file.'),
         DEVICE,
     )
 
 
-def report_scores(scores: dict[str, dict[str, float]], metric: str, split: str,
-                  metrics_json: Path | None) -> None:
-    """Print the score table (one row per predictor, ``metric`` first) and write the evaluate contract's
-    JSON: ``{"metric": metric, "split": split, "scores": {predictor: score}}``."""
+def report_scores(scores: dict[str, dict[str, float]], metric: str, split: str, metrics_json: Path | None, *,
+                  model: str = "model", baselines: tuple[str, ...] | None = None,
+                  ceiling: tuple[str, ...] = ()) -> None:
+    """Print the score table (one row per predictor, ``metric`` first) and write the evaluate contract:
+
+        {"metric", "split", "scores": {"model": X, <baseline>: Y, ...}, "components": {...}, "ceiling": {...}}
+
+    ``model`` names the submitted predictor's row (stored as ``"model"``); ``baselines`` the simple
+    baselines it is judged against (None: every other row that is not ``ceiling``); ``ceiling`` oracle or
+    Bayes rows. Every other row (blend parts, model variants) goes under ``components``."""
     from ..store.atomic import atomic_write_bytes
 
+    if model not in scores:
+        raise ValueError(f"no {model!r} row among {sorted(scores)}")
+    rest = [n for n in scores if n != model and n not in ceiling]
+    baselines = tuple(rest) if baselines is None else baselines
+    groups = {"scores": [model, *[n for n in rest if n in baselines]],
+              "components": [n for n in rest if n not in baselines], "ceiling": [n for n in scores if n in ceiling]}
     columns = [metric, *[c for c in next(iter(scores.values())) if c != metric]]
     name_width = max(10, *(len(n) for n in scores))
     click.echo(f"{split:<{name_width}} " + " ".join(f"{c:>8}" for c in columns))
-    for name, row in scores.items():
-        click.echo(f"{name:<{name_width}} " + " ".join(f"{row[c]:>{max(8, len(c))}.4f}" for c in columns))
+    for group, names in groups.items():
+        for name in names:
+            label = {"scores": "model" if name == model else "baseline", "components": "component",
+                     "ceiling": "ceiling"}[group]
+            values = " ".join(f"{scores[name][c]:>{max(8, len(c))}.4f}" for c in columns)
+            click.echo(f"{name:<{name_width}} {values}  {label}")
     if metrics_json is not None:
-        doc = {"metric": metric, "split": split, "scores": {n: row[metric] for n, row in scores.items()}}
+        doc: dict[str, object] = {"metric": metric, "split": split}
+        for group, names in groups.items():
+            doc[group] = {("model" if n == model else n): scores[n][metric] for n in names}
         atomic_write_bytes(metrics_json, (json.dumps(doc, indent=1) + "\n").encode())
         click.echo(f"wrote {metrics_json}")
 

@@ -136,7 +136,8 @@ def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | 
                                        raw_dir=raw_dir, submit=submit, device=device)
     click.echo(f"wrote {out} ({split} split, {submitted})")
     if scores:
-        report_scores(scores, metric="score", split=split, metrics_json=metrics_json)
+        report_scores(scores, metric="score", split=split, metrics_json=metrics_json, model=submitted,
+                      baselines=("most_popular", "cooccurrence"), ceiling=("oracle",))
     else:
         click.echo(f"split {split!r} has no answers: not scored")
 

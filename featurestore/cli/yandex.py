@@ -127,7 +127,8 @@ def evaluate_cmd(store: Path, checkpoints: tuple[Path, ...], out: Path, metrics_
     click.echo(f"wrote {out} (test split, top 100 per track)")
     click.echo(f"model = {submitted}")
     report_scores({name: {"ndcg@100": v} for name, v in scores.items()}, metric="ndcg@100",
-                  split="holdout artists", metrics_json=metrics_json)
+                  split="holdout artists", metrics_json=metrics_json,
+                  baselines=("random", "mean_pooled", "mean_pooled_standardized"))
 
 
 COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "train": train_cmd, "evaluate": evaluate_cmd}
