@@ -22,7 +22,7 @@ import torch.distributed as dist
 
 from featurestore.store.errors import FstoreError
 
-__all__ = ["DEFAULT_TIMEOUT_S", "barrier", "broadcast", "collective_errors", "init_from_env", "is_main",
+__all__ = ["DEFAULT_TIMEOUT_S", "barrier", "broadcast", "init_from_env", "is_main", "lost_peer",
            "max_across", "rank", "sum_across", "timeout_s", "world_size"]
 
 DEFAULT_TIMEOUT_S = 300.0
@@ -115,11 +115,19 @@ def barrier() -> None:
         dist.barrier()
 
 
-def collective_errors() -> tuple[type[BaseException], ...]:
-    """What a collective raises when a peer is gone or the timeout passes (gloo and NCCL)."""
-    errors: list[type[BaseException]] = [RuntimeError]
-    for name in ("DistBackendError", "DistNetworkError", "DistError"):
-        cls = getattr(dist, name, None)
-        if isinstance(cls, type):
-            errors.append(cls)
-    return tuple(errors)
+_LOST = ("gloo", "nccl", "connection closed", "connection reset", "timed out", "timeout", "broken pipe")
+
+
+def lost_peer(error: BaseException) -> str | None:
+    """One line when ``error`` is a collective failing because a rank is gone (killed, crashed) or the
+    process-group timeout passed; None for any other error (and in one process)."""
+    if world_size() == 1 and not dist.is_initialized():
+        return None
+    dist_error = getattr(dist, "DistError", None)
+    text = str(error)
+    known = isinstance(dist_error, type) and isinstance(error, dist_error)
+    if not known and not (isinstance(error, RuntimeError) and any(k in text.lower() for k in _LOST)):
+        return None
+    first = next((line.strip() for line in text.splitlines() if line.strip()), type(error).__name__)[:160]
+    return (f"rank {rank()} of {world_size()}: another rank is gone or did not answer within "
+            f"FSTORE_DDP_TIMEOUT={timeout_s():g} s ({first})")

@@ -516,6 +516,13 @@ def fit(task: TrainTask, loader: ResumableLoader, out_dir: str | Path, *, epochs
             run.keep(record, interrupted)
             run.decide_stop(interrupted)
             run.save(record, interrupted)
+    except (RuntimeError, OSError) as e:  # a collective whose peer died: one line, not a hang or a traceback
+        line = ddp.lost_peer(e)
+        if line is None:
+            raise
+        where = (f"the last checkpoint {run.ckpt_path} is intact: relaunch to resume" if run.ckpt_path.is_file()
+                 else "no checkpoint yet")
+        raise FstoreError(f"{line}; {where}") from None
     finally:
         if run.events is not None:
             run.events.close()
