@@ -8,7 +8,7 @@ WORK ?= /tmp/fstore-demo
 LATEST ?= /tmp/fstore-latest
 SYNC := $(UV) sync --frozen --all-extras
 
-.PHONY: demo test env check-env lock upgrade test-latest bench
+.PHONY: demo test env check-env lock upgrade test-latest bench gpu-check
 
 env:  # this clone's .venv, exactly as locked
 	$(SYNC)
@@ -45,3 +45,6 @@ bench: env
 	.venv/bin/fstore synth spotify $(WORK)/bench-raw --sessions 200000 --tracks 50000
 	.venv/bin/fstore ingest spotify $(WORK)/bench-raw $(WORK)/bench.fstore --overwrite
 	.venv/bin/fstore bench loader $(WORK)/bench.fstore
+
+gpu-check: env  # every CUDA path in one call (< 8 minutes on a GPU), one JSON report; DRY=1: the CPU plumbing
+	$(PY) -m bench.gpu_check $(if $(DRY),--dry-run) --out $(WORK)/gpu_check.json

@@ -178,6 +178,22 @@ class BatchLoader(torch.utils.data.IterableDataset):
         if epoch != self.epoch:
             self.epoch, self._start_batch, self.batches_done, self._legs = epoch, 0, 0, []
 
+    def shard(self, rank: int, world_size: int) -> None:
+        """Deal this loader's epochs to ``world_size`` ranks at the same global batch (before iterating or
+        resuming): batches dealt from an order split ``batch_size * world_size`` evenly across the new ranks
+        (a ValueError when it does not divide); class-balanced batches are whole and keep their size."""
+        check_rank(rank, world_size)
+        if (rank, world_size) == (self.rank, self.world_size):
+            return
+        if self.ready_batches(self.epoch) is None:
+            global_batch = self.batch_size * self.world_size
+            if global_batch % world_size:
+                raise ValueError(f"the global batch of {global_batch} does not divide by {world_size} ranks")
+            self.batch_size = global_batch // world_size
+        self.rank, self.world_size = rank, world_size
+        self._start_batch = self.batches_done = 0
+        self._legs = []
+
     def _epoch_units(self, epoch: int, legs: list[tuple[int, int, int]]) -> tuple[list[np.ndarray] | None, np.ndarray]:
         """The epoch's ready-made batches (or its order of items), less what ``legs`` consumed."""
         ready = self.ready_batches(epoch)

@@ -56,9 +56,9 @@ def test_history_csv_events_and_checkpoints(store, tmp_path):
         rows = list(csv.DictReader(f))
     assert [int(row["epoch"]) for row in rows] == [1, 2]
     assert list(rows[0]) == ["epoch", "train_loss", "val_loss", "val_other", "sessions_per_s", "data_wait_share",
-                             "seconds", "sessions"]
+                             "seconds", "sessions", "world_size"]
     assert [float(row["val_loss"]) for row in rows] == [0.9, 0.7]
-    assert all(int(row["sessions"]) == store.tables["train"]["rows"] for row in rows)
+    assert all(int(row["sessions"]) == store.tables["train"]["rows"] and row["world_size"] == "1" for row in rows)
     assert all(0.0 <= float(row["data_wait_share"]) <= 1.0 and float(row["sessions_per_s"]) > 0 for row in rows)
 
     events = list(tmp_path.glob("events.out.tfevents.*"))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -109,6 +110,20 @@ def _device(ctx: click.Context, param: click.Parameter, value: str) -> str:
         raise click.ClickException(f"--device: {e}") from None
 
 
+def _train_device(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """--device of a training command: under torchrun also starts the process group (gloo on the CPU, NCCL
+    on CUDA, this process on cuda:LOCAL_RANK); ranks other than 0 print nothing but errors."""
+    from models.training import distributed, parse_device  # torch: imported only when a command runs
+
+    try:
+        device = str(parse_device(distributed.init_from_env(parse_device(value))))
+    except FstoreError as e:
+        raise click.ClickException(f"--device: {e}") from None
+    if not distributed.is_main():
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 (for the rest of the process)
+    return device
+
+
 VAL_SAMPLE = 2000  # loaders.splits.VAL_SAMPLE, repeated: building the options imports no torch
 
 DEVICE = click.option("--device", default="cpu", show_default=True, callback=_device,
@@ -124,7 +139,9 @@ def train_options(epochs: int = 10) -> Callable[[F], F]:
                      help="Train up to this many epochs (fewer with early stopping)."),
         click.option("--max-minutes", type=click.FloatRange(min=0), default=None,
                      help="Stop after this many minutes with a resumable (mid-epoch) checkpoint."),
-        DEVICE,
+        click.option("--device", default="cpu", show_default=True, callback=_train_device,
+                     help="cpu, cuda or cuda:N (on CUDA: mixed precision and a compiled model). Under torchrun: "
+                          "gloo on cpu, NCCL on cuda (each process on cuda:LOCAL_RANK)."),
         SEED,
         click.option("--no-resume", is_flag=True, help="Ignore OUT_DIR/checkpoint.pt and start afresh."),
         click.option("--val-sample", default=VAL_SAMPLE, type=click.IntRange(min=0), show_default=True,

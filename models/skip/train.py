@@ -107,7 +107,7 @@ def train_skip(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike
     net.set_feature_stats(table.mean(0), table.std(0))
     task = TrainTask(model=net, config=config, loss=skip_loss, metric="val_aa", higher_is_better=True,
                      validate=(lambda m: validation_scores(m, val)) if val is not None else None,
-                     item_name="sessions", extra={"feature_columns": list(train.feature_columns)})
+                     item_name="sessions", loss_units=lambda b: b["tgt_mask"].sum(), extra={"feature_columns": list(train.feature_columns)})
     result = fit(task, train, out_dir, epochs=epochs, device=device, lr=lr, weight_decay=weight_decay,
                  warmup=warmup, patience=patience, max_minutes=max_minutes, resume=resume, progress=progress)
     return TrainResult(**{f.name: getattr(result, f.name) for f in fields(result)})

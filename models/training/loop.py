@@ -15,6 +15,7 @@ from tqdm import tqdm
 
 from featurestore.store.errors import FstoreError
 
+from . import distributed as ddp
 from .records import BEST, CHECKPOINT, HISTORY, Events, load_checkpoint, save, write_history_csv
 from .runtime import amp_dtype, autocast, parse_device, rng_state, set_rng_state
 
@@ -75,6 +76,7 @@ class _Timer:
     start: float  # clock() when the call began: the deadline counts from here
     before: float = 0.0  # training seconds of earlier calls
     began: float | None = None  # clock() when this call's first epoch began
+    shared: float | None = None  # across ranks: the schedule's time share, agreed at each sync (else None)
 
     @property
     def deadline(self) -> float:
@@ -95,6 +97,11 @@ class _Timer:
 
     def over(self) -> bool:
         return self.clock() > self.deadline
+
+    def schedule_progress(self) -> float:
+        """The time share the LR schedule follows: this process's own, or across ranks the one they last
+        agreed on (so every rank steps with the same learning rate)."""
+        return self.progress() if self.shared is None else self.shared
 
 
 # --- what a family supplies, what fit returns -------------------------------------------------------
@@ -122,6 +129,10 @@ class TrainTask:
     batch_items: Callable[[dict], int] = _leading_dim
     item_name: str = "items"
     extra: dict = field(default_factory=dict)
+    # across ranks: the number the loss averages over (e.g. real positions), when it differs between
+    # ranks' batches; each rank's loss is then reweighted so the DDP-averaged gradient is the global mean's
+    loss_units: Callable[[dict], torch.Tensor] | None = None
+    find_unused_parameters: bool = False  # DistributedDataParallel's, for a model that skips parameters
 
 
 @dataclass
@@ -187,10 +198,23 @@ def _fresh_epoch() -> dict:
     return {"loss_sum": 0.0, "steps": 0, "items": 0, "seconds": 0.0, "wait": 0.0}
 
 
+def _sync(acc: dict, timer: _Timer, now: float) -> tuple[bool, float]:
+    """Across ranks, one all_reduce (MAX): whether any rank is past the deadline and the worst data-wait
+    share; the schedule's time share is agreed on too."""
+    over, wait, share = ddp.max_across([float(now > timer.deadline), acc["wait"] / max(acc["seconds"], 1e-9),
+                                        timer.progress() if timer.limit_s is not None else 0.0])
+    if timer.limit_s is not None:
+        timer.shared = share
+    return over > 0, wait
+
+
 def _run_epoch(loader: ResumableLoader, step: Callable[[dict], torch.Tensor], task: TrainTask, acc: dict,
                total: dict, timer: _Timer, bar: tqdm) -> bool:
     """Train the (rest of the) loader's current epoch, adding to the ``acc`` (epoch) and ``total`` (call)
-    sums; True when the time limit interrupted it before its last batch."""
+    sums; True when the time limit interrupted it before its last batch. Across ranks the time limit and
+    the progress bar's data wait are agreed on (:func:`_sync`) after the first step and every
+    ``PROGRESS_EVERY``: every rank stops after the same step (ranks have equal batch counts)."""
+    shared = ddp.world_size() > 1
     loss_sum = None  # on the device: read back only every PROGRESS_EVERY steps and at the end
     batches = iter(loader)
     interrupted = False
@@ -213,11 +237,13 @@ def _run_epoch(loader: ResumableLoader, step: Callable[[dict], torch.Tensor], ta
                 a["seconds"] += t2 - t0
                 a["wait"] += t1 - t0
             bar.update(1)
+            synced = shared and (total["steps"] == 1 or acc["steps"] % PROGRESS_EVERY == 0)
+            over, wait = _sync(acc, timer, t2) if synced else (t2 > deadline, acc["wait"] / max(acc["seconds"], 1e-9))
             if acc["steps"] % PROGRESS_EVERY == 0:
                 bar.set_postfix({"loss": f"{(acc['loss_sum'] + float(loss_sum)) / acc['steps']:.4f}",
                                  f"{task.item_name}/s": f"{acc['items'] / max(acc['seconds'], 1e-9):,.0f}",
-                                 "wait": f"{100 * acc['wait'] / max(acc['seconds'], 1e-9):.0f}%"})
-            if t2 > deadline and loader.batches_done < len(loader):
+                                 "wait": f"{100 * wait:.0f}%"})
+            if (synced or not shared) and over and loader.batches_done < len(loader):
                 interrupted = True
                 break
     finally:
@@ -249,35 +275,69 @@ class _Run:
                  device: str | torch.device, lr: float, weight_decay: float, warmup: float, patience: int,
                  clip_norm: float | None, resume: bool, progress: bool, timer: _Timer):
         self.task, self.loader, self.epochs, self.patience = task, loader, epochs, patience
-        self.clip_norm, self.progress, self.timer = clip_norm, progress, timer
-        self.device = parse_device(device)
+        self.device = parse_device(ddp.init_from_env(device))
+        self.world, self.main = ddp.world_size(), ddp.is_main()  # rank 0 alone writes files and prints
+        self.clip_norm, self.progress, self.timer = clip_norm, progress and self.main, timer
         self.out_dir = out_dir
-        out_dir.mkdir(parents=True, exist_ok=True)
         self.ckpt_path, self.best_path, self.history_path = out_dir / CHECKPOINT, out_dir / BEST, out_dir / HISTORY
-        resuming = resume and self.ckpt_path.is_file()
-        if not resuming:  # a fresh run: files of an earlier run in out_dir are stale
-            for old in (self.best_path, self.history_path, *out_dir.glob("events.out.tfevents.*")):
-                old.unlink(missing_ok=True)
+        ckpt = self._read_checkpoint() if resume else None  # rank 0's, on every rank
+        if self.main:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            if ckpt is None:  # a fresh run: files of an earlier run in out_dir are stale
+                for old in (self.best_path, self.history_path, *out_dir.glob("events.out.tfevents.*")):
+                    old.unlink(missing_ok=True)
+        if self.world > 1:
+            self._shard(loader)
 
         self.model = task.model.to(self.device)
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=lr, weight_decay=weight_decay)
-        by_time = timer.progress if timer.limit_s is not None else None
+        by_time = timer.schedule_progress if timer.limit_s is not None else None
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(
             self.optimizer, warmup_cosine(epochs * len(loader), warmup, time_progress=by_time))
         self.scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype(self.device) == torch.float16)
         self.state: dict[str, Any] = {"epoch": 0, "best_metric": float("nan"), "best_epoch": 0, "bad_epochs": 0,
                                       "stopped": "", "history": [], "partial": _fresh_epoch(), "elapsed_s": 0.0}
-        self.resumed_from = self._resume() if resuming else None
-        self.already_trained = resuming and (self.state["stopped"] == "early_stopping"
+        self.resumed_from = self._resume(ckpt) if ckpt is not None else None
+        self.already_trained = ckpt is not None and (self.state["stopped"] == "early_stopping"
                                              or self.state["epoch"] >= epochs)
         self.stopped = self.state["stopped"] if self.already_trained else ""
         self.total = _fresh_epoch()  # this call's steps, for the result
-        self.step_model = torch.compile(self.model) if self.device.type == "cuda" else self.model
+        self.step_model = self.model
+        if self.world > 1:  # gradients averaged across ranks; rank 0's weights broadcast here
+            self.step_model = torch.nn.parallel.DistributedDataParallel(
+                self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None,
+                find_unused_parameters=task.find_unused_parameters)
+        if self.device.type == "cuda":
+            self.step_model = torch.compile(self.step_model)
         self.events: Events | None = None
 
-    def _resume(self) -> dict:
-        """Load ``checkpoint.pt``: weights, optimizer, schedule position, RNG, loader position, history."""
-        ckpt = load_checkpoint(self.ckpt_path, self.task.config, self.device)
+    def _read_checkpoint(self) -> dict | None:
+        """Rank 0 reads ``checkpoint.pt`` (None when there is none) and every rank gets its copy, so all
+        resume from the same one; rank 0's error is every rank's."""
+        ckpt: dict | FstoreError | None = None
+        if self.main and self.ckpt_path.is_file():
+            try:
+                ckpt = load_checkpoint(self.ckpt_path, self.task.config, torch.device("cpu") if self.world > 1
+                                       else self.device)
+            except FstoreError as e:
+                ckpt = e
+        ckpt = ddp.broadcast(ckpt)
+        if isinstance(ckpt, FstoreError):
+            raise ckpt
+        return ckpt
+
+    def _shard(self, loader: ResumableLoader) -> None:
+        """Deal the training loader to this rank at the same global batch (``--batch-size`` is global)."""
+        shard = getattr(loader, "shard", None)
+        if shard is None:
+            raise FstoreError(f"{type(loader).__name__} cannot be dealt to ranks (no shard method)")
+        try:
+            shard(ddp.rank(), self.world)
+        except ValueError as e:
+            raise FstoreError(f"--batch-size is the global batch across {self.world} ranks: {e}") from None
+
+    def _resume(self, ckpt: dict) -> dict:
+        """Resume from ``ckpt``: weights, optimizer, schedule position, RNG, loader position, history."""
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scheduler.load_state_dict(ckpt["scheduler"])
@@ -290,13 +350,14 @@ class _Run:
                                        self.scheduler.lr_lambdas, strict=True):
             group["lr"] = base * factor(self.scheduler.last_epoch)
         position = ckpt["loader"]
-        mid_epoch = position["epoch"] == self.state["epoch"] and 0 < position["batch"] < len(self.loader)
+        # the loader judges the position (saved at any world size: its count of batches is that world's)
+        mid_epoch = position["epoch"] == self.state["epoch"] and (position["batch"] > 0 or bool(position.get("legs")))
         if mid_epoch:
             try:
                 self.loader.load_state_dict(position)
             except ValueError as e:
-                raise FstoreError(f"{self.ckpt_path}: cannot resume mid-epoch: {e}; use the same batch size, "
-                                  "seed and split settings, or start afresh") from None
+                raise FstoreError(f"{self.ckpt_path}: cannot resume mid-epoch: {e}; use the same global batch "
+                                  "size, seed and split settings, or start afresh") from None
         else:
             self.state["partial"] = _fresh_epoch()
         return {"epoch": self.state["epoch"], "batch": position["batch"] if mid_epoch else 0}
@@ -305,6 +366,11 @@ class _Run:
         """One optimizer step; the loss stays on the device."""
         with autocast(self.device):
             loss = self.task.loss(self.step_model, batch)
+        if self.world > 1 and self.task.loss_units is not None:  # DDP averages: make it the global mean
+            units = self.task.loss_units(batch).detach().float().reshape(1)
+            total = units.clone()
+            torch.distributed.all_reduce(total)
+            loss = loss * (units * self.world / total.clamp_min(1e-12)).squeeze(0)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
         if self.clip_norm is not None:
@@ -332,17 +398,19 @@ class _Run:
         done = epoch + 1
         if interrupted:  # in thousandths of the epoch, at least one, never the whole
             done = epoch + max(1, math.floor(1000 * self.loader.batches_done / len(self.loader))) / 1000
-        record = {"epoch": done, "train_loss": acc["loss_sum"] / max(1, acc["steps"])}
-        if self.task.validate is not None:
+        # across ranks: the mean train loss, all ranks' items, the slowest rank's time, the worst data wait
+        loss_sum, steps, items = ddp.sum_across([acc["loss_sum"], acc["steps"], acc["items"]])
+        seconds, wait_share = ddp.max_across([acc["seconds"], acc["wait"] / max(acc["seconds"], 1e-9)])
+        record = {"epoch": done, "train_loss": loss_sum / max(1, steps)}
+        if self.task.validate is not None and self.main:  # rank 0 validates; the others wait for its row
             self.model.eval()
             with torch.no_grad(), autocast(self.device), _rng_kept() if interrupted else contextlib.nullcontext():
                 metrics = self.task.validate(self.model)
             self.model.train()
             record |= {k: float(v) for k, v in metrics.items()}
-        seconds = max(acc["seconds"], 1e-9)
-        return record | {f"{self.task.item_name}_per_s": acc["items"] / seconds,
-                         "data_wait_share": acc["wait"] / seconds, "seconds": acc["seconds"],
-                         self.task.item_name: acc["items"]}
+        record = ddp.broadcast(record)
+        return record | {f"{self.task.item_name}_per_s": items / max(seconds, 1e-9), "data_wait_share": wait_share,
+                         "seconds": seconds, self.task.item_name: int(items), "world_size": self.world}
 
     def keep(self, record: dict, interrupted: bool) -> None:
         """Add the row to the history (an interrupted epoch's row until the epoch ends) and write
@@ -359,8 +427,9 @@ class _Run:
             state["best_metric"], state["best_epoch"] = value, record["epoch"]
             if not interrupted:
                 state["bad_epochs"] = 0
-            save({"model": self.model.state_dict(), "config": task.config, "epoch": record["epoch"],
-                  task.metric: value, **task.extra}, self.best_path)
+            if self.main:
+                    save({"model": self.model.state_dict(), "config": task.config, "epoch": record["epoch"],
+                      task.metric: value, "world_size": self.world, **task.extra}, self.best_path)
         elif not interrupted:
             state["bad_epochs"] += 1
 
@@ -374,6 +443,8 @@ class _Run:
             self.stopped = "completed"
         elif self.timer.over():
             self.stopped = "time_limit"
+        if self.world > 1:  # rank 0's clock decides for all
+            self.stopped = ddp.broadcast(self.stopped)
 
     def history(self) -> list[dict]:
         """One row per finished epoch, then the row of an interrupted one."""
@@ -384,10 +455,12 @@ class _Run:
         """``checkpoint.pt`` (with the loader's position inside an interrupted epoch), ``history.csv``,
         TensorBoard scalars (finished epochs) and the epoch line."""
         self.state["elapsed_s"] = self.timer.elapsed()
+        if not self.main:
+            return
         save({"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(),
               "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
               "loader": self.loader.state_dict(), "rng": rng_state(), "config": self.task.config,
-              **self.task.extra, **self.state}, self.ckpt_path)
+              "world_size": self.world, **self.task.extra, **self.state}, self.ckpt_path)
         write_history_csv(self.history_path, self.history())
         if self.events is not None and not interrupted:
             self.events.epoch(record, self.scheduler.get_last_lr()[0])
@@ -395,7 +468,11 @@ class _Run:
             tqdm.write(_epoch_line(record, self.task.item_name))
 
     def result(self) -> FitResult:
-        state, total, seconds = self.state, self.total, self.total["seconds"]
+        """This call's figures: all ranks' items over the slowest rank's time, the worst rank's data wait."""
+        state = self.state
+        items, = ddp.sum_across([self.total["items"]])
+        seconds, wait = ddp.max_across([self.total["seconds"], self.total["wait"]])
+        total = {"items": int(items), "wait": wait}
         return FitResult(
             out_dir=self.out_dir, checkpoint=self.ckpt_path,
             best_checkpoint=self.best_path if self.best_path.is_file() else None, history_csv=self.history_path,
@@ -428,15 +505,25 @@ def fit(task: TrainTask, loader: ResumableLoader, out_dir: str | Path, *, epochs
                warmup=warmup, patience=patience, clip_norm=clip_norm, resume=resume, progress=progress, timer=timer)
     if run.already_trained:
         return run.result()
-    run.events = Events(run.out_dir)
+    run.events = Events(run.out_dir) if run.main else None
     try:
         timer.begin()
+        if run.world > 1 and timer.limit_s is not None:
+            timer.shared = ddp.max_across([timer.progress()])[0]
         while not run.stopped:
             interrupted = run.one_epoch()
             record = run.validate(interrupted)
             run.keep(record, interrupted)
             run.decide_stop(interrupted)
             run.save(record, interrupted)
+    except (RuntimeError, OSError) as e:  # a collective whose peer died: one line, not a hang or a traceback
+        line = ddp.lost_peer(e)
+        if line is None:
+            raise
+        where = (f"the last checkpoint {run.ckpt_path} is intact: relaunch to resume" if run.ckpt_path.is_file()
+                 else "no checkpoint yet")
+        raise FstoreError(f"{line}; {where}") from None
     finally:
-        run.events.close()
+        if run.events is not None:
+            run.events.close()
     return run.result()
