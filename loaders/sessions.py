@@ -80,7 +80,7 @@ class SessionBatches(BatchLoader):
         require_table(self.store, split, "ragged", "session split")
         self.tables_read = [split, "tracks"]
         self.half = half
-        self.cache = open_session_cache(self.store, split, cache_dir)
+        self.cache = open_session_cache(self.store, split, cache_dir, random_access=order != "sequential")
         if self.cache.max_length > 2 * half:
             raise StoreError(f"{self.store.path}: split {split!r} has sessions of {self.cache.max_length} events, "
                              f"longer than 2 * half = {2 * half}")

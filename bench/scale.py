@@ -1,0 +1,308 @@
+"""``fstore bench scale FAMILY``: cost against size, at fractions of the real release (issue 21).
+
+For each size it synthesizes the family's raw files in the real format, then ingests them, runs one loader
+epoch (``fstore bench epoch``), trains with ``--max-minutes`` and evaluates the checkpoint (``best.pt``,
+else the time-limited ``checkpoint.pt``). Every step is a subprocess of the real CLI (``python -m
+featurestore.cli ...``), measured alone: wall time and peak RSS (``bench/memlimit.py``); with
+``--memory-limit`` the steps named by ``--limit-steps`` run in a child memory cgroup with that limit
+(the whole process: interpreter and torch included), and the table adds the cgroup's peak and OOM kills.
+
+It prints a table (size, step, wall s, peak RSS MB), the exponent of time and of memory against size for
+each step (least-squares slope in log-log: 1 is linear, 0 flat), and writes ``WORK/FAMILY/scale.json``
+(every row, the exponents, store and cache bytes, evaluation scores) and ``WORK/FAMILY/scale.png``.
+Each step's output is in ``WORK/FAMILY/logs/``. The data of a size is removed once measured (raw files
+right after the ingest) unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .memlimit import Measured, run_measured
+
+STEPS = ("synth", "ingest", "epoch", "train", "evaluate")
+FITTED = ("ingest", "epoch", "train", "evaluate")  # synth is set-up; its row is printed but not the point
+
+
+@dataclass(frozen=True)
+class Family:
+    """How to run one family at ``n`` items (the unit its real size is counted in)."""
+
+    name: str  # synth / ingest family
+    model: str  # train / evaluate command
+    unit: str
+    real: int
+    fractions: tuple[float, ...]  # default: what disk and time allow on a 2-core machine
+    tiny: int
+    synth: Callable[[int], list[str]]
+    train: Callable[[int], list[str]] = field(default=lambda n: [])
+    note: str = ""
+
+
+def _spotify(n: int) -> list[str]:
+    # MSSD: 130M sessions over 3.7M tracks; logs gzip-compressed from 1M sessions on (30 GB of CSV at 10M)
+    tracks = max(300, round(n * 3_700_000 / 130_000_000))
+    return ["--sessions", str(n), "--tracks", str(tracks), *(["--gzip"] if n >= 1_000_000 else [])]
+
+
+def _melon(n: int) -> list[str]:
+    return ["--playlists", str(max(20, n)), "--songs", str(max(300, round(n * 707_989 / 148_826)))]
+
+
+def _yandex_split(n: int) -> tuple[int, int, int]:
+    train = max(20, round(n * 167_196 / 208_573))
+    return train, max(4, round(train / (167_196 / 18_468))), max(1, n - train)
+
+
+def _yandex(n: int) -> list[str]:
+    train, artists, test = _yandex_split(n)
+    return ["--tracks", str(train), "--artists", str(artists), "--test-tracks", str(test)]
+
+
+def _yandex_train(n: int) -> list[str]:
+    _, artists, _ = _yandex_split(n)
+    # artist-balanced batches need that many artists with >= 2 tracks outside the 20 % held out
+    return [] if artists * 0.8 >= 40 else ["--artists-per-batch", str(max(2, int(artists * 0.8) // 2))]
+
+
+def _fsd(n: int) -> list[str]:
+    curated = max(1, round(n * 4_970 / 24_785))
+    return ["--curated", str(curated), "--noisy", str(max(0, n - curated)), "--test-clips", str(max(1, round(n / 10)))]
+
+
+def _speakers_split(n: int) -> tuple[int, int]:
+    speakers = max(2, round(n / (56_666 / 600)))
+    return speakers, max(2, round(n / speakers))
+
+
+def _speakers(n: int) -> list[str]:
+    speakers, per = _speakers_split(n)
+    return ["--speakers", str(speakers), "--utterances", str(per), "--test-utterances", str(round(n * 8_000 / 56_666))]
+
+
+FAMILIES: dict[str, Family] = {f.name: f for f in (
+    Family("spotify", "skip", "sessions", 130_000_000, (0.0005, 0.002, 0.01, 0.077), 600, _spotify,
+           note="sessions in all (train + test); tracks scaled as 3.7M / 130M"),
+    Family("melon", "melon", "playlists", 148_826, (0.01, 0.1, 0.33, 1.0), 200, _melon,
+           note="playlists over train/val/test; songs scaled as 707,989 / 148,826"),
+    Family("yandex", "yandex", "tracks", 208_573, (0.01, 0.033, 0.1, 0.33), 150, _yandex, _yandex_train,
+           note="train + test tracks (167,196 + 41,377), 9.05 tracks an artist"),
+    Family("fsd", "fsd", "clips", 24_785, (0.01, 0.05, 0.25, 1.0), 80, _fsd,
+           note="curated + noisy clips (4,970 + 19,815), synth clips up to 4 s; test clips 10 % (not in DATASETS.md)"),
+    Family("speakers", "speakers", "utterances", 56_666, (0.01, 0.1, 0.33, 1.0), 100, _speakers,
+           note="labelled utterances, 94 a speaker; test utterances scaled as 8,000 / 56,666"),
+)}
+
+
+@dataclass
+class Row:
+    size: int
+    fraction: float
+    step: str
+    status: str  # ok, exit N, timeout, oom, skipped
+    wall_s: float = math.nan
+    peak_rss_mb: float = math.nan
+    cgroup_peak_mb: float | None = None
+    limit_mb: float | None = None
+    log: str = ""
+
+    @classmethod
+    def of(cls, size: int, fraction: float, step: str, m: Measured, log: Path) -> Row:
+        status = ("oom" if m.oom_killed else "timeout" if m.timed_out else
+                  "ok" if m.returncode == 0 else f"exit {m.returncode}")
+        mb = 1 / 2**20
+        return cls(size, fraction, step, status, m.wall_s, m.max_rss_bytes * mb,
+                   None if m.peak_bytes is None else m.peak_bytes * mb,
+                   None if m.limit_bytes is None else m.limit_bytes * mb, str(log))
+
+
+def fit_exponents(rows: Sequence[Row], steps: Sequence[str] = FITTED) -> dict[str, dict[str, float | None]]:
+    """Per step: the least-squares slope of log(wall s) and of log(peak RSS) against log(size), over the
+    sizes where the step succeeded (None with fewer than two distinct sizes)."""
+    out: dict[str, dict[str, float | None]] = {}
+    for step in steps:
+        ok = [r for r in rows if r.step == step and r.status == "ok"]
+        x = np.log([r.size for r in ok]) if ok else np.empty(0)
+        res: dict[str, float | None] = {"time": None, "memory": None}
+        if np.unique(x).size >= 2:
+            res["time"] = float(np.polyfit(x, np.log([max(r.wall_s, 1e-6) for r in ok]), 1)[0])
+            res["memory"] = float(np.polyfit(x, np.log([max(r.peak_rss_mb, 1e-6) for r in ok]), 1)[0])
+        out[step] = res
+    return out
+
+
+def table(rows: Sequence[Row], unit: str) -> list[str]:
+    limited = any(r.limit_mb is not None for r in rows)
+    head = f"  {unit:>12} {'fraction':>9}  {'step':<9}{'wall s':>9}{'peak RSS MB':>13}"
+    head += f"{'cgroup MB':>11}{'limit MB':>10}" if limited else ""
+    lines = [head + "  status"]
+    for r in rows:
+        line = f"  {r.size:>12,} {r.fraction:>9.4g}  {r.step:<9}{r.wall_s:>9.1f}{r.peak_rss_mb:>13,.0f}"
+        if limited:
+            cg = "" if r.cgroup_peak_mb is None else f"{r.cgroup_peak_mb:,.0f}"
+            lim = "" if r.limit_mb is None else f"{r.limit_mb:,.0f}"
+            line += f"{cg:>11}{lim:>10}"
+        lines.append(line + f"  {r.status}")
+    return lines
+
+
+def exponent_lines(exps: dict[str, dict[str, float | None]]) -> list[str]:
+    def f(v: float | None) -> str:
+        return "   n/a" if v is None else f"{v:6.2f}"
+    return ["  exponent against size (log-log slope; 1 linear, 0 flat):"] + [
+        f"    {step:<9} time {f(e['time'])}   peak RSS {f(e['memory'])}" for step, e in exps.items()]
+
+
+def plot(rows: Sequence[Row], family: str, unit: str, path: Path) -> None:
+    """Wall time and peak RSS against size, log-log, one line per step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    for step in STEPS:
+        ok = sorted((r for r in rows if r.step == step and r.status == "ok"), key=lambda r: r.size)
+        if not ok:
+            continue
+        sizes = [r.size for r in ok]
+        axes[0].plot(sizes, [max(r.wall_s, 1e-3) for r in ok], "o-", label=step)
+        axes[1].plot(sizes, [r.peak_rss_mb for r in ok], "o-", label=step)
+    for ax, what in zip(axes, ("wall time (s)", "peak RSS (MB)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel(unit)
+        ax.set_ylabel(what)
+        ax.grid(True, which="both", alpha=0.3)
+        if ax.lines:
+            ax.legend(fontsize=8)
+    fig.suptitle(f"fstore bench scale {family}: cost against size")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _du(path: Path, skip: str | None = None) -> int:
+    total = 0
+    for root, dirs, files in os.walk(path):
+        if skip is not None and Path(root) == path and skip in dirs:
+            dirs.remove(skip)
+        total += sum((Path(root) / f).stat().st_size for f in files if not (Path(root) / f).is_symlink())
+    return total
+
+
+def _checkpoint(run_dir: Path) -> Path:
+    best = run_dir / "best.pt"
+    return best if best.exists() else run_dir / "checkpoint.pt"
+
+
+def plan(family: Family, n: int, folder: Path, max_minutes: float, epochs: int | None) -> dict[str, list[str]]:
+    """The CLI command of each step at size ``n`` (evaluate's checkpoint is chosen when it runs)."""
+    cli = [sys.executable, "-m", "featurestore.cli"]
+    raw, store, run = folder / "raw", folder / "store.fstore", folder / "run"
+    train = [*cli, "train", family.model, str(store), str(run), "--max-minutes", f"{max_minutes:g}", "--no-resume",
+             *family.train(n), *(["--epochs", str(epochs)] if epochs else [])]
+    return {"synth": [*cli, "synth", family.name, str(raw), *family.synth(n), "--overwrite"],
+            "ingest": [*cli, "ingest", family.name, str(raw), str(store), "--overwrite"],
+            "epoch": [*cli, "bench", "epoch", str(store)],
+            "train": train,
+            "evaluate": [*cli, "evaluate", family.model, str(store), "CHECKPOINT",  # submission: its default name
+                         "--metrics-json", str(folder / "metrics.json")]}
+
+
+def run(family_name: str, work: Path, fractions: Sequence[float] | None = None, sizes: Sequence[int] | None = None,
+        max_minutes: float = 2.0, epochs: int | None = None, steps: Sequence[str] = STEPS,
+        memory_limit: int | None = None, limit_steps: Sequence[str] = ("epoch",), step_timeout_s: float = 3600,
+        keep: bool = False, dry_run: bool = False, echo: Callable[[str], None] = print) -> dict:
+    """Measure ``family`` at each size (``sizes`` in its unit, else ``fractions`` of the real release);
+    return the JSON document written to ``work/family/scale.json``."""
+    family = FAMILIES[family_name]
+    bad = [s for s in [*steps, *limit_steps] if s not in STEPS]
+    if bad:
+        raise ValueError(f"unknown step {bad[0]!r}; steps are {', '.join(STEPS)}")
+    if sizes:
+        points = [(int(n), n / family.real) for n in sizes]
+    else:
+        points = [(max(1, round(f * family.real)), float(f)) for f in (fractions or family.fractions)]
+    out = work / family.name
+    logs = out / "logs"
+    echo(f"bench scale {family.name}: {family.unit} {', '.join(f'{n:,}' for n, _ in points)} "
+         f"(real release {family.real:,}: {family.note}); train --max-minutes {max_minutes:g}"
+         + (f"; {', '.join(limit_steps)} under a {memory_limit / 2**20:,.0f} MB memory limit" if memory_limit else ""))
+    if dry_run:
+        for n, frac in points:
+            folder = out / f"n{n}"
+            echo(f"  {family.unit} {n:,} (fraction {frac:.4g}):")
+            for step, cmd in plan(family, n, folder, max_minutes, epochs).items():
+                if step in steps:
+                    echo(f"    {step:<9}{' '.join(cmd[1:])}")
+        return {}
+    logs.mkdir(parents=True, exist_ok=True)
+    rows: list[Row] = []
+    sizes_info: list[dict] = []
+    for n, frac in points:
+        folder = out / f"n{n}"
+        folder.mkdir(parents=True, exist_ok=True)
+        cmds = plan(family, n, folder, max_minutes, epochs)
+        info: dict = {"size": n, "fraction": frac}
+        failed = False
+        for step in STEPS:
+            if step not in steps:
+                continue
+            if failed:
+                rows.append(Row(n, frac, step, "skipped"))
+                continue
+            cmd = cmds[step]
+            if step == "evaluate":
+                ckpt = _checkpoint(folder / "run")
+                info["checkpoint"] = ckpt.name
+                cmd = [str(ckpt) if c == "CHECKPOINT" else c for c in cmd]
+            log = logs / f"n{n}-{step}.log"
+            limit = memory_limit if step in limit_steps else None
+            with open(log, "w") as f:
+                f.write(" ".join(cmd) + "\n")
+                f.flush()
+                m = run_measured(cmd, limit_bytes=limit, stdout=f, stderr=subprocess.STDOUT, cwd=folder,
+                                 timeout=step_timeout_s)
+            row = Row.of(n, frac, step, m, log)
+            rows.append(row)
+            echo(table([row], family.unit)[1] + f"   ({log.name})")
+            failed = row.status != "ok"
+            if step == "synth" and row.status == "ok":
+                info["raw_bytes"] = _du(folder / "raw")
+            if step == "ingest" and row.status == "ok":
+                info["store_bytes"] = _du(folder / "store.fstore", skip="cache")
+                if not keep:
+                    shutil.rmtree(folder / "raw", ignore_errors=True)
+            if step == "epoch" and row.status == "ok":
+                info["cache_bytes"] = _du(folder / "store.fstore" / "cache")
+                info["epoch"] = [ln for ln in log.read_text().splitlines() if ln.startswith("epoch:")][-1:]
+            if step == "evaluate" and (folder / "metrics.json").exists():
+                info["scores"] = json.loads((folder / "metrics.json").read_text())
+        sizes_info.append(info)
+        if not keep:
+            shutil.rmtree(folder, ignore_errors=True)
+    exps = fit_exponents(rows)
+    echo(f"bench scale {family.name}:")
+    for line in table(rows, family.unit) + exponent_lines(exps):
+        echo(line)
+    doc = {"family": family.name, "unit": family.unit, "real_size": family.real, "note": family.note,
+           "max_minutes": max_minutes, "memory_limit_bytes": memory_limit, "limit_steps": list(limit_steps),
+           "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
+           "rows": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.__dict__.items()}
+                    for r in rows], "exponents": exps, "sizes": sizes_info}
+    (out / "scale.json").write_text(json.dumps(doc, indent=1) + "\n")
+    plot(rows, family.name, family.unit, out / "scale.png")
+    echo(f"wrote {out / 'scale.json'} and {out / 'scale.png'}; step logs in {logs}")
+    return doc
