@@ -56,7 +56,8 @@ def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str |
                    progress: bool = True, echo: Callable[[str], None] | None = None) -> tuple[dict[str, dict], str]:
     """Scores per predictor (``{"score", "song_ndcg", "tag_ndcg"}``) and the name of the one written to
     ``out``. Without answers for ``split`` the file is written and no score is given. ``echo`` receives
-    one line per blend saying which weights val chose."""
+    one line per blend saying which weights val chose and, for another split, val's score table (the
+    choice scored every row there: ``split="test"`` is val and test in one run)."""
     store = store if isinstance(store, Store) else Store(store)
     checkpoint = Path(checkpoint)
     dae = DAEScorer.load(checkpoint, store, str(device))
@@ -91,11 +92,14 @@ def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str |
     if split == "val" and picks_val is not None:
         picks = picks_val
     else:
+        if picks_val is not None:  # val's table comes free with the choice
+            for line in _table({name: _row(score_split(store, "val", recs)) for name, recs in
+                                _records(store, "val", picks_val, final, predictors).items()}, "val"):
+                say(line)
         need = {side: {key: candidates[side][key] for key in dict.fromkeys(final[side].values())} for side in SIDES}
         picks = fused.run(split, need["songs"], need["tags"], progress=progress,
                           desc=f"{split}: {len(predictors)} predictors")
-    recs = {name: to_results(store, split, picks["songs"][final["songs"][name]], picks["tags"][final["tags"][name]])
-            for name in predictors}
+    recs = _records(store, split, picks, final, predictors)
     write_results(out, recs[submit])
     scores: dict[str, dict] = {}
     if f"{split}_answer_songs" in store.tables:
@@ -109,6 +113,21 @@ def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str |
         if not all(math.isclose(again[k], scores[submit][k], rel_tol=0, abs_tol=1e-12) for k in again):
             raise FstoreError(f"{out}: scores {again} on re-reading, {scores[submit]} in memory")
     return scores, submit
+
+
+def _records(store: Store, split: str, picks: dict[str, dict], final: dict[str, dict[str, str]],
+             predictors: list[str]) -> dict[str, list[dict]]:
+    """Each table row's ``results.json`` records: its songs' and its tags' predictors' picks."""
+    return {name: to_results(store, split, picks["songs"][final["songs"][name]], picks["tags"][final["tags"][name]])
+            for name in predictors}
+
+
+def _table(scores: dict[str, dict], split: str) -> list[str]:
+    """The score table of the split the blend weights were chosen on (``report_scores``' layout)."""
+    width = max(10, *(len(n) for n in scores))
+    head = f"{split:<{width}} " + " ".join(f"{c:>9}" for c in next(iter(scores.values())))
+    return ([f"{split} split, where the blend weights were chosen:", head]
+            + [f"{name:<{width}} " + " ".join(f"{v:>9.4f}" for v in row.values()) for name, row in scores.items()])
 
 
 def _candidates(store: Store, has_title: bool) -> dict[str, dict[str, Source]]:
