@@ -67,15 +67,21 @@ class DAEScorer:
         return self._loaders[split]
 
     @torch.no_grad()
-    def scores(self, split: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def vocab_scores(self, split: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(len(rows), model songs) and (len(rows), model tags) probabilities, columns in the order of
+        ``vocab["song_codes"]`` / ``vocab["tag_codes"]``: what :meth:`scores` spreads over the store's codes."""
         b = self.loader(split).batch(np.asarray(rows))
         with autocast(self.device):
-            song_logits, tag_logits, _ = self.model(b["songs"], b["tags"], b["artists"])
-        n = b["songs"].shape[0]
-        songs = torch.full((n, self.n_songs), -torch.inf, device=self.device)
+            song_logits, tag_logits = self.model(b["songs"], b["tags"], b["artists"], heads=2)
         # probabilities, not logits: the same ranking, and blends (min-max normalised) then weigh the
-        # few likely items rather than the bulk of the logit range
-        songs[:, self.song_codes] = torch.sigmoid(song_logits.float())
+        # few likely items rather than the bulk of the logit range (in place: a (batch x vocabulary) copy less)
+        return song_logits.float().sigmoid_(), tag_logits.float().sigmoid_()
+
+    def scores(self, split: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        song_p, tag_p = self.vocab_scores(split, rows)
+        n = song_p.shape[0]
+        songs = torch.full((n, self.n_songs), -torch.inf, device=self.device)
+        songs[:, self.song_codes] = song_p
         tags = torch.full((n, self.n_tags), -torch.inf, device=self.device)
-        tags[:, self.tag_codes] = torch.sigmoid(tag_logits.float())
+        tags[:, self.tag_codes] = tag_p
         return songs, tags

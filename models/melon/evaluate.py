@@ -7,11 +7,22 @@ the autoencoder+co-occurrence blend, and, for a synthetic store whose raw folder
 ``submit``'s (default: the title rule over the autoencoder+co-occurrence blend, the best row on the
 synthetic store; that blend without a title model); it is re-read from disk and scored again, and
 the two scores must agree.
+
+**A blend never scores below its best part on validation.** Each blend's weights are chosen on the val
+split (when it has answers), songs by song nDCG and tags by tag nDCG (each side's picks depend on that
+side's scores alone): the tuned weights below, or one part alone (the other part's weight 0) when that
+part alone scores higher. So an autoencoder that has barely trained cannot drag the ensemble below
+co-occurrence. For ``split="test"`` the val split is scored first to choose.
+
+All predictors of a split come from one :class:`~models.melon.fused.FusedPass` (each model run once per
+batch, co-occurrence and every blend per playlist in a numba kernel); their recommendations are those of
+:func:`~models.melon.recommend.recommend` with the equivalent dense scorers.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -19,9 +30,10 @@ import torch
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
 
-from .baselines import ItemCooccurrence, MostPopular
+from .baselines import ItemCooccurrence
 from .data import DAEScorer
-from .recommend import BlendScorer, read_results, recommend, score_split, title_ensemble, write_results
+from .fused import Blend, FusedPass, Source, to_results
+from .recommend import read_results, score_split, title_weights, write_results
 from .title import TITLE_MODEL, TitleScorer
 from .train import TITLE_DIR
 
@@ -33,13 +45,19 @@ __all__ = ["evaluate_melon"]
 BLEND_AUTOENCODER = (0.6, 0.3)
 TITLE_BASE = 0.1
 
+SIDES = ("songs", "tags")
+AE, COOC, TITLE = "autoencoder", "cooccurrence", "title"
+AE_COOC, ENSEMBLE, ENSEMBLE_COOC = "autoencoder+cooccurrence", "ensemble", "ensemble+cooccurrence"
+
 
 def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str | Path, *, split: str = "val",
                    title_model: str | Path | None = None, raw_dir: str | Path | None = None,
                    submit: str | None = None, device: str | torch.device = "cpu",
-                   progress: bool = True) -> tuple[dict[str, dict], str]:
+                   progress: bool = True, echo: Callable[[str], None] | None = None) -> tuple[dict[str, dict], str]:
     """Scores per predictor (``{"score", "song_ndcg", "tag_ndcg"}``) and the name of the one written to
-    ``out``. Without answers for ``split`` the file is written and no score is given."""
+    ``out``. Without answers for ``split`` the file is written and no score is given. ``echo`` receives
+    one line per blend saying which weights val chose and, for another split, val's score table (the
+    choice scored every row there: ``split="test"`` is val and test in one run)."""
     store = store if isinstance(store, Store) else Store(store)
     checkpoint = Path(checkpoint)
     dae = DAEScorer.load(checkpoint, store, str(device))
@@ -47,37 +65,122 @@ def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str |
     if title_model and not title_path.is_file():
         raise FstoreError(f"{title_path}: title model not found")
     title = TitleScorer.load(title_path, store, str(device)) if title_path.is_file() else None
-    cooc = ItemCooccurrence(store, device=device)
-    scorers = {"most_popular": MostPopular(store), "cooccurrence": cooc, "autoencoder": dae}
-    # the autoencoder and co-occurrence on normalised scores (both see the whole question)
-    both = BlendScorer([dae, cooc], [BLEND_AUTOENCODER, tuple(1 - w for w in BLEND_AUTOENCODER)])
-    scorers["autoencoder+cooccurrence"] = both
-    if title is not None:
-        scorers["title"] = title
-        scorers["ensemble"] = title_ensemble(store, dae, title)
-        scorers["ensemble+cooccurrence"] = title_ensemble(store, both, title, base=TITLE_BASE)
-    submit = submit or ("ensemble+cooccurrence" if title is not None else "autoencoder+cooccurrence")
-    if submit not in scorers:
-        raise FstoreError(f"cannot submit {submit!r}: the predictors are {', '.join(scorers)}"
+    rows = [AE_COOC] + ([ENSEMBLE, ENSEMBLE_COOC] if title is not None else [])
+    predictors = ["most_popular", COOC, AE, AE_COOC] + ([TITLE, ENSEMBLE, ENSEMBLE_COOC] if title is not None else [])
+    submit = submit or (ENSEMBLE_COOC if title is not None else AE_COOC)
+    if submit not in predictors:
+        raise FstoreError(f"cannot submit {submit!r}: the predictors are {', '.join(predictors)}"
                           + ("" if title is not None else f" (no title model at {title_path})"))
-    submitted = submit
-    scored = f"{split}_answer_songs" in store.tables
+    fused = FusedPass(store, ItemCooccurrence(store, device="cpu"), dae, title)
+    candidates = _candidates(store, title is not None)
+    # each blend's predictor per side: chosen on val, or the tuned blend when val has no answers
+    tuned = {AE_COOC: f"{AE_COOC}:blend", ENSEMBLE: f"{ENSEMBLE}:blend",
+             ENSEMBLE_COOC: f"{ENSEMBLE_COOC}:blend@{AE_COOC}:blend"}
+    chosen = {side: {name: tuned[name] for name in rows} for side in SIDES}
+    say = echo or (lambda _: None)
+    picks_val = None
+    if "val_answer_songs" in store.tables:
+        picks_val = fused.run("val", candidates["songs"], candidates["tags"], progress=progress,
+                              desc=f"val: {len(candidates['songs'])} predictors a side, choosing blend weights")
+        chosen = _choose(store, picks_val, title is not None)
+        for name in rows:
+            say(f"blend {name} (chosen on val): "
+                + "; ".join(f"{side} {_describe(chosen[side][name], s)}" for s, side in enumerate(SIDES)))
+    else:
+        say("blend weights: the tuned ones (the val split has no answers to choose them on)")
+    final = {side: {name: (chosen[side][name] if name in rows else name) for name in predictors} for side in SIDES}
+    if split == "val" and picks_val is not None:
+        picks = picks_val
+    else:
+        if picks_val is not None:  # val's table comes free with the choice
+            for line in _table({name: _row(score_split(store, "val", recs)) for name, recs in
+                                _records(store, "val", picks_val, final, predictors).items()}, "val"):
+                say(line)
+        need = {side: {key: candidates[side][key] for key in dict.fromkeys(final[side].values())} for side in SIDES}
+        picks = fused.run(split, need["songs"], need["tags"], progress=progress,
+                          desc=f"{split}: {len(predictors)} predictors")
+    recs = _records(store, split, picks, final, predictors)
+    write_results(out, recs[submit])
     scores: dict[str, dict] = {}
-    for name, scorer in scorers.items():
-        recs = recommend(store, split, scorer, device=device, progress=progress)
-        if name == submitted:
-            write_results(out, recs)
-        if scored:
-            scores[name] = _row(score_split(store, split, recs))
-    if raw_dir is not None and scored:
-        from featurestore.synth.melon import oracle_results
+    if f"{split}_answer_songs" in store.tables:
+        scores = {name: _row(score_split(store, split, recs[name])) for name in predictors}
+        if raw_dir is not None:
+            from featurestore.synth.melon import oracle_results
 
-        scores["oracle"] = _row(score_split(store, split, oracle_results(raw_dir, split)))
-    if scored:  # the file on disk scores what was scored in memory
+            scores["oracle"] = _row(score_split(store, split, oracle_results(raw_dir, split)))
+        # the file on disk scores what was scored in memory
         again = _row(score_split(store, split, read_results(out)))
-        if not all(math.isclose(again[k], scores[submitted][k], rel_tol=0, abs_tol=1e-12) for k in again):
-            raise FstoreError(f"{out}: scores {again} on re-reading, {scores[submitted]} in memory")
-    return scores, submitted
+        if not all(math.isclose(again[k], scores[submit][k], rel_tol=0, abs_tol=1e-12) for k in again):
+            raise FstoreError(f"{out}: scores {again} on re-reading, {scores[submit]} in memory")
+    return scores, submit
+
+
+def _records(store: Store, split: str, picks: dict[str, dict], final: dict[str, dict[str, str]],
+             predictors: list[str]) -> dict[str, list[dict]]:
+    """Each table row's ``results.json`` records: its songs' and its tags' predictors' picks."""
+    return {name: to_results(store, split, picks["songs"][final["songs"][name]], picks["tags"][final["tags"][name]])
+            for name in predictors}
+
+
+def _table(scores: dict[str, dict], split: str) -> list[str]:
+    """The score table of the split the blend weights were chosen on (``report_scores``' layout)."""
+    width = max(10, *(len(n) for n in scores))
+    head = f"{split:<{width}} " + " ".join(f"{c:>9}" for c in next(iter(scores.values())))
+    return ([f"{split} split, where the blend weights were chosen:", head]
+            + [f"{name:<{width}} " + " ".join(f"{v:>9.4f}" for v in row.values()) for name, row in scores.items()])
+
+
+def _candidates(store: Store, has_title: bool) -> dict[str, dict[str, Source]]:
+    """Per side, every predictor a choice may need, by key: the components by name, each blend with its
+    tuned weights as ``"<blend>:blend"``, and the title rule over each possible main part as
+    ``"ensemble+cooccurrence:blend@<main key>"``."""
+    out: dict[str, dict[str, Source]] = {}
+    rule = title_weights(store) if has_title else None
+    rule_base = title_weights(store, base=TITLE_BASE) if has_title else None
+    for s, side in enumerate(SIDES):
+        w = BLEND_AUTOENCODER[s]
+        c: dict[str, Source] = {"most_popular": "most_popular", COOC: COOC, AE: AE,
+                                f"{AE_COOC}:blend": Blend(((AE, w), (COOC, 1 - w)))}
+        if has_title:
+            c[TITLE] = TITLE
+            c[f"{ENSEMBLE}:blend"] = Blend(((AE, rule[0][s]), (TITLE, rule[1][s])))
+            for main in (f"{AE_COOC}:blend", AE, COOC):
+                c[f"{ENSEMBLE_COOC}:blend@{main}"] = Blend(((c[main], rule_base[0][s]), (TITLE, rule_base[1][s])))
+        out[side] = c
+    return out
+
+
+def _choose(store: Store, picks: dict[str, dict], has_title: bool) -> dict[str, dict[str, str]]:
+    """Per side and blend, the key of the best of {the tuned blend, each part alone} on val (ties: the
+    blend, then the parts in order)."""
+    keys = list(picks["songs"])
+    ndcg = {}
+    for key in keys:
+        score = score_split(store, "val", to_results(store, "val", picks["songs"][key], picks["tags"][key]))
+        ndcg[key] = {"songs": score["song_ndcg"], "tags": score["tag_ndcg"]}
+    chosen: dict[str, dict[str, str]] = {}
+    for side in SIDES:
+        def best(options: list[str], side: str = side) -> str:
+            return max(options, key=lambda k: (ndcg[k][side], -options.index(k)))
+
+        c = {AE_COOC: best([f"{AE_COOC}:blend", AE, COOC])}
+        if has_title:
+            c[ENSEMBLE] = best([f"{ENSEMBLE}:blend", AE, TITLE])
+            c[ENSEMBLE_COOC] = best([f"{ENSEMBLE_COOC}:blend@{c[AE_COOC]}", c[AE_COOC], TITLE])
+        chosen[side] = c
+    return chosen
+
+
+def _describe(key: str, side: int) -> str:
+    """What a choice's key means, in words."""
+    if key == f"{AE_COOC}:blend":
+        w = BLEND_AUTOENCODER[side]
+        return f"autoencoder {w:g} + cooccurrence {1 - w:g}"
+    if key == f"{ENSEMBLE}:blend":
+        return "the title rule over the autoencoder"
+    if key.startswith(f"{ENSEMBLE_COOC}:blend@"):
+        return f"the title rule (base {TITLE_BASE:g}) over {_describe(key.partition('@')[2], side)}"
+    return f"{key} alone (weight 0 for the other part)"
 
 
 def _row(result: dict) -> dict:

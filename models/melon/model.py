@@ -41,16 +41,17 @@ class PlaylistDAE(nn.Module):
             p = np.clip(np.asarray(r, dtype=np.float64), 1e-6, 1 - 1e-6)
             b.data = torch.from_numpy(np.log(p / (1 - p)).astype(np.float32))
 
-    def forward(self, songs: torch.Tensor, tags: torch.Tensor, artists: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, *) id lists with -1 padding -> (B, n_songs), (B, n_tags), (B, n_artists) logits."""
+    def forward(self, songs: torch.Tensor, tags: torch.Tensor, artists: torch.Tensor, heads: int = 3
+                ) -> tuple[torch.Tensor, ...]:
+        """(B, *) id lists with -1 padding -> (B, n_songs), (B, n_tags), (B, n_artists) logits; the first
+        ``heads`` of them (scoring needs songs and tags only: the artist head is skipped)."""
         parts, masks = [self.cls[None].expand(songs.shape[0], -1, -1)], [songs.new_ones(songs.shape[0], 3, dtype=torch.bool)]
         for e, ids in zip(self.emb, (songs, tags, artists), strict=True):
             parts.append(e(ids.clamp(min=0)))
             masks.append(ids >= 0)
         h = self.encoder(torch.cat(parts, 1), src_key_padding_mask=~torch.cat(masks, 1))
         h = self.norm(h[:, :3])
-        return tuple(h[:, k] @ self.emb[k].weight.T + self.bias[k] for k in range(3))
+        return tuple(h[:, k] @ self.emb[k].weight.T + self.bias[k] for k in range(heads))
 
 
 def dae_loss(model: nn.Module, batch: dict) -> torch.Tensor:

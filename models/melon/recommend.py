@@ -29,8 +29,9 @@ from featurestore.store.atomic import atomic_write_bytes
 from featurestore.store.errors import FstoreError, StoreError
 from models.metrics.melon import melon_score
 
-__all__ = ["BlendScorer", "MelonSplit", "Scorer", "Vocab", "blend", "load_split", "load_vocab", "question_kinds",
-           "read_results", "recommend", "score_split", "title_ensemble", "write_results"]
+__all__ = ["BlendScorer", "MelonSplit", "Scorer", "Vocab", "Weight", "blend", "load_split", "load_vocab",
+           "question_kinds", "read_results", "recommend", "score_split", "title_ensemble", "title_weights",
+           "write_results"]
 
 N_SONGS, N_TAGS = schema.N_SONGS, schema.N_TAGS
 KINDS = ("songs_tags", "songs_only", "tags_only", "title_only", "empty")
@@ -158,9 +159,36 @@ def _mask_rows(scores: torch.Tensor, offsets: np.ndarray, values: np.ndarray, ro
 def _pick(scores: torch.Tensor, prior: torch.Tensor, offsets: np.ndarray, values: np.ndarray, rows: np.ndarray,
           k: int, what: str) -> torch.Tensor:
     """Top ``k`` codes per row, never an item of the row's question: the scorer's valid (not -inf/NaN)
-    candidates first, then the ``prior``'s (popularity) best of the rest."""
+    candidates first, then the ``prior``'s (popularity) best of the rest.
+
+    On the CPU, for ``64 k <= n`` (where torch.topk runs ``std::partial_sort``), one numba pass over the
+    scores (``kernels.topk_dense``: the same heap moves, so the same codes, ties included) instead of
+    torch's copies (nan_to_num, the masked matrix, topk's per-row (value, index) vector)."""
     if scores.shape[1] < k:
         raise FstoreError(f"only {scores.shape[1]} {what} in the store: cannot recommend {k} per playlist")
+    if scores.device.type == "cpu" and scores.dtype == torch.float32 and 64 * k <= scores.shape[1]:
+        return _pick_cpu(scores, prior, offsets, values, rows, k, what)
+    return _pick_torch(scores, prior, offsets, values, rows, k, what)
+
+
+def _pick_cpu(scores: torch.Tensor, prior: torch.Tensor, offsets: np.ndarray, values: np.ndarray, rows: np.ndarray,
+              k: int, what: str) -> torch.Tensor:
+    import numba
+
+    from . import kernels
+
+    order = torch.argsort(prior[0].cpu(), descending=True, stable=True).numpy()  # the prior's unique values
+    out = np.empty((rows.size, k), dtype=np.int64)
+    bad = kernels.topk_dense(np.ascontiguousarray(scores.detach().numpy()), np.asarray(offsets, dtype=np.int64),
+                             np.asarray(values, dtype=np.int64), np.asarray(rows, dtype=np.int64), k, order, out,
+                             max(1, min(rows.size, numba.get_num_threads())))
+    if bad >= 0:
+        raise FstoreError(f"not enough {what} outside a question to recommend {k} per playlist")
+    return torch.from_numpy(out)
+
+
+def _pick_torch(scores: torch.Tensor, prior: torch.Tensor, offsets: np.ndarray, values: np.ndarray, rows: np.ndarray,
+                k: int, what: str) -> torch.Tensor:
     scores = torch.nan_to_num(scores, nan=-torch.inf, posinf=torch.finfo(scores.dtype).max, neginf=-torch.inf)
     _mask_rows(scores, offsets, values, rows)
     top_v, top_i = scores.topk(k, dim=1)
@@ -268,6 +296,12 @@ def title_ensemble(store: Store, main: Scorer, title: Scorer, importance: float 
     ``importance`` x title + (1 - importance) x main, tags ``tag_weight`` x title + (1 - tag_weight) x
     main (seed: 0.85 and 0.8); other playlists weigh the title ``base`` (seed: 0, ``main`` alone). A title-only question gets the title
     model's scores (``main`` has no opinion there), an empty one the popular fill."""
+    return BlendScorer([main, title], list(title_weights(store, importance, tag_weight, few, base)))
+
+
+def title_weights(store: Store, importance: float = 0.85, tag_weight: float = 0.8, few: int = 5, base: float = 0.0
+                  ) -> tuple[tuple[Weight, Weight], tuple[Weight, Weight]]:
+    """:func:`title_ensemble`'s per-playlist weights: ((main songs, main tags), (title songs, title tags))."""
     def weight_of(title_w: float, for_title: bool) -> Callable[[str, np.ndarray], np.ndarray]:
         def weights(split: str, rows: np.ndarray) -> np.ndarray:
             data = load_split(store, split)
@@ -277,8 +311,8 @@ def title_ensemble(store: Store, main: Scorer, title: Scorer, importance: float 
             return w if for_title else 1.0 - w
         return weights
 
-    return BlendScorer([main, title], [(weight_of(importance, False), weight_of(tag_weight, False)),
-                                       (weight_of(importance, True), weight_of(tag_weight, True))])
+    return ((weight_of(importance, False), weight_of(tag_weight, False)),
+            (weight_of(importance, True), weight_of(tag_weight, True)))
 
 
 def _on(w: float | torch.Tensor, like: torch.Tensor) -> float | torch.Tensor:

@@ -215,14 +215,18 @@ class TitleScorer:
         return self._tokens[split]
 
     @torch.no_grad()
-    def scores(self, split: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    def vocab_scores(self, split: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Song logits (len(rows), model songs; columns in the order of ``song_codes``), tag logits
+        (len(rows), store tags) and which rows have no title (no opinion: :meth:`scores` makes them -inf)."""
         tokens = torch.from_numpy(self.tokens(split)[np.asarray(rows)]).long().to(self.device)
         with autocast(self.device):
             song_logits, tag_logits = self.model(tokens, head="items")
-        songs = torch.full((tokens.shape[0], self.n_songs), -torch.inf, device=self.device)
-        songs[:, self.song_codes] = song_logits.float()
-        tags = tag_logits.float()
-        empty = ~(tokens != 0).any(dim=1)  # no title: no opinion
-        songs[empty] = -torch.inf
+        return song_logits.float(), tag_logits.float(), ~(tokens != 0).any(dim=1)
+
+    def scores(self, split: str, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        song_logits, tags, empty = self.vocab_scores(split, rows)
+        songs = torch.full((song_logits.shape[0], self.n_songs), -torch.inf, device=self.device)
+        songs[:, self.song_codes] = song_logits
+        songs[empty] = -torch.inf  # no title: no opinion
         tags[empty] = -torch.inf
         return songs, tags
