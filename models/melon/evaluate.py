@@ -85,7 +85,7 @@ def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str |
         chosen = _choose(store, picks_val, title is not None)
         for name in rows:
             say(f"blend {name} (chosen on val): "
-                + "; ".join(f"{side} {_describe(chosen[side][name], s)}" for s, side in enumerate(SIDES)))
+                + "; ".join(f"{side} {_describe(name, chosen[side][name], s)}" for s, side in enumerate(SIDES)))
     else:
         say("blend weights: the tuned ones (the val split has no answers to choose them on)")
     final = {side: {name: (chosen[side][name] if name in rows else name) for name in predictors} for side in SIDES}
@@ -171,16 +171,22 @@ def _choose(store: Store, picks: dict[str, dict], has_title: bool) -> dict[str, 
     return chosen
 
 
-def _describe(key: str, side: int) -> str:
-    """What a choice's key means, in words."""
+def _describe(name: str, key: str, side: int) -> str:
+    """What the choice ``key`` for the blend row ``name`` means, in words."""
+    if not key.startswith(f"{name}:blend"):
+        return f"{_part(key, side)} alone (weight 0 for the other part)"
+    return _part(key, side)
+
+
+def _part(key: str, side: int) -> str:
     if key == f"{AE_COOC}:blend":
         w = BLEND_AUTOENCODER[side]
         return f"autoencoder {w:g} + cooccurrence {1 - w:g}"
     if key == f"{ENSEMBLE}:blend":
         return "the title rule over the autoencoder"
     if key.startswith(f"{ENSEMBLE_COOC}:blend@"):
-        return f"the title rule (base {TITLE_BASE:g}) over {_describe(key.partition('@')[2], side)}"
-    return f"{key} alone (weight 0 for the other part)"
+        return f"the title rule (base {TITLE_BASE:g}) over {_part(key.partition('@')[2], side)}"
+    return key
 
 
 def _row(result: dict) -> dict:
