@@ -35,3 +35,17 @@ def store(raw, tmp_path_factory):
     ingest_spotify(raw, path, progress=False)
     return Store(path)
 
+
+
+@pytest.fixture(scope="session")
+def frames_store(tmp_path_factory):
+    """A small Yandex frame store (120 tracks of 15 artists) for the loader tests (read only)."""
+    from featurestore.ingest.yandex import ingest_yandex
+    from featurestore.store import Store
+    from featurestore.synth.yandex import synth_yandex
+
+    raw = tmp_path_factory.mktemp("yraw")
+    synth_yandex(raw, tracks=120, artists=15, test_tracks=8, seed=4)
+    path = tmp_path_factory.mktemp("yst") / "y.fstore"
+    ingest_yandex(raw, path, progress=False)
+    return Store(path)

@@ -13,21 +13,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from featurestore.ingest.melon import ingest_melon
-from featurestore.ingest.yandex import ingest_yandex
 from featurestore.store import Store
 from featurestore.synth.melon import synth_melon
-from featurestore.synth.yandex import synth_yandex
 from loaders import PlaylistBatches, SegmentBatches, SessionBatches
 from loaders.base import BatchLoader
 
 
 @pytest.fixture(scope="module")
-def frames(tmp_path_factory) -> Store:
-    raw = tmp_path_factory.mktemp("yraw")
-    synth_yandex(raw, tracks=120, artists=15, test_tracks=8, seed=4)
-    path = tmp_path_factory.mktemp("yst") / "y.fstore"
-    ingest_yandex(raw, path, progress=False)
-    return Store(path)
+def frames(frames_store: Store) -> Store:
+    return frames_store
 
 
 @pytest.fixture(scope="module")

@@ -10,24 +10,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from featurestore.ingest.spotify import ingest_spotify
-from featurestore.ingest.yandex import ingest_yandex
 from featurestore.store import Store, StoreError
 from featurestore.synth.spotify import synth_spotify
-from featurestore.synth.yandex import synth_yandex
 from loaders import ORDERS, SegmentBatches, SessionBatches
 from loaders.orders import Order, make_order, register
 from loaders.padding import pad_on_device, pad_rows
 from loaders.prefetch import allocate_slot
 from loaders.sharding import split_batches
-
-
-@pytest.fixture(scope="module")
-def frames_store(tmp_path_factory) -> Store:
-    raw = tmp_path_factory.mktemp("yraw")
-    synth_yandex(raw, tracks=120, artists=15, test_tracks=8, seed=4)
-    path = tmp_path_factory.mktemp("yst") / "y.fstore"
-    ingest_yandex(raw, path, progress=False)
-    return Store(path)
 
 
 @pytest.fixture(scope="module")
