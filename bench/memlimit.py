@@ -38,6 +38,11 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import IO
 
+from loaders.memory import CGROUP_V1
+from loaders.memory import cgroup2_mount as _cgroup2_mount
+from loaders.memory import own_cgroup_paths as _own_paths
+from loaders.memory import read_int as _read_int
+
 __all__ = ["CgroupError", "MemoryCgroup", "Measured", "drop_page_cache", "parse_bytes", "run_measured"]
 
 _counter = itertools.count()
@@ -79,37 +84,10 @@ def drop_page_cache(paths: Sequence[str | Path]) -> None:
             os.close(fd)
 
 
-def _own_paths() -> tuple[str | None, str | None]:
-    """(v1 memory controller path, v2 unified path) of this process, from /proc/self/cgroup."""
-    v1 = v2 = None
-    try:
-        lines = Path("/proc/self/cgroup").read_text().splitlines()
-    except OSError:
-        return None, None
-    for line in lines:
-        hid, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            v1 = path
-        elif hid == "0" and controllers == "":
-            v2 = path
-    return v1, v2
-
-
-def _cgroup2_mount() -> Path | None:
-    try:
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            left, _, right = line.partition(" - ")
-            if right.split()[0] == "cgroup2":
-                return Path(left.split()[4])
-    except (OSError, IndexError):
-        pass
-    return None
-
-
 def _parent_dir() -> tuple[int, Path]:
     """(cgroup version, this process's own memory cgroup folder), or CgroupError."""
     v1, v2 = _own_paths()
-    root_v1 = Path("/sys/fs/cgroup/memory")
+    root_v1 = CGROUP_V1
     if v1 is not None and (root_v1 / "memory.limit_in_bytes").exists():
         return 1, root_v1 / v1.lstrip("/")
     mount = _cgroup2_mount()
@@ -125,13 +103,6 @@ def _parent_dir() -> tuple[int, Path]:
                           "(delegate it, e.g. run under `systemd-run --scope -p Delegate=yes`)")
     raise CgroupError("cannot limit memory: no cgroup memory controller is mounted "
                       "(neither /sys/fs/cgroup/memory nor a cgroup2 file system)")
-
-
-def _read_int(path: Path, default: int = 0) -> int:
-    try:
-        return int(path.read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        return default
 
 
 def _field(path: Path, key: str) -> int:
