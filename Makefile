@@ -3,6 +3,9 @@
 # hashes; packages not in the lock are removed). uv keeps one package cache per machine and hard-links
 # from it, so torch is downloaded once a machine and a second clone installs in seconds.
 UV := $(shell bash tools/uv.sh)
+ifeq ($(UV),)
+$(error tools/uv.sh could not install uv (its message is above); install uv 0.13.9 on PATH and run make again)
+endif
 PY := .venv/bin/python
 WORK ?= /tmp/fstore-demo
 LATEST ?= /tmp/fstore-latest
