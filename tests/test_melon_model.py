@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from contract import assert_evaluate_contract
 
 from featurestore.cli import main
 from featurestore.ingest.melon import ingest_melon
@@ -66,10 +67,10 @@ def test_train_and_evaluate_cli(raw_and_store, tmp_path):
                              "--metrics-json", str(metrics), "--raw-dir", str(raw)])
     assert r.exit_code == 0, r.output
     doc = json.loads(metrics.read_text())
-    assert set(doc) == {"metric", "split", "scores", "components", "ceiling"}
-    assert set(doc["scores"]) == {"model", "most_popular", "cooccurrence"}  # the submitted blend and the baselines
-    assert set(doc["components"]) == {"autoencoder", "autoencoder+cooccurrence", "title", "ensemble"}
-    assert set(doc["ceiling"]) == {"oracle"}
+    # the submitted blend and the baselines; blend parts as components; the planted oracle as the ceiling
+    assert_evaluate_contract(doc, metric="score", split="val", baselines={"most_popular", "cooccurrence"},
+                             components={"autoencoder", "autoencoder+cooccurrence", "title", "ensemble"},
+                             ceiling={"oracle"})
     recs = read_results(results)
     assert len(recs) == len(Store(store).parquet("val_playlists"))
     assert score_split(Store(store), "val", recs)["score"] == pytest.approx(doc["scores"]["model"], abs=1e-12)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from contract import assert_evaluate_contract
 
 from featurestore.cli import main
 from featurestore.ingest.spotify import ingest_spotify
@@ -214,9 +215,8 @@ def test_cli_train_and_evaluate(store, tmp_path):
     for name in ("model", "random", "all_skip", "copy_last"):
         assert name in r.output
     doc = json.loads(metrics.read_text())
-    assert doc["metric"] == "mean_average_accuracy" and doc["split"] == "test"
-    assert set(doc["scores"]) == {"model", "random", "all_skip", "copy_last"}
-    assert doc["components"] == {} and doc["ceiling"] == {}
+    assert_evaluate_contract(doc, metric="mean_average_accuracy", split="test",
+                             baselines={"random", "all_skip", "copy_last"})
     assert doc["scores"]["model"] == score_submission(store, sub).mean_average_accuracy
     assert doc["scores"]["copy_last"] == baselines(store)["copy_last"].mean_average_accuracy
     assert len(sub.read_text().splitlines()) == store.tables["test"]["rows"]
