@@ -266,6 +266,14 @@ def _rng_kept() -> Iterator[None]:
         set_rng_state(state)
 
 
+def _decorrelate_ranks() -> None:
+    """Give each rank its own torch stream (mixup, SpecAugment, masks, dropout): every rank starts from the
+    same seed or rank 0's checkpoint, so without this all ranks would draw the same augmentations. The
+    new seed comes from the shared stream, so a run is still reproducible at a given world size."""
+    base = int(torch.randint(0, 2**62, (1,)).item())
+    torch.manual_seed(base + ddp.rank())
+
+
 # --- the run --------------------------------------------------------------------------------------
 
 class _Run:
@@ -298,6 +306,8 @@ class _Run:
         self.state: dict[str, Any] = {"epoch": 0, "best_metric": float("nan"), "best_epoch": 0, "bad_epochs": 0,
                                       "stopped": "", "history": [], "partial": _fresh_epoch(), "elapsed_s": 0.0}
         self.resumed_from = self._resume(ckpt) if ckpt is not None else None
+        if self.world > 1:
+            _decorrelate_ranks()
         self.already_trained = ckpt is not None and (self.state["stopped"] == "early_stopping"
                                              or self.state["epoch"] >= epochs)
         self.stopped = self.state["stopped"] if self.already_trained else ""
