@@ -10,6 +10,10 @@
 3. ``out_dir/title_model.pt``: the fine-tuned weights (best held-out loss), config, tokenizer model
    bytes and the song vocabulary; :meth:`TitleScorer.load` reads it and scores a split's titles.
 
+Under ``torchrun`` both phases are sharded across the ranks through DDP like every family's training
+(the work divided, not repeated; no rank waits at a barrier for the whole title share of the time);
+every rank trains the same deterministic tokenizer, rank 0 writes ``title_model.pt``.
+
 Playlists with an empty title get no opinion (-inf), so a recommender falls back to other scorers or
 to popularity for them.
 """
