@@ -9,7 +9,8 @@ It builds its own synthetic stores (``bench/gpu_stores.py``), then measures, eac
   wait while a stand-in GPU load (fixed matmuls, synchronised every step) runs between batches;
 * ``train_<family>`` for skip, melon (+ its title model), yandex, fsd and speakers: up to 2 epochs through
   the one training loop with mixed precision and ``torch.compile`` (items/s, data wait, epochs);
-* ``ddp``: the skip model through ``torchrun`` with NCCL on every visible GPU;
+* ``ddp``: the skip model through ``torchrun`` with NCCL on every visible GPU (one process, no process
+  group, on a one-GPU machine: NCCL refuses two ranks on one device);
 * ``model_sizes``: each family's default model's parameters and all-reduce bytes per step (real sizes);
 * ``appetite``: each batch kind's loader items/s over its family's training items/s (> 1: the loader
   keeps up with one GPU; the ratio is the number of GPUs one loader process could feed).
@@ -202,7 +203,9 @@ def _ddp(store: Path, out: Path, device: str, procs: int, batch: int) -> dict:
         raise RuntimeError(f"torchrun exited {p.returncode}: {p.stderr[-1500:]}")
     with open(out / "history.csv") as f:
         row = list(csv.DictReader(f))[-1]
-    return {"backend": "nccl" if device == "cuda" else "gloo", "processes": procs,
+    # one process starts no process group (nothing to reduce): NCCL needs 2 GPUs or more
+    backend = ("nccl" if device == "cuda" else "gloo") if procs > 1 else "none (one process)"
+    return {"backend": backend, "processes": procs,
             "sessions_per_s": float(row["sessions_per_s"]), "data_wait_share": float(row["data_wait_share"]),
             "world_size": int(row["world_size"])}
 
