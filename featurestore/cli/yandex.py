@@ -62,8 +62,9 @@ def _embedding_options(window_min: int, window_help: str, threads_help: str) -> 
 @train_options(epochs=40)
 @click.option("--arch", default="transformer", type=click.Choice(["transformer", "conformer"]), show_default=True,
               help="Encoder backbone.")
-@click.option("--m", "m", default=4, type=click.IntRange(min=2), show_default=True,
-              help="Tracks of each artist in a batch.")
+@click.option("--m", "--tracks-per-artist", "m", default=4, type=click.IntRange(min=2), show_default=True,
+              help="Tracks of each artist in a batch (under torchrun write --tracks-per-artist: torchrun's "
+                   "parser takes --m for an abbreviation of its own options).")
 @click.option("--artists-per-batch", default=16, type=click.IntRange(min=2), show_default=True,
               help="Artists in a batch (no artist twice in an epoch).")
 @click.option("--lr", default=1e-3, type=click.FloatRange(min=0, min_open=True), show_default=True,

@@ -10,6 +10,10 @@
 3. ``out_dir/title_model.pt``: the fine-tuned weights (best held-out loss), config, tokenizer model
    bytes and the song vocabulary; :meth:`TitleScorer.load` reads it and scores a split's titles.
 
+Under ``torchrun`` both phases are sharded across the ranks through DDP like every family's training
+(the work divided, not repeated; no rank waits at a barrier for the whole title share of the time);
+every rank trains the same deterministic tokenizer, rank 0 writes ``title_model.pt``.
+
 Playlists with an empty title get no opinion (-inf), so a recommender falls back to other scorers or
 to popularity for them.
 """
@@ -25,7 +29,16 @@ import torch
 
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
-from models.training import TrainTask, autocast, fit, parse_device, read_checkpoint, save, seed_everything
+from models.training import (
+    TrainTask,
+    autocast,
+    distributed,
+    fit,
+    parse_device,
+    read_checkpoint,
+    save,
+    seed_everything,
+)
 
 from .recommend import load_split, load_vocab
 from .title_model import TitleBatches, TitleEncoder, items_loss, mlm_loss
@@ -154,9 +167,11 @@ def train_title_model(store: Store | str | Path, out_dir: str | Path, *, max_min
         gen = torch.Generator(device=dev).manual_seed(seed)  # the same masks every epoch
         return mean_over_held(lambda b: mlm_loss(m, b["tokens"], model.mask_id, mask_rate, gen))
 
+    # the MLM phase predicts pieces through the tied embedding: the song and tag heads get no gradient,
+    # which DDP must be told (the fine-tuning phase uses every parameter and keeps DDP's faster default)
     pre = TrainTask(model=model, config={**config, "phase": "mlm", "mask_rate": mask_rate},
                     loss=lambda m, b: mlm_loss(m, b["tokens"], model.mask_id, mask_rate), validate=mlm_validate,
-                    item_name="playlists")
+                    item_name="playlists", find_unused_parameters=True)
     minutes = (None if max_minutes is None else max_minutes * pretrain_share,
                None if max_minutes is None else max_minutes * (1 - pretrain_share))
     fit(pre, train_batches, out_dir / "pretrain", epochs=pretrain_epochs, device=dev, lr=lr,
@@ -168,10 +183,12 @@ def train_title_model(store: Store | str | Path, out_dir: str | Path, *, max_min
                      item_name="playlists")
     result = fit(tune, train_batches, out_dir / "finetune", epochs=epochs, device=dev, lr=lr,
                  max_minutes=minutes[1], resume=resume, progress=progress)
+    path = out_dir / TITLE_MODEL
+    if not distributed.is_main():  # under torchrun both phases were sharded across the ranks; rank 0 writes
+        return path
     weights = model.state_dict()
     if result.best_checkpoint is not None:
         weights = read_checkpoint(result.best_checkpoint, dev, "title-model")["model"]
-    path = out_dir / TITLE_MODEL
     save({"model": weights, "config": config, "tokenizer": tokenizer.model_bytes,
           "song_codes": torch.from_numpy(song_codes), "store_songs": vocab.n_songs,
           "train": {"playlists": int(fit_rows.size), "held_out": int(held_rows.size), "titles_cut": int(cut),

@@ -16,7 +16,10 @@ drives early stopping. :func:`fit` owns everything else, the same way for every 
   time limit interrupts one, so a run resumes mid-epoch on exactly the batches it had left;
   ``best.pt`` (model + config + ``extra``) whenever the validation metric improves;
 * a tqdm bar (loss, items/s, data-wait share), the history as ``history.csv`` and as TensorBoard
-  event files in ``out_dir``.
+  event files in ``out_dir``;
+* under ``torchrun`` (``distributed.py``): the loader dealt to the ranks at the same global batch, DDP
+  (``TrainTask.find_unused_parameters`` for a model that leaves parameters without gradients), a torch
+  stream of its own per rank, rank 0 alone writing, and resume at any world size (elastic, mid-epoch).
 
 The loader is anything resumable: iterable over batch dicts, with ``__len__``, ``set_epoch``,
 ``state_dict``, ``load_state_dict`` and ``batches_done`` (``SessionBatches``, ``SegmentBatches``).

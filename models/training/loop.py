@@ -237,7 +237,8 @@ def _run_epoch(loader: ResumableLoader, step: Callable[[dict], torch.Tensor], ta
                 a["seconds"] += t2 - t0
                 a["wait"] += t1 - t0
             bar.update(1)
-            synced = shared and (total["steps"] == 1 or acc["steps"] % PROGRESS_EVERY == 0)
+            # this call's step count: the same on every rank (a resumed epoch's earlier part is rank 0's alone)
+            synced = shared and (total["steps"] == 1 or total["steps"] % PROGRESS_EVERY == 0)
             over, wait = _sync(acc, timer, t2) if synced else (t2 > deadline, acc["wait"] / max(acc["seconds"], 1e-9))
             if acc["steps"] % PROGRESS_EVERY == 0:
                 bar.set_postfix({"loss": f"{(acc['loss_sum'] + float(loss_sum)) / acc['steps']:.4f}",
@@ -264,6 +265,14 @@ def _rng_kept() -> Iterator[None]:
         yield
     finally:
         set_rng_state(state)
+
+
+def _decorrelate_ranks() -> None:
+    """Give each rank its own torch stream (mixup, SpecAugment, masks, dropout): every rank starts from the
+    same seed or rank 0's checkpoint, so without this all ranks would draw the same augmentations. The
+    new seed comes from the shared stream, so a run is still reproducible at a given world size."""
+    base = int(torch.randint(0, 2**62, (1,)).item())
+    torch.manual_seed(base + ddp.rank())
 
 
 # --- the run --------------------------------------------------------------------------------------
@@ -298,6 +307,8 @@ class _Run:
         self.state: dict[str, Any] = {"epoch": 0, "best_metric": float("nan"), "best_epoch": 0, "bad_epochs": 0,
                                       "stopped": "", "history": [], "partial": _fresh_epoch(), "elapsed_s": 0.0}
         self.resumed_from = self._resume(ckpt) if ckpt is not None else None
+        if self.world > 1:
+            _decorrelate_ranks()
         self.already_trained = ckpt is not None and (self.state["stopped"] == "early_stopping"
                                              or self.state["epoch"] >= epochs)
         self.stopped = self.state["stopped"] if self.already_trained else ""
@@ -358,7 +369,7 @@ class _Run:
             except ValueError as e:
                 raise FstoreError(f"{self.ckpt_path}: cannot resume mid-epoch: {e}; use the same global batch "
                                   "size, seed and split settings, or start afresh") from None
-        else:
+        if not mid_epoch or not self.main:  # the epoch's part so far (all ranks' sums) is counted by rank 0 alone
             self.state["partial"] = _fresh_epoch()
         return {"epoch": self.state["epoch"], "batch": position["batch"] if mid_epoch else 0}
 
@@ -401,6 +412,8 @@ class _Run:
         # across ranks: the mean train loss, all ranks' items, the slowest rank's time, the worst data wait
         loss_sum, steps, items = ddp.sum_across([acc["loss_sum"], acc["steps"], acc["items"]])
         seconds, wait_share = ddp.max_across([acc["seconds"], acc["wait"] / max(acc["seconds"], 1e-9)])
+        if interrupted:  # the checkpoint carries the part so far as all ranks' sums (resumable at any world size)
+            acc.update(loss_sum=loss_sum, steps=int(steps), items=int(items), seconds=seconds, wait=wait_share * seconds)
         record = {"epoch": done, "train_loss": loss_sum / max(1, steps)}
         if self.task.validate is not None and self.main:  # rank 0 validates; the others wait for its row
             self.model.eval()
