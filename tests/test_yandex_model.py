@@ -30,6 +30,7 @@ from models.yandex import (
     top_k,
     train_yandex,
 )
+from models.yandex.ablate import ablation_table
 from models.yandex.data import artist_split, track_ids, validation_split
 from models.yandex.embed import embed_windows
 from models.yandex.train import retrieval_ndcg
@@ -387,3 +388,14 @@ def test_cli_train_on_a_store_without_artists_is_one_line(tmp_path):
     r = CliRunner().invoke(main, ["train", "yandex", str(tmp_path / "nothing"), str(tmp_path / "o")])
     assert r.exit_code == 1 and r.output.startswith("Error: ") and "Traceback" not in r.output
 
+
+
+def test_ablation_table_marks_differences_inside_the_seed_spread():
+    per_seed = {0: {"full": 0.50, "a": 0.40, "b": 0.52}, 1: {"full": 0.60, "a": 0.49, "b": 0.58},
+                2: {"full": 0.55, "a": 0.46, "b": 0.56}}
+    lines = ablation_table(per_seed)
+    assert lines[0].startswith("| row (3 seeds) |") and len(lines) == 2 + 3
+    full, a, b = lines[2:]
+    assert full == "| full | 0.550 ± 0.050 | +0.000 ± 0.000 |  |"
+    assert a.startswith("| a | 0.450 ± 0.046 | -0.100 ± 0.010 |") and a.endswith("| separates |")
+    assert b.startswith("| b | 0.553 ± 0.031 | +0.003 ± 0.021 |") and b.endswith("| within spread |")

@@ -56,9 +56,10 @@ def run_seed(store: str | os.PathLike[str], out_dir: Path, seed: int, max_minute
     rows["rolling_windows"] = evaluate_yandex(store, [best[FULL]], window=10, hop=5)[0]["model"]
     both, _ = evaluate_yandex(store, [best[FULL], best["conformer"]])
     rows["ensemble"], rows["conformer"] = both["model"], both["conformer"]
-    for name in TRAINED:
-        if name not in rows:
-            rows[name] = evaluate_yandex(store, [best[name]])[0]["model"]
+    rest = [name for name in TRAINED if name not in rows]  # all transformers: one call scores them all
+    scored, _ = evaluate_yandex(store, [best[name] for name in rest])
+    for i, name in enumerate(rest):
+        rows[name] = scored[f"transformer_{i + 1}"] if len(rest) > 1 else scored["model"]
     return rows
 
 
