@@ -58,6 +58,7 @@ mean-pooled cosine; ceiling: :func:`oracle_profiles`). See the README's Yandex s
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -267,9 +268,10 @@ def _load_planted(raw_dir: str | Path) -> dict[str, np.ndarray]:
         return {k: npz[k] for k in npz.files}  # an NpzFile decompresses on every access: read each once
 
 
-def oracle_profiles(raw_dir: str | Path, frames: list[np.ndarray], track_ids: np.ndarray) -> np.ndarray:
+def oracle_profiles(raw_dir: str | Path, frames: Iterable[np.ndarray], track_ids: np.ndarray) -> np.ndarray:
     """(n, A) artist profiles of tracks from an oracle that knows the generator's parameters: for each
-    of the A true artists of ``track_ids`` (whose (T, 512) ``frames`` are given), how well the track
+    of the A true artists of ``track_ids`` (whose (T, 512) ``frames`` are given one track at a time, so
+    only one is in memory; the cost is tracks x A x T x 512: meant for synthetic sizes), how well the track
     fits its planted mean (cosine after removing the recording-chain subspace) and its planted dynamics
     (energy of the de-meaned frames along the artist's directions), each standardised over the A
     artists and summed. Ranking tracks by the cosine of their profiles is the ceiling row: it reads
@@ -286,7 +288,7 @@ def oracle_profiles(raw_dir: str | Path, frames: list[np.ndarray], track_ids: np
     means -= (means @ q) @ q.T
     means /= np.linalg.norm(means, axis=1, keepdims=True)
     directions = p["mix"][candidates].astype(np.float64) @ p["atoms"]  # (A, RANK, d)
-    out = np.zeros((len(frames), candidates.size))
+    out = np.zeros((len(rows), candidates.size), dtype=np.float32)
     mean_fit, dyn_fit = np.empty_like(out), np.empty_like(out)
     for i, x in enumerate(frames):
         z = (np.asarray(x, np.float64) - p["offset"]) / p["scale"]  # (T, d)

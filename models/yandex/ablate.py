@@ -1,8 +1,9 @@
 """Ablations of the Yandex model, several seeds each, printed as a table:
-``python -m models.yandex.ablate STORE OUT_DIR [--raw-dir RAW --seeds 0,1,2 --max-minutes 2]``.
+``python -m models.yandex.ablate STORE OUT_DIR [--raw-dir RAW --seeds 0,1,2 --epochs 6 --max-minutes M]``.
 
 Per seed (the seed sets the artist holdout, the initialisation and the batches), one training run per
-training row, one after another in this process, each with the same ``--max-minutes`` budget:
+training row, one after another in this process, each with the same budget: ``--epochs`` (the same
+work whatever the machine's load; the curriculum ramps over half of them) and optionally ``--max-minutes``:
 the full model (transformer, loss sum, length curriculum), a conformer (for the ensemble), no
 curriculum, and each loss alone. Evaluation-only rows reuse the full model's checkpoint: re-ranking and
 rolling windows (the seed's 10-step windows, hop 5). Every row is scored with nDCG@100 on the seed's
@@ -38,14 +39,14 @@ TRAINED: dict[str, dict] = {
 FULL = "full"
 
 
-def run_seed(store: str | os.PathLike[str], out_dir: Path, seed: int, max_minutes: float,
+def run_seed(store: str | os.PathLike[str], out_dir: Path, seed: int, epochs: int, max_minutes: float | None,
              raw_dir: str | os.PathLike[str] | None, echo: Callable[[str], None] = print) -> dict[str, float]:
     """nDCG@100 of every row for one seed (training runs under ``out_dir/seed<seed>/<row>``)."""
     runs = {}
     for name, overrides in TRAINED.items():
         runs[name] = out_dir / f"seed{seed}" / name
-        train_yandex(store, runs[name], seed=seed, max_minutes=max_minutes, progress=False, torch_threads=1,
-                     **overrides)
+        train_yandex(store, runs[name], seed=seed, epochs=epochs, max_minutes=max_minutes, progress=False,
+                     torch_threads=1, **overrides)
         echo(f"seed {seed}: trained {name}")
     best = {name: d / "best.pt" for name, d in runs.items()}
     full, _ = evaluate_yandex(store, [best[FULL]], raw_dir=raw_dir)
@@ -89,15 +90,16 @@ def main() -> None:
     p.add_argument("out_dir", type=Path)
     p.add_argument("--raw-dir", default=None, help="The store's `fstore synth yandex` folder: adds the oracle row.")
     p.add_argument("--seeds", default="0,1,2", help="Comma-separated seeds.")
-    p.add_argument("--max-minutes", type=float, default=2.0, help="Training budget of every training row.")
+    p.add_argument("--epochs", type=int, default=6, help="Epochs of every training row.")
+    p.add_argument("--max-minutes", type=float, default=None, help="Also stop every training row after this long.")
     a = p.parse_args()
     torch.set_num_threads(1)
     per_seed: dict[int, dict[str, float]] = {}
     for seed in (int(s) for s in a.seeds.split(",")):
-        per_seed[seed] = run_seed(a.store, a.out_dir, seed, a.max_minutes, a.raw_dir)
+        per_seed[seed] = run_seed(a.store, a.out_dir, seed, a.epochs, a.max_minutes, a.raw_dir)
         print(f"seed {seed}: " + json.dumps({k: round(v, 4) for k, v in per_seed[seed].items()}), flush=True)
     (a.out_dir / "ablation.json").write_text(json.dumps(per_seed, indent=1) + "\n")
-    print(f"budget: --max-minutes {a.max_minutes} per training row, CPU, torch threads 1")
+    print(f"budget per training row: {a.epochs} epochs, --max-minutes {a.max_minutes}; CPU, torch threads 1")
     print("\n".join(ablation_table(per_seed)))
 
 

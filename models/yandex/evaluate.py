@@ -98,7 +98,7 @@ def oracle_ranking(store: Store, clips: np.ndarray, raw_dir: str | os.PathLike[s
 
     fs = store.frames("train")
     offsets, codes = fs.offsets.astype(np.int64), fs.memmap()
-    frames = [fs.dequantize(codes[offsets[c]:offsets[c + 1]]) for c in clips]  # one track at a time
+    frames = (fs.dequantize(codes[offsets[c]:offsets[c + 1]]) for c in clips)  # one track at a time
     profiles = oracle_profiles(raw_dir, frames, track_ids(store, "train")[clips])
     return top_k(torch.as_tensor(profiles, dtype=torch.float32), _k(len(clips), "holdout"))
 
