@@ -45,6 +45,10 @@ per-feature scales and offsets) with the latent frames ``z[:, t] = m + y[:, t] +
   (the metric skips those as queries). Test tracks come from a separate set of artists (open-set
   retrieval, as in the competition); their artists are not written in the release files.
 
+Tracks are generated 128 at a time, so memory does not grow with the size (peak RSS 112 MB for
+2,300 tracks, 119 MB for 11,500; time linear: 26 s and 120 s, 2 CPU cores at load 34); the artist
+tables are 2 KB per artist.
+
 Difficulty knobs (module constants) and their measured effect, nDCG@100 on the 40 held-out artists of
 the default sizes (baseline: standardised mean-pooled cosine; ceiling: :func:`oracle_profiles`; one
 knob changed at a time, seed 0, no test tracks; model: ``fstore train yandex --max-minutes 5``, 17
