@@ -280,7 +280,7 @@ def test_training_writes_checkpoints_history_and_validation(trained):
         assert [h["epoch"] for h in result.history] == [1, 2] and "val_ndcg" in result.history[0]
         model, config = load_model(out / "best.pt")
         assert model.arch == arch and config["holdout"] == {"fraction": 0.25, "seed": 0}
-        assert config["validation"] == {"fraction": 0.125}
+        assert config["validation"] == {"fraction": 0.125} and config["loss"]["terms"] == ["triplet"]
         assert config["batches"]["curriculum"] == [10, 81, 1]
 
 

@@ -4,8 +4,8 @@
 Per seed (the seed sets the artist holdout, the initialisation and the batches), one training run per
 training row, one after another in this process, each with the same budget: ``--epochs`` (the same
 work whatever the machine's load; the curriculum ramps over half of them) and optionally ``--max-minutes``:
-the full model (transformer, loss sum, length curriculum), a conformer (for the ensemble), no
-curriculum, and each loss alone. Evaluation-only rows reuse the full model's checkpoint: re-ranking and
+the full model (transformer, the seed's loss sum, length curriculum), a conformer (for the ensemble), no
+curriculum, and each loss alone (the triplet term alone is training's default since this table). Evaluation-only rows reuse the full model's checkpoint: re-ranking and
 rolling windows (the seed's 10-step windows, hop 5). Every row is scored with nDCG@100 on the seed's
 held-out artists beside the standardised mean-pooled cosine and, with ``--raw-dir``, the oracle.
 The table shows mean ± std over seeds and each row's paired difference from the full model; a
@@ -30,10 +30,11 @@ from .train import train_yandex
 __all__ = ["TRAINED", "ablation_table", "run_seed"]
 
 # training rows: name -> train_yandex overrides
+SUM = {"loss": {"terms": list(TERMS)}}  # the seed's loss sum, whatever training's default is
 TRAINED: dict[str, dict] = {
-    "full": {},
-    "conformer": {"arch": "conformer"},
-    "no_curriculum": {"curriculum": None},
+    "full": SUM,
+    "conformer": {**SUM, "arch": "conformer"},
+    "no_curriculum": {**SUM, "curriculum": None},
     **{f"{t}_only": {"loss": {"terms": [t]}} for t in TERMS},
 }
 FULL = "full"
