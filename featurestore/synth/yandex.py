@@ -52,25 +52,25 @@ tables are 2 KB per artist.
 Difficulty knobs (module constants) and their measured effect, nDCG@100 on the 40 held-out artists of
 the default sizes (baseline: standardised mean-pooled cosine; ceiling: :func:`oracle_profiles`; one
 knob changed at a time, seed 0, no test tracks; model: ``fstore train yandex --max-minutes 5``, 17
-epochs on 2 CPU cores at load 20-22):
+epochs on 2 CPU cores at load 17-25, triplet loss; in brackets the earlier loss-sum model):
 
 ==============================  ========  ========  =======
 setting                         baseline  ceiling   model
 ==============================  ========  ========  =======
-defaults                        0.381     1.000     0.495 (baseline 0.354 on the CLI's store)
-``DYNAMICS = 0``                0.381     0.777     0.496 (same checkpoint, same tracks)
+defaults                        0.381     1.000     0.673 (0.495); baseline 0.354 on the CLI's store
+``DYNAMICS = 0``                0.381     0.777     0.673 (0.496); same checkpoint, same tracks
 ``CHAIN = 0``                   0.960     1.000
 ``GENRE = 0``                   0.168     1.000
 ``ARTIST_MEAN = 0.6``           0.439     1.000
 ``TRACK_OFFSET = 0.45``         0.394     1.000
-``DYNAMICS = 3, ATOMS = 8``     0.341     1.000     0.364 (3 minutes, load 25)
+``DYNAMICS = 3, ATOMS = 8``     0.341     1.000     (0.364: 3 minutes, load 25)
 ==============================  ========  ========  =======
 
 - ``CHAIN`` (recording-chain nuisance) is what holds the mean-pooled cosine down: without it the
   baseline is 0.96. The trained encoder's margin over the baseline comes from learning to discard
-  the chain subspace: scored on a copy of the same tracks without dynamics (``DYNAMICS = 0``, same
-  seed) the same checkpoint scores the same, so at a 5-minute CPU budget it does not yet use the
-  co-variation, which the ceiling shows is there (0.777 -> 1.000).
+  the chain subspace. The same checkpoint gets the same score on a copy of the same tracks without
+  dynamics (``DYNAMICS = 0``, same seed), so with 5 CPU minutes it does not use the co-variation yet.
+  The ceiling shows the co-variation carries signal (0.777 -> 1.000).
 - ``GENRE`` makes genre mates look alike; with ``GENRE = 0`` the standardised mean is dominated by the
   chain and the baseline drops to 0.17.
 - Stronger, lower-dimensional dynamics (``DYNAMICS = 3, ATOMS = 8``) made the 3-minute model worse,
