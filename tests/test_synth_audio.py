@@ -15,10 +15,11 @@ import pytest
 import soundfile as sf
 import torch
 
+from featurestore.store.errors import FstoreError
 from featurestore.synth.audio_common import SynthSummary, hex_ids
 from featurestore.synth.fsd import FSD_CLASSES, fsd_class_bands, fsd_class_names, synth_fsd
 from featurestore.synth.speakers import synth_speakers
-from featurestore.synth.yandex import synth_yandex
+from featurestore.synth.yandex import oracle_profiles, synth_yandex
 
 YANDEX_KW = {"tracks": 150, "artists": 15, "test_tracks": 30, "seed": 3}
 FSD_KW = {"curated": 48, "noisy": 40, "classes": 12, "seed": 5, "max_seconds": 1.0, "test_clips": 6}
@@ -80,7 +81,7 @@ def yandex_dir(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, SynthSum
 
 def test_yandex_layout_and_headers(yandex_dir: tuple[Path, SynthSummary]) -> None:
     d, summary = yandex_dir
-    assert {p.name for p in d.iterdir()} == {"train_meta.tsv", "test_meta.tsv", *map(str, range(10))}
+    assert {p.name for p in d.iterdir()} == {"train_meta.tsv", "test_meta.tsv", "_planted", *map(str, range(10))}
     train_text = (d / "train_meta.tsv").read_text()
     test_text = (d / "test_meta.tsv").read_text()
     assert train_text.splitlines()[0] == "trackid\tartistid\tarchive_features_path"
@@ -121,13 +122,60 @@ def test_yandex_shapes_and_scales(yandex_dir: tuple[Path, SynthSummary]) -> None
     assert per_feature.max() / np.median(per_feature) > 20  # a few features much larger
 
 
-def test_yandex_artists_learnable(yandex_dir: tuple[Path, SynthSummary]) -> None:
+def _planted(d: Path) -> dict[str, np.ndarray]:
+    with np.load(d / "_planted" / "planted.npz") as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_yandex_artist_identity_is_in_the_dynamics_not_the_mean(yandex_dir: tuple[Path, SynthSummary]) -> None:
     d, _ = yandex_dir
+    p = _planted(d)
     train = pl.read_csv(d / "train_meta.tsv", separator="\t")
-    x = np.stack([np.load(d / rel).mean(axis=1) for rel in train["archive_features_path"].to_list()])
-    x = (x - x.mean(0)) / x.std(0)
-    acc = _loo_nearest_centroid(x, train["artistid"].to_numpy())
-    assert acc > 0.5, acc  # chance is 1/15
+    artists = train["artistid"].to_numpy()
+    frames = [np.load(d / rel).T for rel in train["archive_features_path"].to_list()]
+    means = np.stack([f.mean(0) for f in frames])
+    standardized = (means - means.mean(0)) / means.std(0)
+    by_mean = _loo_nearest_centroid(standardized, artists)
+    # the covariance of the de-meaned latent frames inside the shared atom subspace (planted, learnable)
+    cov = []
+    for f in frames:
+        y = ((f - p["offset"]) / p["scale"] - (f - p["offset"]).mean(0) / p["scale"]) @ p["atoms"].T
+        c = y.T @ y / len(y)
+        cov.append(c[np.triu_indices_from(c)])
+    cov = np.stack(cov)
+    by_dynamics = _loo_nearest_centroid((cov - cov.mean(0)) / cov.std(0), artists)
+    assert by_mean < 0.6 and by_dynamics > 0.9 and by_dynamics > by_mean + 0.3, (by_mean, by_dynamics)
+    # the planted dynamics are exactly zero-mean: the track mean holds none of them, and the oracle
+    # that knows them ranks far above the mean
+    ids = train["trackid"].to_numpy()
+    profiles = oracle_profiles(d, frames, ids)
+    assert profiles.shape == (len(ids), len(np.unique(artists)))
+    where = {int(t): i for i, t in enumerate(p["track_ids"])}
+    planted_artist = p["track_artist"][[where[int(t)] for t in ids]]  # columns: the sorted planted artists
+    own = np.searchsorted(np.unique(planted_artist), planted_artist)
+    assert (profiles.argmax(1) == own).mean() > 0.9
+
+
+def test_yandex_recording_chain_moves_the_track_mean(yandex_dir: tuple[Path, SynthSummary]) -> None:
+    d, _ = yandex_dir
+    p = _planted(d)
+    train = pl.read_csv(d / "train_meta.tsv", separator="\t")
+    latent = np.stack([((np.load(d / rel).T - p["offset"]) / p["scale"]).mean(0)
+                       for rel in train["archive_features_path"].to_list()])
+    q, _ = np.linalg.qr(p["nuisance"].T.astype(np.float64))
+    along = latent @ q  # each track's mean in the chain subspace (gain, tilt, EQ curves)
+    artists = train["artistid"].to_numpy()
+    within = np.mean([along[artists == a].var(0).sum() for a in np.unique(artists) if (artists == a).sum() > 3])
+    assert within > 5.0  # tracks of one artist spread along the chain subspace: nuisance, not identity
+
+
+def test_yandex_oracle_refuses_foreign_tracks_and_missing_truth(yandex_dir: tuple[Path, SynthSummary],
+                                                               tmp_path: Path) -> None:
+    d, _ = yandex_dir
+    with pytest.raises(FstoreError, match="no planted truth"):
+        oracle_profiles(tmp_path, [np.zeros((3, 512), np.float32)], np.array([0]))
+    with pytest.raises(FstoreError, match="not in the planted truth"):
+        oracle_profiles(d, [np.zeros((3, 512), np.float32)], np.array([10**9]))
 
 
 def test_yandex_deterministic(yandex_dir: tuple[Path, SynthSummary], tmp_path: Path) -> None:

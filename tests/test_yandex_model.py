@@ -10,6 +10,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from click.testing import CliRunner
+from contract import assert_evaluate_contract
 
 from featurestore.cli import main
 from featurestore.ingest.yandex import ingest_yandex
@@ -29,7 +30,8 @@ from models.yandex import (
     top_k,
     train_yandex,
 )
-from models.yandex.data import artist_split, track_ids
+from models.yandex.ablate import ablation_table
+from models.yandex.data import artist_split, track_ids, validation_split
 from models.yandex.embed import embed_windows
 from models.yandex.train import retrieval_ndcg
 
@@ -63,9 +65,10 @@ def _clips(b: int = 5, T: int = 12, F_: int = 8, seed: int = 0) -> tuple[torch.T
 
 # --- model, loss, augmentations ----------------------------------------------------------------
 
-@pytest.mark.parametrize("arch", ["transformer", "conformer"])
-def test_encoder_shapes_norm_and_padding_content(arch):
-    model = ArtistEncoder(arch, n_features=8, **TINY).eval()
+@pytest.mark.parametrize("arch,pooling", [("transformer", "mean"), ("conformer", "mean"),
+                                          ("transformer", "mean+std"), ("conformer", "mean+std")])
+def test_encoder_shapes_norm_and_padding_content(arch, pooling):
+    model = ArtistEncoder(arch, n_features=8, **TINY, pooling=pooling).eval()
     x, mask = _clips()
     with torch.no_grad():
         emb = model(x, mask)
@@ -80,6 +83,27 @@ def test_encoder_shapes_norm_and_padding_content(arch):
     assert ArtistEncoder(**model.config).parameter_count == model.parameter_count
     with pytest.raises(ValueError, match="arch must be one of"):
         ArtistEncoder("lstm")
+    with pytest.raises(ValueError, match="pooling must be one of"):
+        ArtistEncoder(pooling="max")
+
+
+def test_std_pooling_sees_what_the_mean_of_frames_cannot():
+    """The pooled vector is the masked mean and the masked std over time of the normalised backbone
+    features: the std half varies with how frames spread around their mean, which a mean cannot see."""
+    model = ArtistEncoder("transformer", n_features=8, **TINY, pooling="mean+std").eval()
+    x, mask = _clips()
+    seen = {}
+    model.head.register_forward_hook(lambda mod, args, out: seen.update(pooled=args[0]))
+    features = {}
+    model.norm.register_forward_hook(lambda mod, args, out: features.update(x=out))
+    with torch.no_grad():
+        model(x, mask)
+    h = features["x"] * mask[..., None]
+    n = mask.sum(1, keepdim=True)
+    mean = h.sum(1) / n
+    std = (((h - mean[:, None]) * mask[..., None]) ** 2).sum(1).div(n).add(1e-5).sqrt()
+    assert model.head.in_features == 2 * TINY["d_model"]
+    assert torch.allclose(seen["pooled"], torch.cat([mean, std], 1), atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ["transformer", "conformer"])
@@ -127,6 +151,14 @@ def test_metric_loss_sums_three_pml_losses_and_prefers_separated_embeddings():
     assert good < bad
     bad.backward()
     assert random.grad is not None and random.grad.abs().sum() > 0
+    parts = dict(loss.parts)
+    for term in parts:  # one term alone (the ablation) is that term of the sum
+        alone = MetricLoss(terms=[term])
+        assert torch.allclose(alone(random, labels), parts[term]) and set(alone.parts) == {term}
+    with pytest.raises(ValueError, match="loss terms"):
+        MetricLoss(terms=["contrastive"])
+    with pytest.raises(ValueError, match="loss terms"):
+        MetricLoss(terms=[])
 
 
 def test_augment_keeps_padding_and_permutes_real_frames_only():
@@ -248,6 +280,7 @@ def test_training_writes_checkpoints_history_and_validation(trained):
         assert [h["epoch"] for h in result.history] == [1, 2] and "val_ndcg" in result.history[0]
         model, config = load_model(out / "best.pt")
         assert model.arch == arch and config["holdout"] == {"fraction": 0.25, "seed": 0}
+        assert config["validation"] == {"fraction": 0.125} and config["loss"]["terms"] == ["triplet"]
         assert config["batches"]["curriculum"] == [10, 81, 1]
 
 
@@ -274,15 +307,27 @@ def test_training_rejects_bad_settings(ystore, tmp_path):
         train_yandex(ystore, tmp_path, artists_per_batch=500, progress=False)
 
 
+def test_validation_artists_are_neither_evaluated_nor_trained_on(ystore):
+    fit, held = artist_split(ystore, 0.25, 0)
+    rest, val = validation_split(ystore, fit, 0.125, 0)
+    artists = ystore.frames("train").column("artist")
+    assert val.size and set(artists[val]).isdisjoint(artists[held]) and set(artists[val]).isdisjoint(artists[rest])
+    assert np.array_equal(np.sort(np.concatenate([rest, val])), fit)
+    assert validation_split(ystore, fit, 0.0, 0)[1].size == 0
+
+
 def test_evaluate_scores_models_ensemble_baselines_and_writes_the_submission(ystore, trained, tmp_path):
     ckpts = [trained[a][0] / "best.pt" for a in ("transformer", "conformer")]
     sub = tmp_path / "submission.tsv"
-    scores, submitted = evaluate_yandex(ystore, ckpts, out=sub, rerank_submission=True)
+    raw = ystore.path.parent / "raw"
+    scores, submitted = evaluate_yandex(ystore, ckpts, out=sub, rerank_submission=True, raw_dir=raw)
     assert submitted == "ensemble+rerank" and next(iter(scores)) == "model"
     assert set(scores) == {"model", "transformer", "transformer+rerank", "conformer", "conformer+rerank",
-                           "ensemble", "random", "mean_pooled", "mean_pooled_standardized"}
+                           "ensemble", "random", "mean_pooled", "mean_pooled_standardized", "oracle"}
     assert all(0 <= v <= 1 for v in scores.values())
     assert scores["model"] > scores["random"]
+    # the oracle knows the planted dynamics: it ranks the held-out artists above the mean-pooled cosine
+    assert scores["oracle"] > 0.9 and scores["oracle"] > scores["mean_pooled_standardized"] + 0.1
     rankings = read_submission(sub)
     test_ids = track_ids(ystore, "test")
     assert sorted(rankings) == sorted(test_ids.tolist())
@@ -291,7 +336,7 @@ def test_evaluate_scores_models_ensemble_baselines_and_writes_the_submission(yst
         assert set(row) <= set(test_ids.tolist())
     single, name = evaluate_yandex(ystore, ckpts[:1])
     assert name == "transformer" and single["model"] == pytest.approx(scores["transformer"])
-    assert single["random"] == scores["random"]  # seeded
+    assert single["random"] == scores["random"] and "oracle" not in single  # seeded; oracle only with raw_dir
     windowed, _ = evaluate_yandex(ystore, ckpts[:1], window=10, hop=5)  # the seed's 10-step windows
     assert windowed["mean_pooled"] == single["mean_pooled"] and windowed["model"] != single["model"]
 
@@ -320,15 +365,19 @@ def test_cli_train_and_evaluate(ystore, trained, tmp_path):
     assert config["batches"]["curriculum"] is None and config["model"]["pooled_branch"] is False
     metrics, sub = tmp_path / "m.json", tmp_path / "s.tsv"
     args = ["evaluate", "yandex", str(ystore.path), str(out / "best.pt"), str(trained["conformer"][0] / "best.pt"),
-            "--rerank", "--out", str(sub), "--metrics-json", str(metrics)]
+            "--rerank", "--out", str(sub), "--metrics-json", str(metrics), "--raw-dir", str(ystore.path.parent / "raw")]
     r = runner.invoke(main, args)
     assert r.exit_code == 0, r.output
     doc = json.loads(metrics.read_text())
-    assert doc["metric"] == "ndcg@100" and doc["split"] == "holdout artists"
-    assert set(doc["scores"]) == {"model", "random", "mean_pooled", "mean_pooled_standardized"}
-    assert "ensemble" in doc["components"] and "ensemble+rerank" not in doc["components"]  # that one is "model"
-    assert doc["ceiling"] == {}
+    assert_evaluate_contract(doc, metric="ndcg@100", split="holdout artists",
+                             baselines={"random", "mean_pooled", "mean_pooled_standardized"},
+                             components={"transformer", "transformer+rerank", "conformer", "conformer+rerank",
+                                         "ensemble"},  # ensemble+rerank is "model"
+                             ceiling={"oracle"})
+    assert doc["ceiling"]["oracle"] > doc["scores"]["mean_pooled_standardized"]
     assert "model = ensemble+rerank" in r.output and sub.is_file()
+    r = runner.invoke(main, args[:-2] + ["--raw-dir", str(tmp_path)])
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and "no planted truth" in r.output
     r = runner.invoke(main, ["evaluate", "yandex", str(ystore.path), str(tmp_path / "missing.pt")])
     assert r.exit_code == 1 and r.output.startswith("Error: ") and "checkpoint not found" in r.output
     r = runner.invoke(main, ["evaluate", "yandex", str(ystore.path)])
@@ -339,3 +388,14 @@ def test_cli_train_on_a_store_without_artists_is_one_line(tmp_path):
     r = CliRunner().invoke(main, ["train", "yandex", str(tmp_path / "nothing"), str(tmp_path / "o")])
     assert r.exit_code == 1 and r.output.startswith("Error: ") and "Traceback" not in r.output
 
+
+
+def test_ablation_table_marks_differences_inside_the_seed_spread():
+    per_seed = {0: {"full": 0.50, "a": 0.40, "b": 0.52}, 1: {"full": 0.60, "a": 0.49, "b": 0.58},
+                2: {"full": 0.55, "a": 0.46, "b": 0.56}}
+    lines = ablation_table(per_seed)
+    assert lines[0].startswith("| row (3 seeds) |") and len(lines) == 2 + 3
+    full, a, b = lines[2:]
+    assert full == "| full | 0.550 ± 0.050 | +0.000 ± 0.000 |  |"
+    assert a.startswith("| a | 0.450 ± 0.046 | -0.100 ± 0.010 |") and a.endswith("| separates |")
+    assert b.startswith("| b | 0.553 ± 0.031 | +0.003 ± 0.021 |") and b.endswith("| within spread |")

@@ -70,7 +70,8 @@ def _embedding_options(window_min: int, window_help: str, threads_help: str) -> 
 @click.option("--lr", default=1e-3, type=click.FloatRange(min=0, min_open=True), show_default=True,
               help="Peak learning rate (warmup, then cosine).")
 @click.option("--holdout", default=0.2, type=click.FloatRange(0, 1, max_open=True), show_default=True,
-              help="Fraction of the artists held out (with all their tracks) for validation nDCG@100.")
+              help="Fraction of the artists held out (with all their tracks) for `evaluate yandex`; validation "
+                   "during training uses another 12.5% of the rest.")
 @click.option("--curriculum/--no-curriculum", default=True, show_default=True,
               help="Crop length 10 -> 81 steps over the first half of the epochs (else 81 throughout).")
 @click.option("--pooled-branch/--no-pooled-branch", default=True, show_default=True,
@@ -110,12 +111,15 @@ def several_checkpoints(fn: Callable[..., Any]) -> Callable[..., Any]:
               help="Re-ranking: neighbours closer than this cosine are kept and averaged with the query.")
 @_embedding_options(0, "Embed as the mean over rolling windows of this many steps (0: whole tracks; default: as "
                        "trained).", "torch CPU threads (0: 1 on the CPU).")
+@click.option("--raw-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Raw folder of a `fstore synth yandex` store: adds the planted-truth oracle (ceiling) row.")
 @user_errors
 def evaluate_cmd(store: Path, checkpoints: tuple[Path, ...], out: Path, metrics_json: Path | None, device: str,
-                 rerank: bool, threshold: float, window: int | None, hop: int | None, torch_threads: int) -> None:
+                 rerank: bool, threshold: float, window: int | None, hop: int | None, torch_threads: int,
+                 raw_dir: Path | None) -> None:
     """Score CHECKPOINT(s) on their held-out artists (each model and the ensemble, with and without
-    re-ranking, beside the random and mean-pooled baselines) and write the test submission (top 100 per
-    track) from all of them."""
+    re-ranking, beside the random and mean-pooled baselines, and the oracle with --raw-dir) and write the
+    test submission (top 100 per track) from all of them."""
     import torch
 
     from models.yandex.evaluate import evaluate_yandex
@@ -124,12 +128,14 @@ def evaluate_cmd(store: Path, checkpoints: tuple[Path, ...], out: Path, metrics_
     if threads:
         torch.set_num_threads(threads)
     scores, submitted = evaluate_yandex(store, list(checkpoints), out=out, rerank_submission=rerank,
-                                        threshold=threshold, device=device, window=window, hop=hop)
+                                        threshold=threshold, device=device, window=window, hop=hop,
+                                        raw_dir=raw_dir)
     click.echo(f"wrote {out} (test split, top 100 per track)")
     click.echo(f"model = {submitted}")
     report_scores({name: {"ndcg@100": v} for name, v in scores.items()}, metric="ndcg@100",
                   split="holdout artists", metrics_json=metrics_json,
-                  baselines=("random", "mean_pooled", "mean_pooled_standardized"))
+                  baselines=("random", "mean_pooled", "mean_pooled_standardized"),
+                  ceiling=("oracle",) if raw_dir is not None else ())
 
 
 COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "train": train_cmd, "evaluate": evaluate_cmd}

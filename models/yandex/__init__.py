@@ -1,7 +1,8 @@
 """Yandex Cup 2022 artist retrieval: metric-learning track encoders trained from a store.
 
 * :mod:`.model` - :class:`ArtistEncoder` (``transformer`` or torchaudio ``conformer`` backbone);
-* :mod:`.losses` - :class:`MetricLoss`, MultiSimilarity + Circle + TripletMargin (pytorch-metric-learning);
+* :mod:`.losses` - :class:`MetricLoss`, MultiSimilarity + Circle + TripletMargin (pytorch-metric-learning),
+  or any one alone (training's default: the triplet term);
 * :mod:`.augment` - :func:`augment_frames`: random zeroing, channel and time-step permutations on the device;
 * :mod:`.data` - the artist-disjoint split, feature statistics, track ids;
 * :mod:`.train` - :func:`train_yandex`: batches, curriculum, validation nDCG@100, handed to

@@ -12,7 +12,7 @@ from featurestore.store import Store
 from featurestore.store.errors import FstoreError
 from loaders.splits import group_holdout
 
-__all__ = ["ARTIST", "artist_split", "feature_stats", "open_store", "track_ids"]
+__all__ = ["ARTIST", "artist_split", "feature_stats", "open_store", "track_ids", "validation_split"]
 
 ARTIST = "artist"  # the per-clip label column of the train frame set
 STATS_FRAMES = 32768  # frames the standardisation statistics are estimated on
@@ -36,6 +36,20 @@ def artist_split(store: Store, fraction: float, seed: int) -> tuple[np.ndarray, 
         return group_holdout(artists, fraction, seed)
     except ValueError as e:
         raise FstoreError(f"{store.path}: artist holdout: {e}") from None
+
+
+def validation_split(store: Store, clips: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(fit, validation) subsets of ``clips``: a ``fraction`` of their artists, with all their tracks, for
+    validation during training (so the :func:`artist_split` holdout stays unseen by model selection);
+    ``fraction=0`` keeps every clip for fitting."""
+    clips = np.asarray(clips, dtype=np.int64)
+    if fraction == 0 or clips.size == 0:
+        return clips, np.zeros(0, dtype=np.int64)
+    try:
+        fit, val = group_holdout(store.frames("train").column(ARTIST)[clips], fraction, seed + 1)
+    except ValueError as e:
+        raise FstoreError(f"{store.path}: validation artists: {e}") from None
+    return clips[fit], clips[val]
 
 
 def feature_stats(store: Store, clips: np.ndarray, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -4,9 +4,11 @@
 checkpoints must share it: scoring a model on artists it trained on would flatter it) and scores, with
 the official nDCG@100, every model with and without re-ranking, their ensemble (mean of cosines) with
 and without re-ranking, and the baselines: random rankings, and cosine similarity of mean-pooled
-features (raw, as the issue defines it, and standardised per feature, a stronger reference). The
-submission for the test split uses every checkpoint (the ensemble when there are several), re-ranked
-with ``rerank``; its holdout score is the ``model`` row.
+features (raw, as the issue defines it, and standardised per feature: the strongest simple
+baseline). Given the raw folder of a ``fstore synth yandex`` store, the ``oracle`` ceiling row ranks
+the same tracks by :func:`featurestore.synth.yandex.oracle_profiles` (the generator's truth applied to
+the stored frames). The submission for the test split uses every checkpoint (the ensemble when there
+are several), re-ranked with ``rerank``; its holdout score is the ``model`` row.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .model import ArtistEncoder
 from .rerank import ensemble, rerank, top_k
 from .train import retrieval_ndcg
 
-__all__ = ["baseline_rankings", "evaluate_yandex", "load_model"]
+__all__ = ["baseline_rankings", "evaluate_yandex", "load_model", "oracle_ranking"]
 
 TOP = 100
 
@@ -90,6 +92,17 @@ def baseline_rankings(store: Store, clips: np.ndarray, fit_clips: np.ndarray, de
             "mean_pooled_standardized": top_k(standardized, k)}
 
 
+def oracle_ranking(store: Store, clips: np.ndarray, raw_dir: str | os.PathLike[str]) -> torch.Tensor:
+    """(n, k) ranking of the ``clips`` of train by the cosine of their planted-truth artist profiles."""
+    from featurestore.synth.yandex import oracle_profiles
+
+    fs = store.frames("train")
+    offsets, codes = fs.offsets.astype(np.int64), fs.memmap()
+    frames = (fs.dequantize(codes[offsets[c]:offsets[c + 1]]) for c in clips)  # one track at a time
+    profiles = oracle_profiles(raw_dir, frames, track_ids(store, "train")[clips])
+    return top_k(torch.as_tensor(profiles, dtype=torch.float32), _k(len(clips), "holdout"))
+
+
 def _names(configs: list[dict]) -> list[str]:
     archs = [c["model"]["arch"] for c in configs]
     return [a if archs.count(a) == 1 else f"{a}_{i + 1}" for i, a in enumerate(archs)]
@@ -98,11 +111,13 @@ def _names(configs: list[dict]) -> list[str]:
 def evaluate_yandex(store: str | os.PathLike[str] | Store, checkpoints: list[str | os.PathLike[str]],
                     out: str | os.PathLike[str] | None = None, rerank_submission: bool = False,
                     threshold: float = 0.85, device: str | torch.device = "cpu", batch_size: int = 1024,
-                    window: int | None = None, hop: int | None = None) -> tuple[dict[str, float], str]:
+                    window: int | None = None, hop: int | None = None,
+                    raw_dir: str | os.PathLike[str] | None = None) -> tuple[dict[str, float], str]:
     """``(scores, submitted)``: nDCG@100 on the held-out artists by row name (``model`` first: the
     predictor the submission uses, described by ``submitted``), and the test submission written to
     ``out`` (when given). See the module docstring for the rows. ``window`` overrides the checkpoints'
-    rolling windows (0: whole tracks; None: as each was trained)."""
+    rolling windows (0: whole tracks; None: as each was trained). ``raw_dir`` (the store's synthetic raw
+    folder) adds the ``oracle`` row."""
     if not checkpoints:
         raise FstoreError("no checkpoint given")
     store = open_store(store)
@@ -143,6 +158,8 @@ def evaluate_yandex(store: str | os.PathLike[str] | Store, checkpoints: list[str
     submitted = ("ensemble" if len(loaded) > 1 else names[0]) + ("+rerank" if rerank_submission else "")
     for name, ranking in baseline_rankings(store, held, fit_clips, device, seed).items():
         rows[name] = retrieval_ndcg(ranking, ids, artists)
+    if raw_dir is not None:
+        rows["oracle"] = retrieval_ndcg(oracle_ranking(store, held, raw_dir), ids, artists)
     scores = {"model": rows.pop(submitted), **rows}
 
     if out is not None:

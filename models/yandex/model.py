@@ -8,7 +8,10 @@ Two backbones behind one module, :class:`ArtistEncoder`:
 
 Both start with a per-feature standardisation (train-set mean / std held as buffers, so a checkpoint
 carries it: the Yandex features have per-feature scales spread over decades) and a linear projection,
-and end with masked mean pooling and a linear head. With ``pooled_branch`` the embedding also holds
+and end with masked statistics pooling (``pooling="mean+std"``: the mean and the standard deviation
+over time of each backbone feature, as in x-vectors; ``"mean"``: the mean alone) and a linear head.
+The std half is what sees how an artist's features co-vary from frame to frame: those variations are
+zero-mean over a track, so no average of frames, however transformed linearly, carries them. With ``pooled_branch`` the embedding also holds
 the time-averaged standardised input weighted per feature by learned gains (initialised to 1, so
 training can silence features that carry no artist signal), beside the backbone's head: the
 Yandex features are already track-level descriptors, and a projection to ``emb_dim`` alone loses
@@ -25,9 +28,10 @@ from featurestore.torch_pair import import_torchaudio
 
 Conformer = import_torchaudio("models").Conformer  # one line naming the fix on a mismatched torchaudio
 
-__all__ = ["ARCHS", "ArtistEncoder"]
+__all__ = ["ARCHS", "POOLINGS", "ArtistEncoder"]
 
 ARCHS = ("transformer", "conformer")
+POOLINGS = ("mean", "mean+std")
 
 
 class ArtistEncoder(nn.Module):
@@ -35,13 +39,15 @@ class ArtistEncoder(nn.Module):
 
     def __init__(self, arch: str = "transformer", n_features: int = 512, d_model: int = 128, layers: int = 2,
                  heads: int = 4, ff: int = 256, emb_dim: int = 128, dropout: float = 0.1, kernel_size: int = 7,
-                 pooled_branch: bool = False):
+                 pooled_branch: bool = False, pooling: str = "mean"):
         super().__init__()
         if arch not in ARCHS:
             raise ValueError(f"arch must be one of {', '.join(ARCHS)}, got {arch!r}")
+        if pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {', '.join(POOLINGS)}, got {pooling!r}")
         self.config = {"arch": arch, "n_features": n_features, "d_model": d_model, "layers": layers,
                        "heads": heads, "ff": ff, "emb_dim": emb_dim, "dropout": dropout,
-                       "kernel_size": kernel_size, "pooled_branch": pooled_branch}
+                       "kernel_size": kernel_size, "pooled_branch": pooled_branch, "pooling": pooling}
         self.register_buffer("mean", torch.zeros(n_features))
         self.register_buffer("std", torch.ones(n_features))
         self.project = nn.Sequential(nn.Linear(n_features, d_model), nn.Dropout(dropout))
@@ -54,7 +60,7 @@ class ArtistEncoder(nn.Module):
                                                         num_layers=layers, depthwise_conv_kernel_size=kernel_size,
                                                         dropout=dropout)
         self.norm = nn.LayerNorm(d_model)
-        self.head = nn.Linear(d_model, emb_dim)
+        self.head = nn.Linear(d_model * (2 if pooling == "mean+std" else 1), emb_dim)
         self.gain = nn.Parameter(torch.ones(n_features)) if pooled_branch else None
 
     @property
@@ -83,7 +89,11 @@ class ArtistEncoder(nn.Module):
             x, _ = self.backbone(x, lengths)
         x = self.norm(x) * mask[..., None]
         count = mask.sum(1, keepdim=True).clamp(min=1).to(x.dtype)
-        emb = nn.functional.normalize(self.head(x.sum(1) / count), dim=-1)
+        pooled = x.sum(1) / count
+        if self.config["pooling"] == "mean+std":
+            spread = ((x - pooled[:, None]) * mask[..., None]).pow(2).sum(1) / count
+            pooled = torch.cat([pooled, (spread + 1e-5).sqrt()], dim=-1)
+        emb = nn.functional.normalize(self.head(pooled), dim=-1)
         if self.gain is None:
             return emb
         averaged = (z[:, : mask.shape[1]] * mask[..., None]).sum(1) / count  # the conformer trimmed mask

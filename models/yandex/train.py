@@ -4,8 +4,10 @@ Batches: ``SegmentBatches(balanced=(m, P), label="artist")``, m tracks of each o
 in two batches of an epoch, random crops whose length follows ``linear_curriculum`` (10 -> 81 steps
 over the first ``curriculum_epochs``; ``curriculum=None`` trains on full-length crops throughout).
 The artists of an artist-disjoint holdout (:func:`~models.yandex.data.artist_split`) are never
-trained on; every epoch they (whole artists, up to ``val_sample`` tracks) are embedded and scored with
-the official nDCG@100 (``val_ndcg``), which drives early stopping and ``best.pt``. Loss:
+trained on nor tuned on: they are what ``evaluate yandex`` scores. Validation uses a second
+artist-disjoint split carved out of the remaining artists (:func:`~models.yandex.data.validation_split`):
+every epoch they (whole artists, up to ``val_sample`` tracks) are embedded and scored with the official
+nDCG@100 (``val_ndcg``), which drives early stopping and ``best.pt``. Loss:
 :class:`~models.yandex.losses.MetricLoss` on augmented frames (:func:`~models.yandex.augment.augment_frames`,
 on the device). The loop, checkpoints, resume and history are :func:`models.training.fit`'s.
 """
@@ -26,17 +28,18 @@ from models.metrics.yandex_ndcg import ndcg_at_100
 from models.training import FitResult, TrainTask, fit, parse_device, seed_everything
 
 from .augment import DEFAULT_AUGMENT, augment_frames
-from .data import ARTIST, artist_split, feature_stats, open_store, track_ids
+from .data import ARTIST, artist_split, feature_stats, open_store, track_ids, validation_split
 from .embed import embed_clips
 from .losses import DEFAULT_LOSS, MetricLoss
 from .model import ARCHS, ArtistEncoder
 from .rerank import top_k
 
-__all__ = ["DEFAULT_MODEL", "retrieval_ndcg", "train_yandex"]
+__all__ = ["DEFAULT_MODEL", "VAL_HOLDOUT", "retrieval_ndcg", "train_yandex"]
 
 DEFAULT_MODEL = {"d_model": 128, "layers": 2, "heads": 4, "ff": 256, "emb_dim": 128, "dropout": 0.1,
-                 "kernel_size": 7, "pooled_branch": True}
+                 "kernel_size": 7, "pooled_branch": True, "pooling": "mean+std"}
 MAX_CROP = 81
+VAL_HOLDOUT = 0.125  # of the artists outside the evaluation holdout: 20 of the default 160
 
 
 def retrieval_ndcg(rankings: torch.Tensor, ids: np.ndarray, artists: np.ndarray) -> float:
@@ -68,14 +71,16 @@ def train_yandex(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLi
                  device: str | torch.device = "cpu", max_minutes: float | None = None, resume: bool = True,
                  progress: bool = True, patience: int = 8, weight_decay: float = 0.01, warmup: float = 0.05,
                  model: dict | None = None, loss: dict | None = None, augment: dict | None = None,
-                 torch_threads: int | None = None, val_sample: int = VAL_SAMPLE) -> FitResult:
+                 torch_threads: int | None = None, val_sample: int = VAL_SAMPLE,
+                 val_holdout: float = VAL_HOLDOUT) -> FitResult:
     """Train one encoder on ``store``'s train frame set; see the module docstring.
 
     ``curriculum=(start, stop)`` ramps the crop from ``start`` to ``stop`` steps over ``curriculum_epochs``
     (default: half of ``epochs``); ``window`` / ``hop`` set the validation's rolling windows (None: whole
     clips). ``model``, ``loss`` and ``augment`` override :data:`DEFAULT_MODEL`, ``DEFAULT_LOSS`` and
     ``DEFAULT_AUGMENT`` entries. ``holdout=0`` trains on every artist without validation. Each validation
-    ranks the same held-out artists' tracks, whole artists up to ``val_sample`` tracks (0: all of them).
+    ranks the same validation artists' tracks (a ``val_holdout`` fraction of the artists left after the
+    evaluation holdout), whole artists up to ``val_sample`` tracks (0: all of them).
     The other arguments are :func:`models.training.fit`'s.
     """
     if arch not in ARCHS:
@@ -91,7 +96,8 @@ def train_yandex(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLi
         torch.set_num_threads(torch_threads)
     seed_everything(seed)
 
-    fit_clips, held = artist_split(store, holdout, seed)
+    fit_clips, _ = artist_split(store, holdout, seed)  # the evaluation artists: never trained or tuned on
+    fit_clips, held = validation_split(store, fit_clips, val_holdout if holdout else 0.0, seed)
     ramp = curriculum_epochs or max(1, epochs // 2)
     crop: int | Callable[[int], int] = (linear_curriculum(curriculum[0], curriculum[1], ramp) if curriculum
                                         else MAX_CROP)
@@ -109,7 +115,8 @@ def train_yandex(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLi
               "augment": {**DEFAULT_AUGMENT, **(augment or {})},
               "batches": {"m": m, "artists_per_batch": artists_per_batch,
                           "curriculum": [*curriculum, ramp] if curriculum else None},
-              "holdout": {"fraction": holdout, "seed": seed}, "inference": {"window": window, "hop": hop}}
+              "holdout": {"fraction": holdout, "seed": seed}, "validation": {"fraction": val_holdout},
+              "inference": {"window": window, "hop": hop}}
     net = ArtistEncoder(**model_cfg)
     net.set_feature_stats(*feature_stats(store, fit_clips, seed))
     objective = MetricLoss(**config["loss"])
