@@ -154,6 +154,24 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     assert torch.load(path, weights_only=True) == {"x": 1}
 
 
+def test_atomic_write_to_a_fifo_writes_through_and_keeps_the_node(tmp_path):
+    """``--out /dev/null`` or a pipe: the bytes go to the node, which stays what it was (a rename would
+    have replaced the device or FIFO with a regular file)."""
+    import os
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    atomic_write_bytes(fifo, b"submission")
+    reader.join(timeout=60)
+    assert got == [b"submission"]
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode) and sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]
+
+
 def test_devices_and_precision():
     assert parse_device("cpu") == torch.device("cpu") and amp_dtype(torch.device("cpu")) is None
     for bad in ("gpu", "mps", "cuda:x", ""):

@@ -46,6 +46,12 @@ def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> 
     new one, never a partial one; on any exception the temporary file is removed and ``path`` is untouched.
     """
     path = Path(path)
+    if path.exists() and not path.is_file():
+        # a device, FIFO or socket (``--out /dev/null``, ``--out /dev/stdout``): nothing to stage, and a
+        # rename would replace the device node itself with a regular file
+        with open(path, "wb") as f:
+            write(f)
+        return path
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
