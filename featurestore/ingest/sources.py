@@ -128,9 +128,7 @@ class ParseAhead:
         # once (GIL-free) while the caller imports the rest, instead of both importing at once
         from ..schemas import mssd
         from . import log_batches
-        from .table import read_typed_csv
-
-        self._schemas, self._read, self._batches = mssd, read_typed_csv, log_batches.session_batches
+        self._schemas, self._read, self._batches = mssd, log_batches.read_in_blocks, log_batches.session_batches
         self._block_bytes = block_bytes  # None: log_batches.BLOCK_BYTES
         self.vocabularies: dict[str, list[str]] = {}
         self._tracks, self._logs = list(tracks), list(logs)

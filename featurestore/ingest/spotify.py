@@ -35,11 +35,10 @@ from ..store.arrays import EVENT_CHUNK
 from ..store.chunks import LocalGroup
 from ..store.manifest import sha256_file
 from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
-from .log_batches import LinesFrom, run_id_batches
+from .log_batches import LinesFrom, read_in_blocks, run_id_batches
 from .sessions import FULL, SessionIdRegistry, session_runs
 from .sources import ParseAhead, SourceHashes, all_files, discover
 from .spotify_encode import SessionEncoder, check_test_labels, test_date_batches
-from .table import read_typed_csv
 
 if TYPE_CHECKING:
     import zarr
@@ -69,7 +68,7 @@ def _ingest_tracks(paths: list[Path], group: LocalGroup | zarr.Group, bar: tqdm,
     mini releases); beyond that each file is read again, so memory stays bounded for 3.7M tracks.
     """
     def parse(p: Path) -> pl.DataFrame:
-        return read_typed_csv(p, S.TRACK_CSV)
+        return read_in_blocks(p, S.TRACK_CSV)
 
     read = read or parse
     rng = np.random.default_rng(0)

@@ -24,11 +24,45 @@ from .sessions import FIRST_HALF, SECOND_HALF, Runs, session_runs
 from .table import read_typed_csv
 
 
+class TrackIndex:
+    """Track id -> code, for one batch of log rows at a time, without rebuilding anything per batch.
+
+    A polars join against the track table builds a hash table over one side for every call: per batch of
+    140K rows against 1M tracks that cost more than the rest of the batch's encoding. Here the ids' 64-bit
+    hashes are sorted once (12 bytes a track beside the ids themselves); a batch is hashed, looked up by
+    binary search, and every match is confirmed by comparing the id strings, so a hash shared with an
+    unknown id cannot pass. Two tracks with one hash (never seen; possible in principle) use the join.
+    """
+
+    def __init__(self, track_codes: pl.DataFrame):
+        self.ids = track_codes[S.TRACK_ID]
+        self.table = track_codes
+        h = self.ids.hash(seed=0).to_numpy()
+        self.order = np.argsort(h).astype(np.int32)
+        self.hashes = h[self.order]
+        self.code = track_codes["code"].to_numpy().astype(np.int32)
+        self.unique = not np.any(self.hashes[1:] == self.hashes[:-1])
+
+    def codes(self, track_ids: pl.Series) -> np.ndarray:
+        """int32 code of each id, -1 where the id is not a track."""
+        if not self.unique or not len(self.hashes):
+            codes = track_ids.to_frame("t").join(self.table, left_on="t", right_on=S.TRACK_ID, how="left",
+                                                 maintain_order="left")["code"]
+            return codes.fill_null(-1).to_numpy().astype(np.int32)
+        q = track_ids.hash(seed=0).to_numpy()
+        pos = np.minimum(np.searchsorted(self.hashes, q), len(self.hashes) - 1)
+        row = self.order[pos]
+        found = (self.hashes[pos] == q) & (self.ids.gather(row) == track_ids).to_numpy()
+        return np.where(found, self.code[row], np.int32(-1)).astype(np.int32)
+
+
 class SessionEncoder:
     """Turns validated log frames into stored event columns; owns the categorical vocabularies."""
 
     def __init__(self, track_codes: pl.DataFrame | None):
         self.track_codes = track_codes  # None until the track table is written
+        self._index: TrackIndex | None = None
+        self._index_of: pl.DataFrame | None = None
         self.dicts = {c: Dictionary() for c in S.CATEGORICAL_COLUMNS}
 
     def columns(self, df: pl.DataFrame, path: Path, line_of_row: np.ndarray | None = None) -> dict[str, np.ndarray]:
@@ -37,14 +71,12 @@ class SessionEncoder:
         def line(r: int) -> int:
             return int(line_of_row[r]) if line_of_row is not None else r + 2
 
-        codes = df.select("track_id_clean").join(
-            self.track_codes, left_on="track_id_clean", right_on=S.TRACK_ID, how="left", maintain_order="left"
-        )["code"]
-        if codes.null_count():
-            r = int(codes.is_null().arg_max())
+        track = self._track_index().codes(df["track_id_clean"])
+        if track.min(initial=0) < 0:
+            r = int(np.argmax(track < 0))
             raise InputError(path, f"track {df['track_id_clean'][r]!r} is not in track_features",
                              line=line(r), column="track_id_clean")
-        out = {"track": codes.to_numpy().astype(np.int32, copy=False)}
+        out = {"track": track}
         for c in S.BOOL_COLUMNS:
             out[c] = df[c].to_numpy().view(np.uint8)  # numpy bools are bytes 0/1
         for c, limit in [*((f, 1) for f in S.FLAG_COLUMNS), ("hour_of_day", 23)]:
@@ -67,6 +99,11 @@ class SessionEncoder:
                 raise InputError(path, f"more than 256 distinct values in {c} (stored as uint8 codes)", column=c)
             out[c] = out[c].astype(np.uint8)
         return out
+
+    def _track_index(self) -> TrackIndex:
+        if self._index is None or self._index_of is not self.track_codes:
+            self._index, self._index_of = TrackIndex(self.track_codes), self.track_codes
+        return self._index
 
     def vocabularies(self) -> dict[str, list[str]]:
         return {c: d.values for c, d in self.dicts.items()}
