@@ -1,5 +1,6 @@
-"""Loader memory is bounded, and proven (issue 21): one full loader epoch runs in a memory cgroup whose limit is
-below the loader's memory-mapped session cache, and delivers every session once; the same limit kills a
+"""Ingest and loader memory are bounded, and proven (issue 21). The ingest: a log file read in small
+batches is ingested under a memory cgroup limit that kills the same command reading the file whole. The
+loader: one full epoch runs in a memory cgroup whose limit is below the memory-mapped session cache, and delivers every session once; the same limit kills a
 process that loads the cache whole. The cgroup helper (bench/memlimit.py) is what `fstore bench scale
 --memory-limit` uses; CI runs as root on a cgroup v1 machine like this one, so nothing here is skipped.
 
@@ -43,6 +44,48 @@ def big_store(tmp_path_factory) -> tuple[Path, list[Path], int, int]:
     sessions = cache.sessions
     del cache
     return path, files, sum(f.stat().st_size for f in files), sessions
+
+
+INGEST_LIMIT = 160 << 20
+INGEST_PRELOAD = ("polars", "numpy", "featurestore.cli", "featurestore.ingest.spotify")
+
+
+@pytest.fixture(scope="module")
+def big_log(tmp_path_factory) -> tuple[Path, int]:
+    """A release whose one training log (157 MB of CSV, 60,000 sessions) is about the limit: (raw, sessions)."""
+    from featurestore.synth.spotify import synth_spotify
+
+    raw = tmp_path_factory.mktemp("memlimit-ingest") / "raw"
+    s = synth_spotify(raw, sessions=60_000, tracks=200, seed=4, train_files=1)
+    (log,) = (raw / "training_set").glob("log_*")
+    assert log.stat().st_size > 0.9 * INGEST_LIMIT
+    return raw, s.n_train_sessions
+
+
+def _ingest_limited(raw: Path, out: Path, block_bytes: int, log: Path):
+    import os
+
+    env = {**os.environ, "FSTORE_LOG_BLOCK_BYTES": str(block_bytes)}
+    with open(log, "w") as f:
+        return run_measured([sys.executable, "-m", "featurestore.cli", "ingest", "spotify", str(raw), str(out),
+                             "--no-source-checksums"], limit_bytes=INGEST_LIMIT, preload=INGEST_PRELOAD,
+                            stdout=f, stderr=subprocess.STDOUT, env=env, timeout=HANG_GUARD_S)
+
+
+def test_an_ingest_in_batches_runs_under_a_limit_that_kills_a_whole_file_read(big_log, tmp_path):
+    """Peak memory is bounded by the batch, not the log file: with 1 MB blocks the ingest commits under a
+    160 MB cgroup limit (measured: 91 MB peak charge), and the same command reading the log as one block,
+    as the ingest did before issue 21, is killed by it (459 MB measured without a limit)."""
+    from featurestore.store import Store
+
+    raw, sessions = big_log
+    m = _ingest_limited(raw, tmp_path / "s.fstore", 1 << 20, tmp_path / "small.log")
+    assert not m.timed_out and not m.oom_killed and m.returncode == 0, (m, (tmp_path / "small.log").read_text())
+    store = Store(tmp_path / "s.fstore")
+    assert store.tables["train"]["rows"] == sessions and store.validate() == []
+    m = _ingest_limited(raw, tmp_path / "w.fstore", 1 << 30, tmp_path / "whole.log")
+    assert m.oom_killed and m.returncode == -9, (m, (tmp_path / "whole.log").read_text())
+    assert not (tmp_path / "w.fstore" / "manifest.json").exists()
 
 
 def _leftover_cgroups() -> list[Path]:

@@ -43,3 +43,26 @@ def test_a_hash_collision_is_no_false_alarm_and_a_real_repeat_names_both_files()
     files["b.csv"] = ["s3", "s1"]
     with pytest.raises(InputError, match=r"'s1' is split across a.csv and b.csv"):
         registry(files, {"a.csv": [7, 8], "b.csv": [9, 7]}).check(read)
+
+
+@given(st.lists(st.lists(st.text(min_size=1, max_size=6), max_size=8), min_size=1, max_size=4),
+       st.integers(1, 5))
+def test_spilled_to_disk_it_finds_the_same_repeats(groups, spill):
+    import tempfile
+
+    files = {f"f{i}.csv": ids for i, ids in enumerate(groups)}
+    ids = [x for g in groups for x in g]
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = Path(tmp) / "spill"
+        r = SessionIdRegistry(folder, spill_hashes=spill)
+        for name, g in files.items():  # each file in batches of two, as a batched read adds them
+            for k in range(0, max(len(g), 1), 2):
+                r.add(Path(name), pl.Series(g[k:k + 2], dtype=pl.Utf8))
+        batches = lambda p: (pl.Series(files[str(p)][k:k + 3], dtype=pl.Utf8)  # noqa: E731
+                             for k in range(0, len(files[str(p)]), 3))
+        if len(set(ids)) == len(ids):
+            r.check(batches)
+        else:
+            with pytest.raises(InputError, match="split across"):
+                r.check(batches)
+        assert not folder.exists()  # the spilled hashes are removed by the check

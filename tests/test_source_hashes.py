@@ -78,7 +78,7 @@ def _logs(tmp_path: Path, n: int, bad: int | None = None) -> list[Path]:
     return paths
 
 
-def test_parse_ahead_gives_frames_in_order_and_errors_at_their_file(tmp_path: Path) -> None:
+def test_parse_ahead_gives_batches_in_order_and_errors_at_their_file(tmp_path: Path) -> None:
     import pytest
 
     from featurestore.ingest.sources import ParseAhead
@@ -90,30 +90,34 @@ def test_parse_ahead_gives_frames_in_order_and_errors_at_their_file(tmp_path: Pa
     ahead = ParseAhead([], paths)
     try:
         with pytest.raises(ValueError, match="next is"):
-            ahead.next(paths[1])
+            ahead.batches(paths[1])
         for p in paths[:2]:
-            assert ahead.next(p).equals(read_typed_csv(p, S.log_parse_schema()))
+            (batch,) = list(ahead.batches(p))
+            assert batch.last and batch.first_line == 2
+            assert batch.frame.equals(read_typed_csv(p, S.log_parse_schema()))
         with pytest.raises(InputError, match="hour_of_day") as err:
-            ahead.next(paths[2])
+            list(ahead.batches(paths[2]))
         assert err.value.line == 2
     finally:
         ahead.close()
 
 
-def test_parse_ahead_holds_at_most_two_files(tmp_path: Path) -> None:
+def test_parse_ahead_holds_at_most_two_batches(tmp_path: Path) -> None:
     import time
 
     from featurestore.ingest.sources import ParseAhead
 
-    paths = _logs(tmp_path, 4)
-    ahead = ParseAhead([], paths)
+    paths = _logs(tmp_path, 5)
+    ahead = ParseAhead([], paths, ahead=2)
     try:
-        ahead.next(paths[0])  # being "encoded": file 1 may be parsed, file 2 must wait for next(paths[1])
-        assert paths[0] not in ahead._ready  # a frame handed over is not kept alive by the reader
-        ahead._ready[paths[1]].result(timeout=30)
+        first = ahead.batches(paths[0])
+        next(first)  # being "encoded": two more batches may wait, the parse holds the fourth
+        deadline = time.monotonic() + 30
+        while not ahead._queue.full() and time.monotonic() < deadline:
+            time.sleep(0.01)
         time.sleep(0.3)
-        assert not ahead._ready[paths[2]].done()
-        ahead.next(paths[1])
-        ahead._ready[paths[2]].result(timeout=30)
+        assert ahead._queue.qsize() == 2  # no more queued while the consumer holds its batch
+        assert [b.path for b in ahead.batches(paths[1])] == [paths[1]]
+        assert [b.path for b in ahead.batches(paths[2])] == [paths[2]]
     finally:
         ahead.close()

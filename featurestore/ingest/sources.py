@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import queue
 import sys
 import threading
 from concurrent.futures import Future
@@ -111,59 +112,89 @@ class ParseAhead:
     """The release's CSV files parsed in order on one background thread, ahead of their consumer.
 
     Started by the command line before it imports the ingest machinery, the parse of the track files
-    and of the first logs overlaps those imports and the track table's encoding; then it keeps one
-    file ahead of the encoder. At most ``ahead`` log files are held between the start of their parse
-    and the consumer's ``next`` call for the log after them (2: one being encoded, one being parsed),
-    so memory stays bounded to two log files (plus the track files, which the track table bounds).
+    and of the first logs overlaps those imports and the track table's encoding; then it keeps ahead
+    of the encoder. Track files are parsed whole (``next(path)``); log files in batches of whole
+    sessions (``batches(path)``, ``ingest/log_batches.py``), at most ``ahead`` batches queued beside
+    the one being parsed and the one being encoded, so memory is bounded whatever the size of a file.
 
-    ``next(path)`` returns that file's frame or raises its error (``InputError`` with file and line),
-    in file order: a serial read would meet the same error first. Log files are parsed against
-    ``schemas.mssd.log_parse_schema(self.vocabularies)``: the consumer publishes its vocabularies
-    after each file (one file late at worst; a value outside the Enum only means a text column).
+    Errors (``InputError`` with file and line) are raised by ``next`` or ``batches`` where a serial read
+    would meet them, in file order. Log files are parsed against
+    ``schemas.mssd.log_parse_schema(self.vocabularies)``: the consumer publishes its vocabularies after
+    each batch (a few batches late at worst; a value outside the Enum only means a text column).
     """
 
-    def __init__(self, tracks: list[Path], logs: list[Path], ahead: int = 2):
+    def __init__(self, tracks: list[Path], logs: list[Path], ahead: int = 2, block_bytes: int | None = None):
         # polars is imported here, by the caller, before the thread starts: the thread then parses at
         # once (GIL-free) while the caller imports the rest, instead of both importing at once
         from ..schemas import mssd
-        from .table import read_typed_csv
-
-        self._schemas, self._read = mssd, read_typed_csv
+        from . import log_batches
+        self._schemas, self._read, self._batches = mssd, log_batches.read_in_blocks, log_batches.session_batches
+        self._block_bytes = block_bytes  # None: log_batches.BLOCK_BYTES
         self.vocabularies: dict[str, list[str]] = {}
-        self._jobs = [(p, False) for p in tracks] + [(p, True) for p in logs]
-        self._slots = threading.Semaphore(ahead)
-        self._ready: dict[Path, Future] = {p: Future() for p, _ in self._jobs}
-        self._taken = 0
+        self._tracks, self._logs = list(tracks), list(logs)
+        self._ready: dict[Path, Future] = {p: Future() for p in self._tracks}
+        self._queue: queue.Queue = queue.Queue(maxsize=ahead)  # log batches (or the error), in order
+        self._taken_tracks = self._taken_logs = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="fstore-parse-ahead", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        S, read_typed_csv = self._schemas, self._read  # noqa: N806 - the schema module's usual name
-        for path, is_log in self._jobs:
-            if is_log:
-                self._slots.acquire()
+        S = self._schemas  # noqa: N806 - the schema module's usual name
+        for path in self._tracks:
             if self._stop.is_set():
                 return
             future = self._ready[path]
             try:
-                schema = S.log_parse_schema(self.vocabularies) if is_log else S.TRACK_CSV
-                future.set_result(read_typed_csv(path, schema))
+                future.set_result(self._read(path, S.TRACK_CSV))
             except BaseException as e:  # noqa: BLE001 - handed to the consumer, who raises it in file order
                 future.set_exception(e)
                 return
+        try:
+            for path in self._logs:
+                for batch in self._batches(path, lambda: S.log_parse_schema(self.vocabularies), self._block_bytes):
+                    if not self._put(batch):
+                        return
+        except BaseException as e:  # noqa: BLE001 - raised by ``batches`` in the consumer's thread
+            self._put(e)
+
+    def _put(self, item) -> bool:
+        """Queue ``item`` once there is room; False when closed meanwhile."""
+        while not self._stop.is_set():
+            try:
+                self._queue.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
 
     def next(self, path: Path):
-        """The parsed frame of ``path`` (the files are taken in the order given)."""
-        expected = self._jobs[self._taken][0] if self._taken < len(self._jobs) else None
+        """The parsed frame of track file ``path`` (the files are taken in the order given)."""
+        expected = self._tracks[self._taken_tracks] if self._taken_tracks < len(self._tracks) else None
         if path != expected:
             raise ValueError(f"ParseAhead: asked for {path}, next is {expected}")
-        if self._taken and self._jobs[self._taken - 1][1]:
-            self._slots.release()  # the consumer is done with the previous log file
-        self._taken += 1
+        self._taken_tracks += 1
         return self._ready.pop(path).result()  # not kept here: a frame lives only as long as its consumer's use
 
+    def batches(self, path: Path):
+        """The ``log_batches.Batch``es of log file ``path``, in order (the logs are taken in the order given)."""
+        expected = self._logs[self._taken_logs] if self._taken_logs < len(self._logs) else None
+        if path != expected:
+            raise ValueError(f"ParseAhead: asked for {path}, next is {expected}")
+        self._taken_logs += 1
+        return self._drain(path)
+
+    def _drain(self, path: Path):
+        while True:
+            item = self._queue.get()
+            if isinstance(item, BaseException):
+                raise item
+            if item.path != path:
+                raise ValueError(f"ParseAhead: a batch of {item.path} while reading {path}")
+            yield item
+            if item.last:
+                return
+
     def close(self) -> None:
-        """Stop parsing (after the file in progress) and let the thread end."""
+        """Stop parsing (after the block in progress) and let the thread end."""
         self._stop.set()
-        self._slots.release()

@@ -20,6 +20,7 @@ Open vocabularies: unseen context_type / reason values are added to the dictiona
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -34,10 +35,10 @@ from ..store.arrays import EVENT_CHUNK
 from ..store.chunks import LocalGroup
 from ..store.manifest import sha256_file
 from .builder import IngestSummary, StoreBuilder, file_sources, refuse_existing
+from .log_batches import LinesFrom, read_in_blocks, run_id_batches
 from .sessions import FULL, SessionIdRegistry, session_runs
 from .sources import ParseAhead, SourceHashes, all_files, discover
-from .spotify_encode import SessionEncoder, check_test_labels, read_test_date
-from .table import read_typed_csv
+from .spotify_encode import SessionEncoder, check_test_labels, test_date_batches
 
 if TYPE_CHECKING:
     import zarr
@@ -67,7 +68,7 @@ def _ingest_tracks(paths: list[Path], group: LocalGroup | zarr.Group, bar: tqdm,
     mini releases); beyond that each file is read again, so memory stays bounded for 3.7M tracks.
     """
     def parse(p: Path) -> pl.DataFrame:
-        return read_typed_csv(p, S.TRACK_CSV)
+        return read_in_blocks(p, S.TRACK_CSV)
 
     read = read or parse
     rng = np.random.default_rng(0)
@@ -100,8 +101,9 @@ def _ingest_tracks(paths: list[Path], group: LocalGroup | zarr.Group, bar: tqdm,
 
 def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: RaggedWriter | None = None,
                   ahead: ParseAhead | None = None) -> RaggedWriter:
-    """Check, encode and write the logs file by file while ``ahead`` parses the next one; into a new
-    train set, or into ``writer`` (an append resumes the parent version's set)."""
+    """Check, encode and write the logs batch by batch (whole sessions, ``log_batches``) while ``ahead``
+    parses the next ones; into a new train set, or into ``writer`` (an append resumes the parent
+    version's set)."""
     own = ahead is None
     ahead = ParseAhead([], paths) if own else ahead
     try:
@@ -109,14 +111,16 @@ def _ingest_train(paths, builder: StoreBuilder, enc, registry, bar, writer: Ragg
                                                                 chunk=TRAIN_CHUNK)
         ids = builder.ids("train")
         for p in paths:
-            df = ahead.next(p)
-            runs = session_runs(df, p, FULL)
-            registry.add(p, runs.session_ids)
-            writer.append(runs.lengths, enc.columns(df, p))
-            ids.append(runs.session_ids)
-            ahead.vocabularies = enc.vocabularies()
+            for batch in ahead.batches(p):
+                with LinesFrom(p, batch.first_line):
+                    runs = session_runs(batch.frame, p, FULL)
+                    columns = enc.columns(batch.frame, p)
+                registry.add(p, runs.session_ids)
+                writer.append(runs.lengths, columns)
+                ids.append(runs.session_ids)
+                ahead.vocabularies = enc.vocabularies()
+                del batch, runs, columns  # freed before the next batch arrives: its parse reuses this memory
             bar.update(p.stat().st_size)
-            del df, runs  # freed before the next file arrives: its parse reuses this memory
     finally:
         if own:
             ahead.close()
@@ -128,18 +132,16 @@ def _ingest_test(triples, builder: StoreBuilder, enc, registry, bar) -> tuple[Ra
     ids = builder.ids("test")
     labelled = check_test_labels(triples)
     for pre_path, inp, gt in triples:
-        merged, lengths, lines, session_ids = read_test_date(pre_path, inp, gt)
-        registry.add(pre_path, session_ids)
-        writer.append(lengths, enc.columns(merged, pre_path, lines))
-        ids.append(session_ids)
+        for merged, lengths, lines, session_ids in test_date_batches(pre_path, inp, gt):
+            registry.add(pre_path, session_ids)
+            writer.append(lengths, enc.columns(merged, pre_path, lines))
+            ids.append(session_ids)
         bar.update(sum(p.stat().st_size for p in (pre_path, inp, gt) if p is not None))
     return writer, labelled
 
 
-def _run_ids(path: Path) -> pl.Series:
-    df = read_typed_csv(path, {"session_id": pl.Utf8})
-    sid = df["session_id"]
-    return sid.filter((sid != sid.shift(1)).fill_null(True))
+def _run_ids(path: Path) -> Iterator[pl.Series]:
+    return run_id_batches(path)
 
 
 def sources_with(raw_dir: Path, paths: list[Path], digests: dict[Path, str] | None) -> list[dict]:
@@ -198,7 +200,7 @@ def _ingest(raw_dir: Path, store_path: str | Path, overwrite: bool, progress: bo
         enc.track_codes = _ingest_tracks(files["tracks"], b.tree, bar, read=ahead.next if ahead else None)
         b.table("tracks", dict(b.tree["tracks"].attrs))
         b.write_ids("tracks", enc.track_codes[S.TRACK_ID])
-        registry = SessionIdRegistry()
+        registry = SessionIdRegistry(b.stage / ".session-hashes")  # spilled there beyond 32 MB, removed by check
         digests: dict[Path, str] | None = {} if source_checksums else None
         if client is None:
             b.table("train", _ingest_train(files["train"], b, enc, registry, bar, ahead=ahead).close(split="train"))

@@ -315,6 +315,11 @@ def read_typed_csv(path: Path, schema: dict[str, pl.DataType], required: list[st
     return _read_typed(path, read_source_bytes(path, digest), schema, required)
 
 
+def read_typed_csv_bytes(path: Path, source: bytes, schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """``read_typed_csv`` of text already read (a block of a large file, its header line first)."""
+    return _read_typed(path, source, schema, None)
+
+
 def _read_typed(path: Path, source: bytes | Path, schema: dict[str, pl.DataType],
                 required: list[str] | None) -> pl.DataFrame:
     raw = read_header(source, path)

@@ -18,6 +18,7 @@ class InputError(FstoreError):
             where += f", column {column!r}"
         super().__init__(f"{where}: {message}")
         self.path, self.line, self.column = path, line, column
+        self.detail = message  # without the place: an error found in a block is raised again with file lines
 
 
 class StoreError(FstoreError):
