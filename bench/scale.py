@@ -48,6 +48,7 @@ class Family:
     synth: Callable[[int], list[str]]
     train: Callable[[int], list[str]] = field(default=lambda n: [])
     note: str = ""
+    evaluate: tuple[str, ...] = ()  # extra options of its evaluate step
 
 
 def _spotify(n: int) -> list[str]:
@@ -95,7 +96,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("spotify", "skip", "sessions", 130_000_000, (0.0005, 0.002, 0.01, 0.077), 600, _spotify,
            note="sessions in all (train + test); tracks scaled as 3.7M / 130M"),
     Family("melon", "melon", "playlists", 148_826, (0.01, 0.1, 0.33, 1.0), 200, _melon,
-           note="playlists over train/val/test; songs scaled as 707,989 / 148,826"),
+           note="playlists over train/val/test; songs scaled as 707,989 / 148,826",
+           evaluate=("--split", "test")),  # test is scored after val, where the blend weights are chosen
     Family("yandex", "yandex", "tracks", 208_573, (0.01, 0.033, 0.1, 0.33), 150, _yandex, _yandex_train,
            note="train + test tracks (167,196 + 41,377), 9.05 tracks an artist"),
     Family("fsd", "fsd", "clips", 24_785, (0.01, 0.05, 0.25, 1.0), 80, _fsd,
@@ -218,15 +220,18 @@ def plan(family: Family, n: int, folder: Path, max_minutes: float, epochs: int |
             "epoch": [*cli, "bench", "epoch", str(store)],
             "train": train,
             "evaluate": [*cli, "evaluate", family.model, str(store), "CHECKPOINT",  # submission: its default name
-                         "--metrics-json", str(folder / "metrics.json")]}
+                         "--metrics-json", str(folder / "metrics.json"), *family.evaluate]}
 
 
 def run(family_name: str, work: Path, fractions: Sequence[float] | None = None, sizes: Sequence[int] | None = None,
         max_minutes: float = 2.0, epochs: int | None = None, steps: Sequence[str] = STEPS,
         memory_limit: int | None = None, limit_steps: Sequence[str] = ("epoch",), step_timeout_s: float = 3600,
-        keep: bool = False, dry_run: bool = False, echo: Callable[[str], None] = print) -> dict:
+        keep: bool = False, keep_store: bool = False, dry_run: bool = False,
+        echo: Callable[[str], None] = print) -> dict:
     """Measure ``family`` at each size (``sizes`` in its unit, else ``fractions`` of the real release);
-    return the JSON document written to ``work/family/scale.json``."""
+    return the JSON document written to ``work/family/scale.json``. ``keep`` keeps every size's data;
+    ``keep_store`` only its store and training run (the raw files, the largest part, are removed after
+    the ingest), e.g. to evaluate the largest size again."""
     family = FAMILIES[family_name]
     bad = [s for s in [*steps, *limit_steps] if s not in STEPS]
     if bad:
@@ -291,7 +296,7 @@ def run(family_name: str, work: Path, fractions: Sequence[float] | None = None, 
             if step == "evaluate" and (folder / "metrics.json").exists():
                 info["scores"] = json.loads((folder / "metrics.json").read_text())
         sizes_info.append(info)
-        if not keep:
+        if not (keep or keep_store):
             shutil.rmtree(folder, ignore_errors=True)
     exps = fit_exponents(rows)
     echo(f"bench scale {family.name}:")
