@@ -166,6 +166,28 @@ def exponent_lines(exps: dict[str, dict[str, float | None]]) -> list[str]:
         f"    {step:<9} time {f(e['time'])}   peak RSS {f(e['memory'])}" for step, e in exps.items()]
 
 
+def markdown(doc: dict) -> list[str]:
+    """A ``scale.json`` as a Markdown table: one row per size, each step's wall seconds / peak RSS MB
+    (or its status), the store's bytes, then the exponents."""
+    steps = [s for s in STEPS if any(r["step"] == s for r in doc["rows"])]
+    info = {i["size"]: i for i in doc["sizes"]}
+    lines = [f"| {doc['unit']} | fraction | " + " | ".join(f"{s} s / MB" for s in steps) + " | store MB |",
+             "|---:|---:|" + "---:|" * (len(steps) + 1)]
+    for size in sorted({r["size"] for r in doc["rows"]}):
+        cells = {r["step"]: (f"{r['wall_s']:,.0f} / {r['peak_rss_mb']:,.0f}" if r["status"] == "ok" else r["status"])
+                 for r in doc["rows"] if r["size"] == size}
+        store = info.get(size, {}).get("store_bytes")
+        lines.append(f"| {size:,} | {size / doc['real_size']:.3g} | " + " | ".join(cells.get(s, "") for s in steps)
+                     + f" | {'' if store is None else f'{store / 2**20:,.0f}'} |")
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+    exps = doc["exponents"]
+    lines.append("| exponent (time, RSS) | | " + " | ".join(
+        f"{f(exps[s]['time'])}, {f(exps[s]['memory'])}" if s in exps else "" for s in steps) + " | |")
+    return lines
+
+
 def plot(rows: Sequence[Row], family: str, unit: str, path: Path) -> None:
     """Wall time and peak RSS against size, log-log, one line per step."""
     import matplotlib
@@ -209,6 +231,26 @@ def _checkpoint(run_dir: Path) -> Path:
     return best if best.exists() else run_dir / "checkpoint.pt"
 
 
+def _earlier(path: Path) -> dict[int, tuple[list[Row], dict]]:
+    """Every size of an earlier ``scale.json``: size -> (rows, size info)."""
+    if not path.is_file():
+        return {}
+    by_size: dict[int, list[Row]] = {}
+    try:
+        doc = json.loads(path.read_text())
+        for r in doc["rows"]:
+            row = Row(**{k: math.nan if v is None and k in ("wall_s", "peak_rss_mb") else v for k, v in r.items()})
+            by_size.setdefault(row.size, []).append(row)
+        info = {i["size"]: i for i in doc["sizes"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a bench scale result to resume ({type(e).__name__}: {e})") from None
+    return {n: (rs, info[n]) for n, rs in by_size.items() if n in info}
+
+
+def _complete(rows: Sequence[Row], steps: Sequence[str]) -> bool:
+    return all(any(r.step == s and r.status == "ok" for r in rows) for s in steps)
+
+
 def plan(family: Family, n: int, folder: Path, max_minutes: float, epochs: int | None) -> dict[str, list[str]]:
     """The CLI command of each step at size ``n`` (evaluate's checkpoint is chosen when it runs)."""
     cli = [sys.executable, "-m", "featurestore.cli"]
@@ -226,12 +268,14 @@ def plan(family: Family, n: int, folder: Path, max_minutes: float, epochs: int |
 def run(family_name: str, work: Path, fractions: Sequence[float] | None = None, sizes: Sequence[int] | None = None,
         max_minutes: float = 2.0, epochs: int | None = None, steps: Sequence[str] = STEPS,
         memory_limit: int | None = None, limit_steps: Sequence[str] = ("epoch",), step_timeout_s: float = 3600,
-        keep: bool = False, keep_store: bool = False, dry_run: bool = False,
+        keep: bool = False, keep_store: bool = False, resume: bool = False, dry_run: bool = False,
         echo: Callable[[str], None] = print) -> dict:
     """Measure ``family`` at each size (``sizes`` in its unit, else ``fractions`` of the real release);
     return the JSON document written to ``work/family/scale.json``. ``keep`` keeps every size's data;
     ``keep_store`` only its store and training run (the raw files, the largest part, are removed after
-    the ingest), e.g. to evaluate the largest size again."""
+    the ingest), e.g. to evaluate the largest size again. ``resume`` keeps the sizes of an earlier
+    ``scale.json`` whose steps (those asked for now) all succeeded, runs the others, and writes them all
+    into one table (a sweep stopped part way, or more sizes added later)."""
     family = FAMILIES[family_name]
     bad = [s for s in [*steps, *limit_steps] if s not in STEPS]
     if bad:
@@ -256,7 +300,14 @@ def run(family_name: str, work: Path, fractions: Sequence[float] | None = None, 
     logs.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     sizes_info: list[dict] = []
+    done = _earlier(out / "scale.json") if resume else {}
     for n, frac in points:
+        kept_rows, kept_info = done.pop(n, ([], {}))
+        if kept_rows and _complete(kept_rows, steps):
+            rows += kept_rows
+            sizes_info.append(kept_info)
+            echo(f"  {family.unit} {n:,}: kept from the earlier scale.json (--resume)")
+            continue
         folder = out / f"n{n}"
         folder.mkdir(parents=True, exist_ok=True)
         cmds = plan(family, n, folder, max_minutes, epochs)
@@ -298,6 +349,11 @@ def run(family_name: str, work: Path, fractions: Sequence[float] | None = None, 
         sizes_info.append(info)
         if not (keep or keep_store):
             shutil.rmtree(folder, ignore_errors=True)
+    for kept_rows, kept_info in done.values():  # earlier sizes not asked for this time stay in the table
+        rows += kept_rows
+        sizes_info.append(kept_info)
+    rows.sort(key=lambda r: (r.size, STEPS.index(r.step)))
+    sizes_info.sort(key=lambda i: i["size"])
     exps = fit_exponents(rows)
     echo(f"bench scale {family.name}:")
     for line in table(rows, family.unit) + exponent_lines(exps):

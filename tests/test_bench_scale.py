@@ -120,3 +120,42 @@ def test_results_of_a_failed_step_skip_the_rest_of_that_size(tmp_path):
     statuses = {r["step"]: r["status"] for r in doc["rows"]}
     assert statuses == {"ingest": "exit 1", "epoch": "skipped"}
     assert Path(doc["rows"][0]["log"]).read_text().count("\n") >= 1
+
+
+def test_resume_keeps_the_sizes_already_measured_and_runs_the_others(tmp_path):
+    """A sweep stopped part way: --resume runs only the sizes without a successful row for every step asked
+    for, and one scale.json holds them all, in size order."""
+    from bench.scale import run
+
+    first = run("spotify", tmp_path, sizes=[700], steps=["synth"], echo=lambda s: None)
+    said: list[str] = []
+    doc = run("spotify", tmp_path, sizes=[600, 700], steps=["synth"], resume=True, echo=said.append)
+    assert [(r["size"], r["step"], r["status"]) for r in doc["rows"]] == [(600, "synth", "ok"), (700, "synth", "ok")]
+    assert doc["rows"][1] == first["rows"][0]  # the kept row, not a new measurement
+    assert [i["size"] for i in doc["sizes"]] == [600, 700]
+    assert any("700: kept from the earlier scale.json" in line for line in said)
+    # asking for a step the kept size never ran measures that size again; sizes not asked for stay
+    doc = run("spotify", tmp_path, sizes=[600], steps=["synth", "ingest"], resume=True, echo=lambda s: None)
+    assert [(r["size"], r["step"]) for r in doc["rows"]] == [(600, "synth"), (600, "ingest"), (700, "synth")]
+    assert doc["rows"][2] == first["rows"][0]
+    (tmp_path / "spotify" / "scale.json").write_text("{")
+    r = CliRunner().invoke(main, ["bench", "scale", "spotify", "--sizes", "600", "--resume", "--work", str(tmp_path)])
+    assert r.exit_code == 1 and "not a bench scale result to resume" in r.output
+
+
+def test_markdown_table_of_a_result(tmp_path):
+    rows = [Row(1_000, 0.01, "ingest", "ok", 2.0, 300.0), Row(1_000, 0.01, "train", "ok", 60.0, 900.0),
+            Row(10_000, 0.1, "ingest", "ok", 20.0, 310.0), Row(10_000, 0.1, "train", "timeout", 7.0, 950.0)]
+    doc = {"unit": "playlists", "real_size": 100_000, "rows": [r.__dict__ for r in rows],
+           "exponents": fit_exponents(rows), "sizes": [{"size": 1_000, "store_bytes": 3 * 2**20}, {"size": 10_000}]}
+    (tmp_path / "melon").mkdir()
+    (tmp_path / "melon" / "scale.json").write_text(json.dumps(doc))
+    r = CliRunner().invoke(main, ["bench", "scale", "melon", "--markdown", "--work", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == "| playlists | fraction | ingest s / MB | train s / MB | store MB |"
+    assert lines[2] == "| 1,000 | 0.01 | 2 / 300 | 60 / 900 | 3 |"
+    assert lines[3] == "| 10,000 | 0.1 | 20 / 310 | timeout |  |"
+    assert lines[4] == "| exponent (time, RSS) | | 1.00, 0.01 | n/a, n/a | |"
+    r = CliRunner().invoke(main, ["bench", "scale", "fsd", "--markdown", "--work", str(tmp_path)])
+    assert r.exit_code == 1 and "no bench scale result" in r.output
