@@ -31,6 +31,10 @@ def test_tiny_spotify_runs_every_step_as_its_own_measured_process(tmp_path):
     assert peak["train"] > peak["synth"] and peak["epoch"] > peak["synth"]
     (size,) = doc["sizes"]
     assert size["size"] == FAMILIES["spotify"].tiny and size["store_bytes"] > 0 and size["cache_bytes"] > 0
+    # the time-limited run left best.pt, and evaluate was given the run folder, as a user would
+    assert size["checkpoint"] == "best.pt"
+    evaluate_cmd = (tmp_path / "spotify" / "logs" / f"n{size['size']}-evaluate.log").read_text().splitlines()[0]
+    assert evaluate_cmd.split()[6].endswith(f"n{size['size']}/run")
     n = int(size["epoch"][0].split(" of ")[1].split()[0])
     assert size["epoch"][0].startswith(f"epoch: {n} of {n} sessions seen, 0 repeated, 0 stray")
     assert set(size["scores"]["scores"]) >= {"model", "copy_last"}
@@ -127,7 +131,15 @@ def test_resume_keeps_the_sizes_already_measured_and_runs_the_others(tmp_path):
     for, and one scale.json holds them all, in size order."""
     from bench.scale import run
 
-    first = run("spotify", tmp_path, sizes=[700], steps=["synth"], echo=lambda s: None)
+    seen: list[list] = []
+
+    def partial(line: str) -> None:  # scale.json holds every step measured so far, before the sweep ends
+        if "synth" in line and "ok" in line:
+            seen.append(json.loads((tmp_path / "spotify" / "scale.json").read_text())["rows"])
+
+    first = run("spotify", tmp_path, sizes=[700], steps=["synth"], echo=partial)
+    assert [[(r["size"], r["step"]) for r in rows] for rows in seen] == [[(700, "synth")]]
+    assert first["rows"][0]["load"] >= 0
     said: list[str] = []
     doc = run("spotify", tmp_path, sizes=[600, 700], steps=["synth"], resume=True, echo=said.append)
     assert [(r["size"], r["step"], r["status"]) for r in doc["rows"]] == [(600, "synth", "ok"), (700, "synth", "ok")]
@@ -159,3 +171,17 @@ def test_markdown_table_of_a_result(tmp_path):
     assert lines[4] == "| exponent (time, RSS) | | 1.00, 0.01 | n/a, n/a | |"
     r = CliRunner().invoke(main, ["bench", "scale", "fsd", "--markdown", "--work", str(tmp_path)])
     assert r.exit_code == 1 and "no bench scale result" in r.output
+
+
+def test_store_bytes_count_hard_linked_files_once(tmp_path):
+    """A store's root checkout and its version tree share files by hard link: counted once."""
+    from bench.scale import _du
+
+    (tmp_path / "s" / "_fstore" / "trees" / "v1").mkdir(parents=True)
+    (tmp_path / "s" / "chunk").write_bytes(b"x" * 1000)
+    (tmp_path / "s" / "_fstore" / "trees" / "v1" / "chunk").hardlink_to(tmp_path / "s" / "chunk")
+    (tmp_path / "s" / "manifest.json").write_bytes(b"y" * 10)
+    (tmp_path / "s" / "cache").mkdir()
+    (tmp_path / "s" / "cache" / "c").write_bytes(b"z" * 500)
+    assert _du(tmp_path / "s", skip="cache") == 1010
+    assert _du(tmp_path / "s") == 1510
