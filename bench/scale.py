@@ -206,6 +206,7 @@ def plot(rows: Sequence[Row], family: str, unit: str, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for step in STEPS:
@@ -218,6 +219,7 @@ def plot(rows: Sequence[Row], family: str, unit: str, path: Path) -> None:
     for ax, what in zip(axes, ("wall time (s)", "peak RSS (MB)"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # the decades only: minor labels overlap
         ax.set_xlabel(unit)
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
