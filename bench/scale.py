@@ -1,8 +1,10 @@
 """``fstore bench scale FAMILY``: cost against size, at fractions of the real release (issue 21).
 
 For each size it synthesizes the family's raw files in the real format, then ingests them, runs one loader
-epoch (``fstore bench epoch``), trains with ``--max-minutes`` and evaluates the checkpoint (``best.pt``,
-else the time-limited ``checkpoint.pt``). Every step is a subprocess of the real CLI (``python -m
+epoch (``fstore bench epoch``), trains with ``--max-minutes`` and evaluates the training run folder as a
+user would (evaluate takes its ``best.pt``, which a time-limited run leaves, else ``checkpoint.pt``;
+``scale.json`` records which). Per-family options go to the steps (Melon evaluates ``--split test``:
+val, where the blend weights are chosen, then test). Every step is a subprocess of the real CLI (``python -m
 featurestore.cli ...``), measured alone: wall time and peak RSS (``bench/memlimit.py``); with
 ``--memory-limit`` the steps named by ``--limit-steps`` run in a child memory cgroup with that limit
 (the whole process: interpreter and torch included), and the table adds the cgroup's peak and OOM kills.
@@ -11,7 +13,8 @@ It prints a table (size, step, wall s, peak RSS MB), the exponent of time and of
 each step (least-squares slope in log-log: 1 is linear, 0 flat), and writes ``WORK/FAMILY/scale.json``
 (every row, the exponents, store and cache bytes, evaluation scores) and ``WORK/FAMILY/scale.png``.
 Each step's output is in ``WORK/FAMILY/logs/``. The data of a size is removed once measured (raw files
-right after the ingest) unless ``--keep``.
+right after the ingest) unless ``--keep`` (``--keep-store``: all but the raw files). ``--resume`` keeps
+the sizes an earlier ``scale.json`` measured whole; ``--markdown`` prints a result as a README table.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import json
 import math
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
@@ -28,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from featurestore.store.atomic import atomic_write_bytes
 
 from .memlimit import Measured, run_measured
 
@@ -48,6 +54,7 @@ class Family:
     synth: Callable[[int], list[str]]
     train: Callable[[int], list[str]] = field(default=lambda n: [])
     note: str = ""
+    evaluate: tuple[str, ...] = ()  # extra options of its evaluate step
 
 
 def _spotify(n: int) -> list[str]:
@@ -95,7 +102,8 @@ FAMILIES: dict[str, Family] = {f.name: f for f in (
     Family("spotify", "skip", "sessions", 130_000_000, (0.0005, 0.002, 0.01, 0.077), 600, _spotify,
            note="sessions in all (train + test); tracks scaled as 3.7M / 130M"),
     Family("melon", "melon", "playlists", 148_826, (0.01, 0.1, 0.33, 1.0), 200, _melon,
-           note="playlists over train/val/test; songs scaled as 707,989 / 148,826"),
+           note="playlists over train/val/test; songs scaled as 707,989 / 148,826",
+           evaluate=("--split", "test")),  # test is scored after val, where the blend weights are chosen
     Family("yandex", "yandex", "tracks", 208_573, (0.01, 0.033, 0.1, 0.33), 150, _yandex, _yandex_train,
            note="train + test tracks (167,196 + 41,377), 9.05 tracks an artist"),
     Family("fsd", "fsd", "clips", 24_785, (0.01, 0.05, 0.25, 1.0), 80, _fsd,
@@ -116,6 +124,12 @@ class Row:
     cgroup_peak_mb: float | None = None
     limit_mb: float | None = None
     log: str = ""
+    load: float | None = None  # the machine's 1-minute load average when the step ended (others' work too)
+
+    @classmethod
+    def from_json(cls, d: dict) -> Row:
+        """A row of ``scale.json`` (where NaN was written as null)."""
+        return cls(**{k: math.nan if v is None and k in ("wall_s", "peak_rss_mb") else v for k, v in d.items()})
 
     @classmethod
     def of(cls, size: int, fraction: float, step: str, m: Measured, log: Path) -> Row:
@@ -124,7 +138,7 @@ class Row:
         mb = 1 / 2**20
         return cls(size, fraction, step, status, m.wall_s, m.max_rss_bytes * mb,
                    None if m.peak_bytes is None else m.peak_bytes * mb,
-                   None if m.limit_bytes is None else m.limit_bytes * mb, str(log))
+                   None if m.limit_bytes is None else m.limit_bytes * mb, str(log), round(os.getloadavg()[0], 1))
 
 
 def fit_exponents(rows: Sequence[Row], steps: Sequence[str] = FITTED) -> dict[str, dict[str, float | None]]:
@@ -146,14 +160,14 @@ def table(rows: Sequence[Row], unit: str) -> list[str]:
     limited = any(r.limit_mb is not None for r in rows)
     head = f"  {unit:>12} {'fraction':>9}  {'step':<9}{'wall s':>9}{'peak RSS MB':>13}"
     head += f"{'cgroup MB':>11}{'limit MB':>10}" if limited else ""
-    lines = [head + "  status"]
+    lines = [head + f"{'load':>6}  status"]
     for r in rows:
         line = f"  {r.size:>12,} {r.fraction:>9.4g}  {r.step:<9}{r.wall_s:>9.1f}{r.peak_rss_mb:>13,.0f}"
         if limited:
             cg = "" if r.cgroup_peak_mb is None else f"{r.cgroup_peak_mb:,.0f}"
             lim = "" if r.limit_mb is None else f"{r.limit_mb:,.0f}"
             line += f"{cg:>11}{lim:>10}"
-        lines.append(line + f"  {r.status}")
+        lines.append(line + f"{'' if r.load is None else f'{r.load:.1f}':>6}  {r.status}")
     return lines
 
 
@@ -164,12 +178,35 @@ def exponent_lines(exps: dict[str, dict[str, float | None]]) -> list[str]:
         f"    {step:<9} time {f(e['time'])}   peak RSS {f(e['memory'])}" for step, e in exps.items()]
 
 
+def markdown(doc: dict) -> list[str]:
+    """A ``scale.json`` as a Markdown table: one row per size, each step's wall seconds / peak RSS MB
+    (or its status), the store's bytes, then the exponents."""
+    steps = [s for s in STEPS if any(r["step"] == s for r in doc["rows"])]
+    info = {i["size"]: i for i in doc["sizes"]}
+    lines = [f"| {doc['unit']} | fraction | " + " | ".join(f"{s} s / MB" for s in steps) + " | store MB |",
+             "|---:|---:|" + "---:|" * (len(steps) + 1)]
+    for size in sorted({r["size"] for r in doc["rows"]}):
+        cells = {r["step"]: (f"{r['wall_s']:,.0f} / {r['peak_rss_mb']:,.0f}" if r["status"] == "ok" else r["status"])
+                 for r in doc["rows"] if r["size"] == size}
+        store = info.get(size, {}).get("store_bytes")
+        lines.append(f"| {size:,} | {size / doc['real_size']:.3g} | " + " | ".join(cells.get(s, "") for s in steps)
+                     + f" | {'' if store is None else f'{store / 2**20:,.0f}'} |")
+
+    def f(v: float | None) -> str:
+        return "n/a" if v is None else f"{v:.2f}"
+    exps = doc["exponents"]
+    lines.append("| exponent (time, RSS) | | " + " | ".join(
+        f"{f(exps[s]['time'])}, {f(exps[s]['memory'])}" if s in exps else "" for s in steps) + " | |")
+    return lines
+
+
 def plot(rows: Sequence[Row], family: str, unit: str, path: Path) -> None:
     """Wall time and peak RSS against size, log-log, one line per step."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
     for step in STEPS:
@@ -182,6 +219,7 @@ def plot(rows: Sequence[Row], family: str, unit: str, path: Path) -> None:
     for ax, what in zip(axes, ("wall time (s)", "peak RSS (MB)"), strict=True):
         ax.set_xscale("log")
         ax.set_yscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())  # the decades only: minor labels overlap
         ax.set_xlabel(unit)
         ax.set_ylabel(what)
         ax.grid(True, which="both", alpha=0.3)
@@ -194,11 +232,16 @@ def plot(rows: Sequence[Row], family: str, unit: str, path: Path) -> None:
 
 
 def _du(path: Path, skip: str | None = None) -> int:
-    total = 0
+    """Bytes of the files under ``path``, each file once: a store's versions share files by hard link."""
+    total, seen = 0, set()
     for root, dirs, files in os.walk(path):
         if skip is not None and Path(root) == path and skip in dirs:
             dirs.remove(skip)
-        total += sum((Path(root) / f).stat().st_size for f in files if not (Path(root) / f).is_symlink())
+        for name in files:
+            st = (Path(root) / name).lstat()
+            if stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in seen:
+                seen.add((st.st_dev, st.st_ino))
+                total += st.st_size
     return total
 
 
@@ -207,8 +250,28 @@ def _checkpoint(run_dir: Path) -> Path:
     return best if best.exists() else run_dir / "checkpoint.pt"
 
 
+def _earlier(path: Path) -> dict[int, tuple[list[Row], dict]]:
+    """Every size of an earlier ``scale.json``: size -> (rows, size info)."""
+    if not path.is_file():
+        return {}
+    by_size: dict[int, list[Row]] = {}
+    try:
+        doc = json.loads(path.read_text())
+        for r in doc["rows"]:
+            row = Row.from_json(r)
+            by_size.setdefault(row.size, []).append(row)
+        info = {i["size"]: i for i in doc["sizes"]}
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a bench scale result to resume ({type(e).__name__}: {e})") from None
+    return {n: (rs, info[n]) for n, rs in by_size.items() if n in info}
+
+
+def _complete(rows: Sequence[Row], steps: Sequence[str]) -> bool:
+    return all(any(r.step == s and r.status == "ok" for r in rows) for s in steps)
+
+
 def plan(family: Family, n: int, folder: Path, max_minutes: float, epochs: int | None) -> dict[str, list[str]]:
-    """The CLI command of each step at size ``n`` (evaluate's checkpoint is chosen when it runs)."""
+    """The CLI command of each step at size ``n``."""
     cli = [sys.executable, "-m", "featurestore.cli"]
     raw, store, run = folder / "raw", folder / "store.fstore", folder / "run"
     train = [*cli, "train", family.model, str(store), str(run), "--max-minutes", f"{max_minutes:g}", "--no-resume",
@@ -217,16 +280,23 @@ def plan(family: Family, n: int, folder: Path, max_minutes: float, epochs: int |
             "ingest": [*cli, "ingest", family.name, str(raw), str(store), "--overwrite"],
             "epoch": [*cli, "bench", "epoch", str(store)],
             "train": train,
-            "evaluate": [*cli, "evaluate", family.model, str(store), "CHECKPOINT",  # submission: its default name
-                         "--metrics-json", str(folder / "metrics.json")]}
+            # the training run folder, as a user passes it (evaluate takes its best.pt, else checkpoint.pt);
+            # the submission gets its default name
+            "evaluate": [*cli, "evaluate", family.model, str(store), str(run),
+                         "--metrics-json", str(folder / "metrics.json"), *family.evaluate]}
 
 
 def run(family_name: str, work: Path, fractions: Sequence[float] | None = None, sizes: Sequence[int] | None = None,
         max_minutes: float = 2.0, epochs: int | None = None, steps: Sequence[str] = STEPS,
         memory_limit: int | None = None, limit_steps: Sequence[str] = ("epoch",), step_timeout_s: float = 3600,
-        keep: bool = False, dry_run: bool = False, echo: Callable[[str], None] = print) -> dict:
+        keep: bool = False, keep_store: bool = False, resume: bool = False, dry_run: bool = False,
+        echo: Callable[[str], None] = print) -> dict:
     """Measure ``family`` at each size (``sizes`` in its unit, else ``fractions`` of the real release);
-    return the JSON document written to ``work/family/scale.json``."""
+    return the JSON document written to ``work/family/scale.json``. ``keep`` keeps every size's data;
+    ``keep_store`` only its store and training run (the raw files, the largest part, are removed after
+    the ingest), e.g. to evaluate the largest size again. ``resume`` keeps the sizes of an earlier
+    ``scale.json`` whose steps (those asked for now) all succeeded, runs the others, and writes them all
+    into one table (a sweep stopped part way, or more sizes added later)."""
     family = FAMILIES[family_name]
     bad = [s for s in [*steps, *limit_steps] if s not in STEPS]
     if bad:
@@ -251,7 +321,29 @@ def run(family_name: str, work: Path, fractions: Sequence[float] | None = None, 
     logs.mkdir(parents=True, exist_ok=True)
     rows: list[Row] = []
     sizes_info: list[dict] = []
+    done = _earlier(out / "scale.json") if resume else {}
+
+    def save(current: dict | None) -> dict:
+        """scale.json as measured so far (after every step: a sweep stopped part way keeps its rows, and
+        ``--resume`` takes it up); earlier sizes not asked for this time stay in it."""
+        every = rows + [r for kept, _ in done.values() for r in kept]
+        every.sort(key=lambda r: (r.size, STEPS.index(r.step)))
+        infos = sorted(sizes_info + ([current] if current else []) + [i for _, i in done.values()],
+                       key=lambda i: i["size"])
+        doc = {"family": family.name, "unit": family.unit, "real_size": family.real, "note": family.note,
+               "max_minutes": max_minutes, "memory_limit_bytes": memory_limit, "limit_steps": list(limit_steps),
+               "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
+               "rows": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.__dict__.items()}
+                        for r in every], "exponents": fit_exponents(every), "sizes": infos}
+        atomic_write_bytes(out / "scale.json", (json.dumps(doc, indent=1) + "\n").encode())
+        return doc
     for n, frac in points:
+        kept_rows, kept_info = done.pop(n, ([], {}))
+        if kept_rows and _complete(kept_rows, steps):
+            rows += kept_rows
+            sizes_info.append(kept_info)
+            echo(f"  {family.unit} {n:,}: kept from the earlier scale.json (--resume)")
+            continue
         folder = out / f"n{n}"
         folder.mkdir(parents=True, exist_ok=True)
         cmds = plan(family, n, folder, max_minutes, epochs)
@@ -265,9 +357,7 @@ def run(family_name: str, work: Path, fractions: Sequence[float] | None = None, 
                 continue
             cmd = cmds[step]
             if step == "evaluate":
-                ckpt = _checkpoint(folder / "run")
-                info["checkpoint"] = ckpt.name
-                cmd = [str(ckpt) if c == "CHECKPOINT" else c for c in cmd]
+                info["checkpoint"] = _checkpoint(folder / "run").name
             log = logs / f"n{n}-{step}.log"
             limit = memory_limit if step in limit_steps else None
             with open(log, "w") as f:
@@ -277,7 +367,6 @@ def run(family_name: str, work: Path, fractions: Sequence[float] | None = None, 
                                  timeout=step_timeout_s)
             row = Row.of(n, frac, step, m, log)
             rows.append(row)
-            echo(table([row], family.unit)[1] + f"   ({log.name})")
             failed = row.status != "ok"
             if step == "synth" and row.status == "ok":
                 info["raw_bytes"] = _du(folder / "raw")
@@ -290,19 +379,16 @@ def run(family_name: str, work: Path, fractions: Sequence[float] | None = None, 
                 info["epoch"] = [ln for ln in log.read_text().splitlines() if ln.startswith("epoch:")][-1:]
             if step == "evaluate" and (folder / "metrics.json").exists():
                 info["scores"] = json.loads((folder / "metrics.json").read_text())
+            save(info)
+            echo(table([row], family.unit)[1] + f"   ({log.name})")
         sizes_info.append(info)
-        if not keep:
+        if not (keep or keep_store):
             shutil.rmtree(folder, ignore_errors=True)
-    exps = fit_exponents(rows)
+    doc = save(None)
+    rows = [Row.from_json(r) for r in doc["rows"]]
     echo(f"bench scale {family.name}:")
-    for line in table(rows, family.unit) + exponent_lines(exps):
+    for line in table(rows, family.unit) + exponent_lines(doc["exponents"]):
         echo(line)
-    doc = {"family": family.name, "unit": family.unit, "real_size": family.real, "note": family.note,
-           "max_minutes": max_minutes, "memory_limit_bytes": memory_limit, "limit_steps": list(limit_steps),
-           "time": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count(),
-           "rows": [{k: None if isinstance(v, float) and math.isnan(v) else v for k, v in r.__dict__.items()}
-                    for r in rows], "exponents": exps, "sizes": sizes_info}
-    (out / "scale.json").write_text(json.dumps(doc, indent=1) + "\n")
     plot(rows, family.name, family.unit, out / "scale.png")
     echo(f"wrote {out / 'scale.json'} and {out / 'scale.png'}; step logs in {logs}")
     return doc

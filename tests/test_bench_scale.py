@@ -31,6 +31,10 @@ def test_tiny_spotify_runs_every_step_as_its_own_measured_process(tmp_path):
     assert peak["train"] > peak["synth"] and peak["epoch"] > peak["synth"]
     (size,) = doc["sizes"]
     assert size["size"] == FAMILIES["spotify"].tiny and size["store_bytes"] > 0 and size["cache_bytes"] > 0
+    # the time-limited run left best.pt, and evaluate was given the run folder, as a user would
+    assert size["checkpoint"] == "best.pt"
+    evaluate_cmd = (tmp_path / "spotify" / "logs" / f"n{size['size']}-evaluate.log").read_text().splitlines()[0]
+    assert evaluate_cmd.split()[6].endswith(f"n{size['size']}/run")
     n = int(size["epoch"][0].split(" of ")[1].split()[0])
     assert size["epoch"][0].startswith(f"epoch: {n} of {n} sessions seen, 0 repeated, 0 stray")
     assert set(size["scores"]["scores"]) >= {"model", "copy_last"}
@@ -120,3 +124,64 @@ def test_results_of_a_failed_step_skip_the_rest_of_that_size(tmp_path):
     statuses = {r["step"]: r["status"] for r in doc["rows"]}
     assert statuses == {"ingest": "exit 1", "epoch": "skipped"}
     assert Path(doc["rows"][0]["log"]).read_text().count("\n") >= 1
+
+
+def test_resume_keeps_the_sizes_already_measured_and_runs_the_others(tmp_path):
+    """A sweep stopped part way: --resume runs only the sizes without a successful row for every step asked
+    for, and one scale.json holds them all, in size order."""
+    from bench.scale import run
+
+    seen: list[list] = []
+
+    def partial(line: str) -> None:  # scale.json holds every step measured so far, before the sweep ends
+        if line.endswith("(n700-synth.log)"):  # the step's own line, printed once it is measured
+            seen.append(json.loads((tmp_path / "spotify" / "scale.json").read_text())["rows"])
+
+    first = run("spotify", tmp_path, sizes=[700], steps=["synth"], echo=partial)
+    assert [[(r["size"], r["step"]) for r in rows] for rows in seen] == [[(700, "synth")]]
+    assert first["rows"][0]["load"] >= 0
+    said: list[str] = []
+    doc = run("spotify", tmp_path, sizes=[600, 700], steps=["synth"], resume=True, echo=said.append)
+    assert [(r["size"], r["step"], r["status"]) for r in doc["rows"]] == [(600, "synth", "ok"), (700, "synth", "ok")]
+    assert doc["rows"][1] == first["rows"][0]  # the kept row, not a new measurement
+    assert [i["size"] for i in doc["sizes"]] == [600, 700]
+    assert any("700: kept from the earlier scale.json" in line for line in said)
+    # asking for a step the kept size never ran measures that size again; sizes not asked for stay
+    doc = run("spotify", tmp_path, sizes=[600], steps=["synth", "ingest"], resume=True, echo=lambda s: None)
+    assert [(r["size"], r["step"]) for r in doc["rows"]] == [(600, "synth"), (600, "ingest"), (700, "synth")]
+    assert doc["rows"][2] == first["rows"][0]
+    (tmp_path / "spotify" / "scale.json").write_text("{")
+    r = CliRunner().invoke(main, ["bench", "scale", "spotify", "--sizes", "600", "--resume", "--work", str(tmp_path)])
+    assert r.exit_code == 1 and "not a bench scale result to resume" in r.output
+
+
+def test_markdown_table_of_a_result(tmp_path):
+    rows = [Row(1_000, 0.01, "ingest", "ok", 2.0, 300.0), Row(1_000, 0.01, "train", "ok", 60.0, 900.0),
+            Row(10_000, 0.1, "ingest", "ok", 20.0, 310.0), Row(10_000, 0.1, "train", "timeout", 7.0, 950.0)]
+    doc = {"unit": "playlists", "real_size": 100_000, "rows": [r.__dict__ for r in rows],
+           "exponents": fit_exponents(rows), "sizes": [{"size": 1_000, "store_bytes": 3 * 2**20}, {"size": 10_000}]}
+    (tmp_path / "melon").mkdir()
+    (tmp_path / "melon" / "scale.json").write_text(json.dumps(doc))
+    r = CliRunner().invoke(main, ["bench", "scale", "melon", "--markdown", "--work", str(tmp_path)])
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert lines[0] == "| playlists | fraction | ingest s / MB | train s / MB | store MB |"
+    assert lines[2] == "| 1,000 | 0.01 | 2 / 300 | 60 / 900 | 3 |"
+    assert lines[3] == "| 10,000 | 0.1 | 20 / 310 | timeout |  |"
+    assert lines[4] == "| exponent (time, RSS) | | 1.00, 0.01 | n/a, n/a | |"
+    r = CliRunner().invoke(main, ["bench", "scale", "fsd", "--markdown", "--work", str(tmp_path)])
+    assert r.exit_code == 1 and "no bench scale result" in r.output
+
+
+def test_store_bytes_count_hard_linked_files_once(tmp_path):
+    """A store's root checkout and its version tree share files by hard link: counted once."""
+    from bench.scale import _du
+
+    (tmp_path / "s" / "_fstore" / "trees" / "v1").mkdir(parents=True)
+    (tmp_path / "s" / "chunk").write_bytes(b"x" * 1000)
+    (tmp_path / "s" / "_fstore" / "trees" / "v1" / "chunk").hardlink_to(tmp_path / "s" / "chunk")
+    (tmp_path / "s" / "manifest.json").write_bytes(b"y" * 10)
+    (tmp_path / "s" / "cache").mkdir()
+    (tmp_path / "s" / "cache" / "c").write_bytes(b"z" * 500)
+    assert _du(tmp_path / "s", skip="cache") == 1010
+    assert _du(tmp_path / "s") == 1510

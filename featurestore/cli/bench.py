@@ -149,19 +149,39 @@ def _csv(kind: type) -> Callable[[click.Context, click.Parameter, str | None], l
 @click.option("--step-timeout", default=60.0, type=click.FloatRange(min=0, min_open=True), show_default=True,
               help="Minutes after which a step is killed (and the size's later steps skipped).")
 @click.option("--keep", is_flag=True, help="Keep each size's raw files, store and training run.")
+@click.option("--keep-store", is_flag=True,
+              help="Keep each size's store and training run, not its raw files (removed after the ingest).")
+@click.option("--resume", is_flag=True,
+              help="Keep the sizes of WORK/FAMILY/scale.json whose steps all succeeded; run only the others.")
 @click.option("--tiny", is_flag=True,
               help="A smoke test of the whole pipeline: the family's tiny size, 1 epoch, --max-minutes 0.05.")
 @click.option("--dry-run", is_flag=True, help="Print each size's step commands, run nothing.")
+@click.option("--markdown", is_flag=True, help="Print WORK/FAMILY/scale.json as a Markdown table, run nothing.")
 @user_errors
 def bench_scale_cmd(family: str, work: Path, fractions: list[float] | None, sizes: list[int] | None,
                     max_minutes: float, epochs: int | None, steps: str, memory_limit: str | None, limit_steps: str,
-                    step_timeout: float, keep: bool, tiny: bool, dry_run: bool) -> None:
+                    step_timeout: float, keep: bool, keep_store: bool, resume: bool, tiny: bool,
+                    dry_run: bool, markdown: bool) -> None:
     """Cost against size: synthesize FAMILY at fractions of its real release, then ingest, one loader epoch,
     train (--max-minutes) and evaluate, each a separate `fstore` process measured alone (wall time, peak RSS).
     Prints the table and each step's exponent of time and memory against size; writes WORK/FAMILY/scale.json
     and scale.png."""
     from bench.memlimit import CgroupError, parse_bytes
     from bench.scale import FAMILIES, run
+
+    if markdown:
+        import json
+
+        path = work / family / "scale.json"
+        if not path.is_file():
+            raise click.ClickException(f"{path}: no bench scale result (run the sweep first)")
+        from bench.scale import markdown as to_markdown
+
+        try:
+            echo_lines(to_markdown(json.loads(path.read_text())))
+        except (ValueError, KeyError, TypeError) as e:
+            raise click.ClickException(f"{path}: not a bench scale result ({type(e).__name__}: {e})") from None
+        return
 
     if tiny:
         sizes, epochs, max_minutes = sizes or [FAMILIES[family].tiny], epochs or 1, 0.05
@@ -173,6 +193,6 @@ def bench_scale_cmd(family: str, work: Path, fractions: list[float] | None, size
         run(family, work, fractions=fractions, sizes=sizes, max_minutes=max_minutes, epochs=epochs,
             steps=[s.strip() for s in steps.split(",") if s.strip()], memory_limit=limit,
             limit_steps=[s.strip() for s in limit_steps.split(",") if s.strip()], step_timeout_s=step_timeout * 60,
-            keep=keep, dry_run=dry_run, echo=click.echo)
+            keep=keep, keep_store=keep_store, resume=resume, dry_run=dry_run, echo=click.echo)
     except (CgroupError, ValueError) as e:
         raise click.ClickException(str(e)) from None

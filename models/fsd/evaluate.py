@@ -18,13 +18,14 @@ import io
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
 
 from featurestore.ingest.fsd import read_submission
 from featurestore.store import Store
-from featurestore.store.atomic import atomic_write_bytes
+from featurestore.store.atomic import atomic_write
 from featurestore.store.errors import FstoreError
 from loaders.base import store_identity
 from models.metrics import lwlrap
@@ -35,6 +36,8 @@ from .inference import predict_clips
 from .model import FsdCNN
 
 __all__ = ["FsdScores", "baselines", "evaluate_fsd", "load_model", "write_submission"]
+
+SUBMISSION_BLOCK = 4096  # submission rows formatted at a time
 
 
 def load_model(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[FsdCNN, dict]:
@@ -85,14 +88,20 @@ def write_submission(path: str | os.PathLike[str], fnames: list[str], classes: l
             raise FstoreError(f"{sample}, line {absent[0][0]}: fname {absent[0][1]!r} is not a clip of the test split")
         rows = np.array([at[f] for _, f in sample_rows], dtype=np.int64)
         fnames = [f for _, f in sample_rows]
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["fname", *header])
-    table = scores[rows][:, cols]
-    for fname, values in zip(fnames, table, strict=True):
-        w.writerow([fname, *(f"{v:.6f}" for v in values)])
+    def write(f: BinaryIO) -> None:
+        # a block of rows at a time: the file is never held whole in memory (14 bytes a score)
+        text = io.TextIOWrapper(f, encoding="utf-8", newline="")
+        w = csv.writer(text, lineterminator="\n")
+        w.writerow(["fname", *header])
+        for start in range(0, len(fnames), SUBMISSION_BLOCK):
+            stop = start + SUBMISSION_BLOCK
+            table = scores[rows[start:stop]][:, cols]
+            w.writerows([name, *(f"{v:.6f}" for v in values)] for name, values in zip(fnames[start:stop], table, strict=True))
+        text.flush()
+        text.detach()  # leave ``f`` open: atomic_write fsyncs and closes it
+
     path = Path(path)
-    atomic_write_bytes(path, buf.getvalue().encode())
+    atomic_write(path, write)
     return path
 
 
@@ -107,9 +116,11 @@ class FsdScores:
 
 def evaluate_fsd(store: str | os.PathLike[str] | Store, checkpoint: str | os.PathLike[str],
                  out: str | os.PathLike[str] | None, device: str | torch.device = "cpu",
-                 sample_submission: str | os.PathLike[str] | None = None, batch_size: int = 32) -> FsdScores:
+                 sample_submission: str | os.PathLike[str] | None = None, batch_size: int = 32,
+                 progress: bool = True) -> FsdScores:
     """Score ``checkpoint`` on its validation clips beside the baselines; write the test submission to
-    ``out`` (None, or a store without a test split: no submission)."""
+    ``out`` (None, or a store without a test split: no submission). ``progress``: a labelled bar a pass.
+    Memory grows with the splits only by a (clips, classes) float32 score matrix each (320 bytes a clip)."""
     store = store if isinstance(store, Store) else Store(store)
     device = parse_device(device)
     model, record = load_model(checkpoint, device)
@@ -121,13 +132,15 @@ def evaluate_fsd(store: str | os.PathLike[str] | Store, checkpoint: str | os.Pat
     data = record["config"]["data"]
     val = np.asarray(record["validation_clips"], dtype=np.int64)
     truth = multi_hot(fs, val, len(names))
-    probs = predict_clips(model, store, "train", val, data["crop"], data["hop"], device, batch_size)
+    probs = predict_clips(model, store, "train", val, data["crop"], data["hop"], device, batch_size,
+                          progress=f"validation: {val.size} curated clips" if progress else None)
     held = np.zeros(fs.clips, dtype=bool)
     held[val] = True
     prior = multi_hot(fs, np.flatnonzero(~held), len(names)).mean(0)
     scores = {"model": lwlrap(truth, probs), **baselines(truth, prior, seed=data["seed"])}
     written = None
     if out is not None and "test" in store.tables:
-        test = predict_clips(model, store, "test", None, data["crop"], data["hop"], device, batch_size)
+        test = predict_clips(model, store, "test", None, data["crop"], data["hop"], device, batch_size,
+                             progress="test split: submission" if progress else None)
         written = write_submission(out, store.ids("test"), names, test, sample_submission)
     return FsdScores(scores, int(val.size), written)

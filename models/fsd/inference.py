@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from featurestore.store import Store
 from loaders import SegmentBatches
@@ -39,9 +40,11 @@ def sliding_windows(frames: torch.Tensor, length: torch.Tensor, crop: int,
 
 @torch.no_grad()
 def predict_clips(model: torch.nn.Module, store: Store, split: str, clips: np.ndarray | None, crop: int,
-                  hop: int, device: torch.device, batch_size: int = 32, windows_per_step: int = 256) -> np.ndarray:
+                  hop: int, device: torch.device, batch_size: int = 32, windows_per_step: int = 256,
+                  progress: str | None = None) -> np.ndarray:
     """(n, classes) float32 probabilities of ``clips`` (sorted ids; None: every clip of ``split``), row i
-    for the i-th clip in id order, each the mean over its sliding windows."""
+    for the i-th clip in id order, each the mean over its sliding windows. ``progress`` labels a bar of
+    clips (None: no bar). Memory: one batch of whole clips and its windows, beside the (n, classes) result."""
     loader = SegmentBatches(store, split, batch_size=batch_size, mode="whole", device=device, threads=1,
                             clips=clips)
     order = np.sort(loader.items)
@@ -51,6 +54,7 @@ def predict_clips(model: torch.nn.Module, store: Store, split: str, clips: np.nd
     was_training = model.training
     model.eval()
     try:
+        bar = tqdm(total=order.size, unit="clip", desc=progress, disable=progress is None)
         for batch in loader:
             windows, mask, item = sliding_windows(batch["frames"], batch["length"], crop, hop)
             probs = torch.cat([_probs(model, windows[i : i + windows_per_step], mask[i : i + windows_per_step],
@@ -59,6 +63,8 @@ def predict_clips(model: torch.nn.Module, store: Store, split: str, clips: np.nd
             total = torch.zeros(n, probs.shape[1], device=probs.device).index_add_(0, item, probs)
             mean = total / torch.bincount(item, minlength=n)[:, None]
             out[row[batch["clip"].cpu().numpy()]] = mean.cpu().numpy()
+            bar.update(n)
+        bar.close()
     finally:
         model.train(was_training)
     return out

@@ -93,17 +93,15 @@ def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str |
         picks = picks_val
     else:
         if picks_val is not None:  # val's table comes free with the choice
-            for line in _table({name: _row(score_split(store, "val", recs)) for name, recs in
-                                _records(store, "val", picks_val, final, predictors).items()}, "val"):
+            for line in _table({name: _score(store, "val", picks_val, final, name) for name in predictors}, "val"):
                 say(line)
         need = {side: {key: candidates[side][key] for key in dict.fromkeys(final[side].values())} for side in SIDES}
         picks = fused.run(split, need["songs"], need["tags"], progress=progress,
                           desc=f"{split}: {len(predictors)} predictors")
-    recs = _records(store, split, picks, final, predictors)
-    write_results(out, recs[submit])
+    write_results(out, _records(store, split, picks, final, submit))
     scores: dict[str, dict] = {}
     if f"{split}_answer_songs" in store.tables:
-        scores = {name: _row(score_split(store, split, recs[name])) for name in predictors}
+        scores = {name: _score(store, split, picks, final, name) for name in predictors}
         if raw_dir is not None:
             from featurestore.synth.melon import oracle_results
 
@@ -116,10 +114,15 @@ def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str |
 
 
 def _records(store: Store, split: str, picks: dict[str, dict], final: dict[str, dict[str, str]],
-             predictors: list[str]) -> dict[str, list[dict]]:
-    """Each table row's ``results.json`` records: its songs' and its tags' predictors' picks."""
-    return {name: to_results(store, split, picks["songs"][final["songs"][name]], picks["tags"][final["tags"][name]])
-            for name in predictors}
+             name: str) -> list[dict]:
+    """Table row ``name``'s ``results.json`` records: its songs' and its tags' predictors' picks. One row
+    at a time: the records are Python lists (~4 KB a playlist), so all rows at once would grow with the
+    split times the rows (~0.6 GB for Melon's val at full size)."""
+    return to_results(store, split, picks["songs"][final["songs"][name]], picks["tags"][final["tags"][name]])
+
+
+def _score(store: Store, split: str, picks: dict[str, dict], final: dict[str, dict[str, str]], name: str) -> dict:
+    return _row(score_split(store, split, _records(store, split, picks, final, name)))
 
 
 def _table(scores: dict[str, dict], split: str) -> list[str]:

@@ -12,6 +12,7 @@ import os
 import numpy as np
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from featurestore.store import Store
 from loaders import SegmentBatches
@@ -45,9 +46,11 @@ def embed_windows(model: torch.nn.Module, frames: torch.Tensor, length: torch.Te
 @torch.no_grad()
 def embed_clips(model: torch.nn.Module, store: str | os.PathLike[str] | Store, split: str,
                 clips: np.ndarray | None = None, window: int | None = None, hop: int | None = None,
-                batch_size: int = 128, device: str | torch.device = "cpu") -> tuple[np.ndarray, torch.Tensor]:
+                batch_size: int = 128, device: str | torch.device = "cpu",
+                progress: str | None = None) -> tuple[np.ndarray, torch.Tensor]:
     """``(clip_ids, embeddings)``: the clips of ``split`` (or the ``clips`` subset) in storage order and
-    their (n, d) float32 embeddings on ``device``."""
+    their (n, d) float32 embeddings on ``device``; ``progress`` labels a bar of clips (None: no bar).
+    Memory: one batch of whole clips beside the (n, d) result."""
     loader = SegmentBatches(store, split, batch_size=batch_size, mode="whole", clips=clips, device=device,
                             threads=1)
     ids = np.sort(loader.items).astype(np.int64)
@@ -55,6 +58,7 @@ def embed_clips(model: torch.nn.Module, store: str | os.PathLike[str] | Store, s
     was_training = model.training
     model.eval()
     out: torch.Tensor | None = None
+    bar = tqdm(total=ids.size, unit="clip", desc=progress, disable=progress is None)
     try:
         for batch in loader:
             with autocast(loader.device):
@@ -63,7 +67,9 @@ def embed_clips(model: torch.nn.Module, store: str | os.PathLike[str] | Store, s
                 out = torch.empty((ids.size, emb.shape[1]), dtype=torch.float32, device=emb.device)
             rows = torch.as_tensor([row[int(c)] for c in batch["clip"].tolist()], device=emb.device)
             out[rows] = emb
+            bar.update(rows.numel())
     finally:
+        bar.close()
         model.train(was_training)
     if out is None:
         raise ValueError(f"no clips to embed in split {split!r}")

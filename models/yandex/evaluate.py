@@ -9,31 +9,88 @@ baseline). Given the raw folder of a ``fstore synth yandex`` store, the ``oracle
 the same tracks by :func:`featurestore.synth.yandex.oracle_profiles` (the generator's truth applied to
 the stored frames). The submission for the test split uses every checkpoint (the ensemble when there
 are several), re-ranked with ``rerank``; its holdout score is the ``model`` row.
+
+Memory at the real sizes: what grows with a split is its (n, d) embeddings (and n x 512 pooled features
+for the baselines) and (n, 100) int64 rankings, a few KB a track. Similarities are computed a block of
+queries at a time, the block sized so it never exceeds :data:`SIMILARITY_BLOCK_BYTES` whatever n; the
+nDCG is computed from the rankings a block at a time (:func:`holdout_ndcg`, equal bit for bit to the
+official scorer, which needs a dict of Python lists: ~50x the bytes of the rankings) and the submission
+is written a block of lines at a time. Each pass shows a labelled progress bar.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from featurestore.store import Store
+from featurestore.store.atomic import atomic_write
 from featurestore.store.errors import FstoreError
 from loaders import SegmentBatches
-from models.metrics.yandex_ndcg import write_submission
 from models.training import parse_device, read_checkpoint
 
 from .data import ARTIST, artist_split, feature_stats, open_store, track_ids
 from .embed import embed_clips
 from .model import ArtistEncoder
 from .rerank import ensemble, rerank, top_k
-from .train import retrieval_ndcg
 
-__all__ = ["baseline_rankings", "evaluate_yandex", "load_model", "oracle_ranking"]
+__all__ = ["baseline_rankings", "evaluate_yandex", "holdout_ndcg", "load_model", "oracle_ranking",
+           "query_batch", "write_ranked_submission"]
 
 TOP = 100
+SIMILARITY_BLOCK_BYTES = 64 << 20  # a (queries x n) float32 block of similarities, at most
+ROW_BLOCK = 4096  # queries scored, or submission lines written, at a time
+
+
+def query_batch(n: int, most: int = 1024) -> int:
+    """Queries a block against ``n`` gallery rows, so the float32 block stays under
+    :data:`SIMILARITY_BLOCK_BYTES` (at most ``most``; at least 1)."""
+    return max(1, min(most, SIMILARITY_BLOCK_BYTES // (4 * max(n, 1))))
+
+
+def holdout_ndcg(ranking: torch.Tensor, artists: np.ndarray, top: int = TOP, block: int = ROW_BLOCK) -> float:
+    """Mean nDCG@``top`` of (n, k) rankings (row indices, never the query's own) of tracks by ``artists``,
+    equal bit for bit to :func:`models.metrics.yandex_ndcg.ndcg_at_100` of the same rankings (the same
+    sums in the same order), computed a block of queries at a time from the arrays."""
+    n, k = ranking.shape
+    discounts = 1.0 / np.log2(np.arange(1, top + 1, dtype=np.float64) + 1)
+    _, artist_row, tracks = np.unique(artists, return_inverse=True, return_counts=True)
+    ideal = np.concatenate(([0.0], np.cumsum(discounts)))[np.minimum(top, tracks[artist_row] - 1)]
+    if not (ideal > 0).any():
+        raise FstoreError("no scorable queries (every artist has a single track)")
+    values = np.zeros(n)
+    for start in tqdm(range(0, n, block), unit="block", desc=f"nDCG@{top} of {n} queries", leave=False):
+        rows = ranking[start : start + block].cpu().numpy()[:, :top]
+        queries = np.arange(start, start + rows.shape[0])
+        if (rows == queries[:, None]).any():
+            raise ValueError("a ranking holds its own query")
+        relevant = artist_row[rows] == artist_row[queries, None]
+        dcg = np.zeros(rows.shape[0])
+        for pos in range(rows.shape[1]):  # position by position, as the reference adds them
+            dcg += np.where(relevant[:, pos], discounts[pos], 0.0)
+        scorable = ideal[queries] > 0
+        values[queries[scorable]] = dcg[scorable] / ideal[queries[scorable]]
+    return float(np.mean(values[ideal > 0]))
+
+
+def write_ranked_submission(path: str | os.PathLike[str], ids: np.ndarray, ranking: torch.Tensor,
+                            block: int = ROW_BLOCK) -> None:
+    """The Yandex Cup submission of (n, k) rankings (row indices into ``ids``), ``query<TAB>id1 id2 ...``,
+    written atomically a block of lines at a time (the same bytes as
+    :func:`models.metrics.yandex_ndcg.write_submission`)."""
+    def write(f: BinaryIO) -> None:
+        for start in range(0, ids.size, block):
+            neighbours = ids[ranking[start : start + block].cpu().numpy()].tolist()
+            queries = ids[start : start + block].tolist()
+            f.write("".join(f"{q}\t{' '.join(map(str, row))}\n" for q, row in zip(queries, neighbours, strict=True))
+                    .encode())
+
+    atomic_write(path, write)
 
 
 def load_model(checkpoint: str | os.PathLike[str], device: str | torch.device = "cpu") -> tuple[ArtistEncoder, dict]:
@@ -63,10 +120,12 @@ def _mean_pooled(store: Store, split: str, clips: np.ndarray | None, device: tor
     ids = np.sort(loader.items)
     row = {int(c): i for i, c in enumerate(ids)}
     out = torch.empty((ids.size, loader.fs.bins), dtype=torch.float32, device=device)
-    for batch in loader:
-        mask = batch["mask"][..., None].float()
-        pooled = (batch["frames"].float() * mask).sum(1) / mask.sum(1).clamp(min=1)
-        out[torch.as_tensor([row[int(c)] for c in batch["clip"].tolist()], device=device)] = pooled
+    with tqdm(total=ids.size, unit="clip", desc="baselines: mean-pooled features") as bar:
+        for batch in loader:
+            mask = batch["mask"][..., None].float()
+            pooled = (batch["frames"].float() * mask).sum(1) / mask.sum(1).clamp(min=1)
+            out[torch.as_tensor([row[int(c)] for c in batch["clip"].tolist()], device=device)] = pooled
+            bar.update(len(pooled))
     return out
 
 
@@ -83,13 +142,16 @@ def baseline_rankings(store: Store, clips: np.ndarray, fit_clips: np.ndarray, de
     standardized = (pooled - mean.to(device)) / torch.where(std > 0, std, torch.ones_like(std)).to(device)
     g = torch.Generator(device="cpu").manual_seed(seed)
     random = torch.empty((n, k), dtype=torch.long)
-    for start in range(0, n, 1024):  # random keys a block of queries at a time, never (n x n)
-        stop = min(start + 1024, n)
+    step = query_batch(n)
+    for start in tqdm(range(0, n, step), unit="block", desc="baselines: random rankings"):
+        stop = min(start + step, n)  # random keys a block of queries at a time, never (n x n)
         keys = torch.rand((stop - start, n), generator=g)
         keys[torch.arange(stop - start), torch.arange(start, stop)] = -1.0  # never the query itself
         random[start:stop] = keys.topk(k, dim=1).indices
-    return {"random": random.to(device), "mean_pooled": top_k(pooled, k),
-            "mean_pooled_standardized": top_k(standardized, k)}
+    return {"random": random.to(device),
+            "mean_pooled": top_k(pooled, k, query_batch(n), progress="baselines: mean_pooled top-k"),
+            "mean_pooled_standardized": top_k(standardized, k, query_batch(n),
+                                              progress="baselines: mean_pooled_standardized top-k")}
 
 
 def oracle_ranking(store: Store, clips: np.ndarray, raw_dir: str | os.PathLike[str]) -> torch.Tensor:
@@ -131,7 +193,7 @@ def evaluate_yandex(store: str | os.PathLike[str] | Store, checkpoints: list[str
     if fraction == 0:
         raise FstoreError(f"{checkpoints[0]}: trained without an artist holdout (holdout 0): nothing to score on")
     fit_clips, held = artist_split(store, fraction, seed)
-    ids, artists = track_ids(store, "train")[held], store.frames("train").column(ARTIST)[held]
+    artists = store.frames("train").column(ARTIST)[held]
     _k(held.size, "holdout")
     names = _names([c for _, c in loaded])
 
@@ -141,11 +203,16 @@ def evaluate_yandex(store: str | os.PathLike[str] | Store, checkpoints: list[str
         return (window or None), hop
 
     def embeddings(split: str, clips: np.ndarray | None) -> list[torch.Tensor]:
-        return [embed_clips(m, store, split, clips, *windows(c), device=device)[1] for m, c in loaded]
+        return [embed_clips(m, store, split, clips, *windows(c), device=device,
+                            progress=f"{split if clips is None else 'holdout'}: embed with {name}")[1]
+                for name, (m, c) in zip(names, loaded, strict=True)]
 
-    def rank(emb: torch.Tensor, reranked: bool) -> torch.Tensor:
-        kk = min(TOP, emb.shape[0] - 1)
-        return rerank(emb, kk, threshold, batch_size) if reranked else top_k(emb, kk, batch_size)
+    def rank(emb: torch.Tensor, reranked: bool, label: str) -> torch.Tensor:
+        n = emb.shape[0]
+        kk, step = min(TOP, n - 1), query_batch(n, batch_size)
+        if reranked:
+            return rerank(emb, kk, threshold, step, progress=f"{label}: re-ranked top-{kk}")
+        return top_k(emb, kk, step, progress=f"{label}: top-{kk}")
 
     held_emb = embeddings("train", held)
     rows: dict[str, float] = {}
@@ -154,12 +221,13 @@ def evaluate_yandex(store: str | os.PathLike[str] | Store, checkpoints: list[str
         predictors.append(("ensemble", ensemble(held_emb)))
     for name, emb in predictors:
         for reranked in (False, True):
-            rows[name + ("+rerank" if reranked else "")] = retrieval_ndcg(rank(emb, reranked), ids, artists)
+            rows[name + ("+rerank" if reranked else "")] = holdout_ndcg(rank(emb, reranked, f"holdout {name}"),
+                                                                        artists)
     submitted = ("ensemble" if len(loaded) > 1 else names[0]) + ("+rerank" if rerank_submission else "")
     for name, ranking in baseline_rankings(store, held, fit_clips, device, seed).items():
-        rows[name] = retrieval_ndcg(ranking, ids, artists)
+        rows[name] = holdout_ndcg(ranking, artists)
     if raw_dir is not None:
-        rows["oracle"] = retrieval_ndcg(oracle_ranking(store, held, raw_dir), ids, artists)
+        rows["oracle"] = holdout_ndcg(oracle_ranking(store, held, raw_dir), artists)
     scores = {"model": rows.pop(submitted), **rows}
 
     if out is not None:
@@ -167,6 +235,5 @@ def evaluate_yandex(store: str | os.PathLike[str] | Store, checkpoints: list[str
         _k(test_ids.size, "test split")
         test_emb = embeddings("test", None)
         emb = ensemble(test_emb) if len(test_emb) > 1 else test_emb[0]
-        ranking = rank(emb, rerank_submission)
-        write_submission(out, test_ids.tolist(), test_ids[ranking.cpu().numpy()].tolist())
+        write_ranked_submission(out, test_ids, rank(emb, rerank_submission, "test"))
     return scores, submitted

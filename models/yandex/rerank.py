@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from tqdm import tqdm
 
 from models.metrics.retrieval import top_k_cosine_queries
 
@@ -25,16 +26,22 @@ def ensemble(embeddings: list[torch.Tensor]) -> torch.Tensor:
     return torch.cat([F.normalize(e.float(), dim=1) for e in embeddings], dim=1) / len(embeddings) ** 0.5
 
 
+def _blocks(n: int, batch_size: int, progress: str | None) -> tqdm:
+    """The first row of each block of queries, behind a bar of blocks labelled ``progress`` (None: no bar)."""
+    return tqdm(range(0, n, batch_size), unit="block", desc=progress, disable=progress is None)
+
+
 def _self_index(start: int, stop: int, device: torch.device) -> torch.Tensor:
     return torch.arange(start, stop, device=device)[:, None]
 
 
 @torch.no_grad()
-def top_k(embeddings: torch.Tensor, k: int = 100, batch_size: int = 1024) -> torch.Tensor:
-    """(n, k) indices of each row's ``k`` nearest other rows by cosine, most similar first."""
+def top_k(embeddings: torch.Tensor, k: int = 100, batch_size: int = 1024, progress: str | None = None) -> torch.Tensor:
+    """(n, k) indices of each row's ``k`` nearest other rows by cosine, most similar first. ``progress``
+    labels a bar of query blocks (None: no bar)."""
     n = embeddings.shape[0]
     out = torch.empty((n, k), dtype=torch.long, device=embeddings.device)
-    for start in range(0, n, batch_size):
+    for start in _blocks(n, batch_size, progress):
         stop = min(start + batch_size, n)
         out[start:stop], _ = top_k_cosine_queries(embeddings[start:stop], embeddings, k,
                                                   exclude=_self_index(start, stop, embeddings.device),
@@ -43,13 +50,15 @@ def top_k(embeddings: torch.Tensor, k: int = 100, batch_size: int = 1024) -> tor
 
 
 @torch.no_grad()
-def rerank(embeddings: torch.Tensor, k: int = 100, threshold: float = 0.85, batch_size: int = 1024) -> torch.Tensor:
-    """(n, k) re-ranked neighbour indices of every row (see the module docstring)."""
+def rerank(embeddings: torch.Tensor, k: int = 100, threshold: float = 0.85, batch_size: int = 1024,
+           progress: str | None = None) -> torch.Tensor:
+    """(n, k) re-ranked neighbour indices of every row (see the module docstring); ``progress`` as
+    :func:`top_k`'s."""
     n = embeddings.shape[0]
     normed = F.normalize(embeddings.float(), dim=1)
     out = torch.empty((n, k), dtype=torch.long, device=embeddings.device)
     positions = torch.arange(k, device=embeddings.device)
-    for start in range(0, n, batch_size):
+    for start in _blocks(n, batch_size, progress):
         stop = min(start + batch_size, n)
         me = _self_index(start, stop, embeddings.device)
         idx, scores = top_k_cosine_queries(normed[start:stop], normed, k, exclude=me, batch_size=batch_size)
