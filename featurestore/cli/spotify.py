@@ -85,7 +85,7 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums:
 
 
 @click.command("skip")
-@train_options(epochs=10)
+@train_options(epochs=40)
 @click.option("--batch-size", default=256, type=click.IntRange(min=1), show_default=True, help="Sessions a step.")
 @click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate (warmup, then cosine).")
 @user_errors

@@ -38,23 +38,41 @@ row copies the previous row's ``reason_end`` 92 % of the time. Track popularity 
 (``P(rank r) ~ 1 / (r + 10)``, ranks mapped to tracks by a random permutation).
 
 PLANTED SIGNAL (the prediction target ``skip_2``). For session ``s`` with user propensity
-``u_s ~ Normal(0, 1.6)`` drawn once per session, the row at position ``i`` playing track ``t`` has::
+``u_s ~ Normal(0, 1.6)`` and taste ``a_s ~ Normal(0, 1.5)`` drawn once per session, the row at position
+``i`` playing track ``t_i`` has::
 
-    logit P(skip_2 = True) = 0.0 + u_s + f(t) + [i > 1] * 0.8 * (+1 if skip_2 at i-1 else -1)
+    logit P(skip_2 = True) = 0.0 + u_s + f(t_i) + [i > 1] * 0.8 * (+1 if skip_2 at i-1 else -1)
+                             + a_s * z(valence of t_i)                                    (taste)
+                             + [i > 1] * 2.5 * (|z(tempo of t_i) - z(tempo of t_(i-1))| - 2 / sqrt(pi))
+                                                                                          (transition)
     f(t) = 1.2 * z(energy) + 1.0 * z(acoustic_vector_0) - 0.9 * z(danceability)
 
 where ``z(x) = (x - mean) / std`` is the standardisation over the whole written track table (population std,
-of the values as written with 6 decimals; the three features are drawn independently of each other, so
-``std(f) = 1.8``; other features are correlated with them, e.g. loudness and acousticness with energy).
-Nothing else (premium, shuffle, context, hour, position) enters ``skip_2``. The overall skip rate is about
-0.5. Consequently a model that uses the second-half track features plus the first-half history (estimate of
-``u_s``, last skip) beats "copy the last first-half skip_2": on the 20,000 test sessions of
-``synth_spotify(sessions=200_000)`` copy-last scores 0.533 mean average accuracy (0.637 per-row accuracy)
-and the Bayes-optimal predictor (:func:`planted_skip_probability`: exact posterior over ``u_s`` on a grid
-given the first half, then forward propagation of the skip chain) 0.682 (0.785 per-row accuracy): a gap of
-about 0.15 AA. (For comparison, the real data: copy-last 0.537, 1st place 0.651.) The constants are
-module-level (``USER_PROPENSITY_SD``, ``PREVIOUS_SKIP_WEIGHT``, ``TRACK_LOGIT_WEIGHTS``,
-``SKIP_INTERCEPT``).
+of the values as written with 6 decimals; the three features of ``f`` are drawn independently of each
+other, so ``std(f) = 1.8``; other features are correlated with them, e.g. loudness and acousticness with
+energy). Nothing else (premium, shuffle, context, hour) enters ``skip_2``. The overall skip rate is about
+0.5 (the transition term is centred: ``2 / sqrt(pi)`` is the mean jump between two independent standard
+normal values).
+
+The two sequence terms are what real sessions have and a per-row linear model cannot see: a listener's
+taste (here: how much they like happy songs) shows only in how the first half's skips go with the first
+half's tracks, and a jarring change of tempo from one track to the next is skipped more. A logistic
+regression on first-half statistics plus the row's own track features (``models/skip/logreg.py``) sees
+neither; a sequence model over both halves can learn both. Knobs (module-level constants; set one to 0 to
+remove its term): ``USER_TASTE_SD`` (with ``TASTE_FEATURE``), ``TRANSITION_WEIGHT`` (with
+``TRANSITION_FEATURE``), and the original ``USER_PROPENSITY_SD``, ``PREVIOUS_SKIP_WEIGHT``,
+``TRACK_LOGIT_WEIGHTS``, ``SKIP_INTERCEPT``. Measured on the test split of the default release
+(``fstore synth spotify``: 18,000 train and 2,000 test sessions), after ``fstore train skip --max-minutes 5``
+on this shared 2-core machine (load 20-25, so the model trained on a fraction of a core), mean average
+accuracy of model / logistic regression / Bayes-optimal:
+
+KNOB_TABLE
+
+The Bayes-optimal predictor (``featurestore/synth/spotify_bayes.py``: exact posterior over ``(u_s, a_s)``
+on a grid given the first half, then forward propagation of the skip chain) is computed by synth for the
+test sessions and written to ``_planted/test_skip_2_probability.parquet``, outside the release format;
+``fstore evaluate skip ... --raw-dir RAW`` scores it as the ceiling. (For comparison, the real data:
+copy-last 0.537, 1st place 0.651.)
 
 Generation is vectorised with numpy (the only Python loops run over the 20 session positions, over
 files and over chunks of 25,000 sessions) and written chunk by chunk with polars, so memory stays bounded
@@ -122,7 +140,7 @@ TRACK_LOGIT_WEIGHTS: dict[str, float] = {"energy": 1.2, "acoustic_vector_0": 1.0
 # sequence interactions a per-position linear model cannot see (module docstring, "harder knobs")
 USER_TASTE_SD = 1.5  # sd of the session's taste a_s, multiplying z(TASTE_FEATURE) of each track
 TASTE_FEATURE = "valence"
-TRANSITION_WEIGHT = 1.5  # weight of the centred jump |z(tempo_i) - z(tempo_(i-1))| between consecutive tracks
+TRANSITION_WEIGHT = 2.5  # weight of the centred jump |z(tempo_i) - z(tempo_(i-1))| between consecutive tracks
 TRANSITION_FEATURE = "tempo"
 _MEAN_JUMP = 2.0 / np.sqrt(np.pi)  # E|x - y| for independent standard normals: centres the transition term
 PLANTED_TEST_PROBABILITY = "_planted/test_skip_2_probability.parquet"
