@@ -1,10 +1,12 @@
 """Melon ablations: each setting trained and evaluated with several seeds, one process at a time.
 
 ``python -m models.melon.ablation STORE WORK [--minutes 2] [--seeds 0 1 2] [--raw-dir RAW]`` runs, for
-every row of :data:`ROWS` and every seed, ``fstore train melon STORE WORK/<row>-s<seed> --max-minutes M``
-then ``fstore evaluate melon ... --split test --metrics-json``, strictly one after the other (every row
-gets the same wall-clock budget, so rows must not compete with each other for the CPU). Finished runs
-(their ``scores.json``) are kept and not run again, so the script can be restarted. It prints one
+every row of :data:`ROWS` and every seed, what ``fstore train melon STORE WORK/<row>-s<seed>/run
+--max-minutes M`` then ``fstore evaluate melon ... --split test --metrics-json`` run, strictly one after
+the other in this one process (every row gets the same wall-clock budget, so rows must not compete with
+each other for the CPU; one process also loads torch and the numba kernels once, not twice a run).
+Finished runs (their ``scores.json``, the evaluate contract) are kept and not run again, so the script
+can be restarted. It prints one
 table: per row, mean +- std over the seeds of the test score of the submitted predictor, the autoencoder
 alone, the ensemble without the title model (autoencoder + co-occurrence) and the margin over
 co-occurrence, and says when a row's mean lies inside the default row's seed spread.
@@ -18,47 +20,49 @@ from __future__ import annotations
 import argparse
 import json
 import statistics
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+from featurestore.store.atomic import atomic_write_bytes
+
 __all__ = ["ROWS", "main", "summarise"]
 
-# row name -> extra ``fstore train melon`` options (the default row: the command's defaults)
-ROWS: dict[str, list[str]] = {
-    "default": [],
-    "no denoising": ["--denoise", "0"],
-    "no question mix": ["--question-mix", "0", "0"],
+# row name -> ``train_melon`` settings besides the ``fstore train melon`` defaults (the default row: none)
+DEFAULTS = {"denoise": 0.7, "question_mix": (0.3, 0.15), "title_share": 0.4}
+ROWS: dict[str, dict] = {
+    "default": {},
+    "no denoising": {"denoise": 0.0},
+    "no question mix": {"question_mix": (0.0, 0.0)},
 }
 COLUMNS = {"submitted": ("scores", "model"), "no title model": ("components", "autoencoder+cooccurrence"),
            "autoencoder": ("components", "autoencoder")}
 
 
-def _run(cmd: list[str], log: Path) -> None:
-    with open(log, "a") as f:
-        f.write(f"$ {' '.join(cmd)}\n")
-        f.flush()
-        subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, check=True)
-
-
-def run_one(store: Path, out: Path, options: list[str], seed: int, minutes: float, raw_dir: Path | None) -> dict:
+def run_one(store: Path, out: Path, settings: dict, seed: int, minutes: float, raw_dir: Path | None) -> dict:
     """Train and evaluate one (row, seed); returns the evaluate contract (cached in ``out/scores.json``)."""
-    scores = out / "scores.json"
-    if scores.is_file():
-        return json.loads(scores.read_text())
-    out.mkdir(parents=True, exist_ok=True)
-    fstore = [sys.executable, "-m", "featurestore.cli"]
-    log = out / "log.txt"
+    scores_path = out / "scores.json"
+    if scores_path.is_file():
+        return json.loads(scores_path.read_text())
+    from featurestore.store import Store
+    from models.melon.evaluate import evaluate_melon
+    from models.melon.train import train_melon
+
     t0 = time.perf_counter()
-    _run([*fstore, "train", "melon", str(store), str(out / "run"), "--max-minutes", str(minutes), "--seed",
-          str(seed), "--no-resume", *options], log)
-    _run([*fstore, "evaluate", "melon", str(store), str(out / "run" / "best.pt"), "--split", "test",
-          "--out", str(out / "results.json"), "--metrics-json", str(out / "scores.part.json"),
-          *(["--raw-dir", str(raw_dir)] if raw_dir else [])], log)
-    (out / "scores.part.json").rename(scores)
-    print(f"{out.name}: {time.perf_counter() - t0:.0f} s", flush=True)
-    return json.loads(scores.read_text())
+    result = train_melon(store, out / "run", max_minutes=minutes, seed=seed, resume=False, progress=False,
+                         epochs=12, **{**DEFAULTS, **settings})
+    best = result.dae.best_checkpoint or result.dae.checkpoint
+    scores, submitted = evaluate_melon(Store(store), best, out / "results.json", split="test", raw_dir=raw_dir,
+                                       progress=False)
+    doc = {"metric": "score", "split": "test",
+           "scores": {"model": scores[submitted]["score"], "most_popular": scores["most_popular"]["score"],
+                      "cooccurrence": scores["cooccurrence"]["score"]},
+           "components": {k: v["score"] for k, v in scores.items()
+                          if k not in (submitted, "most_popular", "cooccurrence", "oracle")},
+           "ceiling": {k: v["score"] for k, v in scores.items() if k == "oracle"}}
+    atomic_write_bytes(scores_path, (json.dumps(doc, indent=1) + "\n").encode())
+    print(f"{out.name}: {time.perf_counter() - t0:.0f} s, submitted {doc['scores']['model']:.4f}, "
+          f"co-occurrence {doc['scores']['cooccurrence']:.4f}", flush=True)
+    return doc
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -94,6 +98,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--raw-dir", type=Path, default=None, help="Synthetic raw folder: adds the oracle row.")
     p.add_argument("--rows", nargs="+", default=list(ROWS), choices=list(ROWS))
     args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # as `fstore train/evaluate melon` on the CPU (featurestore.cli.common)
     results = {row: [run_one(args.store, args.work / f"{row.replace(' ', '_')}-s{seed}", ROWS[row], seed,
                              args.minutes, args.raw_dir) for seed in args.seeds] for row in args.rows}
     cooc = _mean_std([d["scores"]["cooccurrence"] for docs in results.values() for d in docs])[0]
