@@ -110,11 +110,13 @@ def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | 
                  raw_dir: Path | None) -> None:
     """Write CHECKPOINT's test submission, then score it beside the random / all-skip / copy-last /
     logistic-regression baselines (and the planted Bayes-optimal ceiling with --raw-dir)."""
-    from models.skip.evaluate import baselines, bayes_score, predict_test, score_submission
+    from models.skip.evaluate import baselines, bayes_score, planted_path, predict_test, score_submission
 
     from ..store import Store
     from ..store.errors import FstoreError
 
+    if raw_dir is not None:
+        planted_path(raw_dir)  # a folder without the planted truth fails before any work
     if threads := cpu_torch_threads(device, 0):
         import torch
 

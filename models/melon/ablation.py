@@ -101,8 +101,11 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)  # as `fstore train/evaluate melon` on the CPU (featurestore.cli.common)
-    results = {row: [run_one(args.store, args.work / f"{row.replace(' ', '_')}-s{seed}", ROWS[row], seed,
-                             args.minutes, args.raw_dir) for seed in args.seeds] for row in args.rows}
+    results: dict[str, list[dict]] = {row: [] for row in args.rows}
+    for seed in args.seeds:  # seed by seed, so an interrupted run still has every row
+        for row in args.rows:
+            results[row].append(run_one(args.store, args.work / f"{row.replace(' ', '_')}-s{seed}", ROWS[row],
+                                        seed, args.minutes, args.raw_dir))
     cooc = _mean_std([d["scores"]["cooccurrence"] for docs in results.values() for d in docs])[0]
     print(f"test split, {args.minutes:g} min per run, seeds {args.seeds}; co-occurrence {cooc:.4f}")
     for line in summarise(results):

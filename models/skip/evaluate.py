@@ -32,7 +32,8 @@ from .model import SkipModel
 
 PLANTED_TEST_PROBABILITY = "_planted/test_skip_2_probability.parquet"  # written by featurestore.synth.spotify
 
-__all__ = ["baselines", "bayes_score", "ground_truth", "load_model", "predict_loader", "predict_test", "score_submission"]
+__all__ = ["baselines", "bayes_score", "ground_truth", "load_model", "planted_path", "predict_loader", "predict_test",
+           "score_submission"]
 
 
 def _open(store: str | os.PathLike[str] | Store) -> Store:
@@ -155,13 +156,19 @@ def baselines(store: str | os.PathLike[str] | Store, seed: int = 0, logreg: bool
     }
 
 
+def planted_path(raw_dir: str | os.PathLike[str]) -> Path:
+    """The planted probabilities of a synthetic release's raw folder; one-line error when there are none."""
+    path = Path(raw_dir) / PLANTED_TEST_PROBABILITY
+    if not path.is_file():
+        raise FstoreError(f"{path}: no planted truth (only `fstore synth spotify` output has one)")
+    return path
+
+
 def bayes_score(raw_dir: str | os.PathLike[str], store: str | os.PathLike[str] | Store) -> SkipScore:
     """Score of the planted Bayes-optimal predictor (``p > 0.5``) on the test split of a synthetic release
     whose raw folder is ``raw_dir`` (the probabilities ``fstore synth spotify`` left in its ``_planted/``)."""
     store = _open(store)
-    path = Path(raw_dir) / PLANTED_TEST_PROBABILITY
-    if not path.is_file():
-        raise FstoreError(f"{path}: no planted truth (only `fstore synth spotify` output has one)")
+    path = planted_path(raw_dir)
     by_session = (pl.read_parquet(path).sort("session_id", "session_position")
                   .group_by("session_id", maintain_order=True).agg(pl.col("p_skip_2")))
     pred = {sid: (np.asarray(ps) > 0.5).astype(np.int8) for sid, ps in by_session.iter_rows()}
