@@ -18,9 +18,11 @@ from featurestore.ingest.spotify import ingest_spotify
 from featurestore.schemas.mssd import BATCH_LOG_COLUMNS, MAX_HALF
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
+from loaders import SessionBatches
 from loaders.sessions import holdout_mask
 from models.skip import SkipModel, baselines, predict_test, score_submission, train_skip
-from models.skip.evaluate import ground_truth
+from models.skip.evaluate import bayes_score, ground_truth
+from models.skip.logreg import fit_logreg, predict_logreg, session_design
 from models.skip.train import validation_scores
 
 H, C, F = MAX_HALF, 29, len(BATCH_LOG_COLUMNS)
@@ -169,12 +171,45 @@ def test_bad_submissions_rejected(store, tmp_path):
 
 def test_baselines_and_perfect_submission(store, tmp_path):
     b = baselines(store)
-    assert set(b) == {"random", "all_skip", "copy_last"}
+    assert set(b) == {"random", "all_skip", "copy_last", "logreg"}
     assert b["copy_last"].mean_average_accuracy > b["random"].mean_average_accuracy
+    # the planted signal is partly linear per row: the regression beats copying the last skip
+    assert b["logreg"].mean_average_accuracy > b["copy_last"].mean_average_accuracy
     assert baselines(store)["random"].mean_average_accuracy == b["random"].mean_average_accuracy  # seeded
     perfect = tmp_path / "perfect.txt"
     perfect.write_text("".join("".join(map(str, t)) + "\n" for t in ground_truth(store)))
     assert score_submission(store, perfect).mean_average_accuracy == 1.0
+
+
+def test_logreg_design_reads_each_session_first_half_only(store):
+    batch = next(iter(SessionBatches(store, "test", batch_size=32, order="sequential", threads=1)))
+    x, sessions, positions = session_design(batch)
+    assert x.shape[0] == int(batch["tgt_mask"].sum()) and np.isfinite(x).all()
+    assert np.array_equal(np.unique(sessions), np.sort(batch["session"].numpy()))
+    changed = {k: v.clone() for k, v in batch.items()}
+    changed["ctx_log"][0, 0, BATCH_LOG_COLUMNS.index("skip_2")] ^= 1  # one first-half skip of session 0
+    y, _, _ = session_design(changed)
+    differs = (x != y).any(1)
+    assert differs.any() and (sessions[differs] == int(batch["session"][0])).all()
+
+
+def test_logreg_predictions_fit_the_test_split(store):
+    preds = predict_logreg(fit_logreg(store, max_sessions=200), store)
+    assert [p.size for p in preds] == [t.size for t in ground_truth(store)]
+    assert all(set(np.unique(p)) <= {0, 1} for p in preds)
+
+
+def test_bayes_score_reads_the_planted_truth(raw, store, tmp_path):
+    bayes = bayes_score(raw, store)
+    assert bayes.mean_average_accuracy > baselines(store, logreg=False)["copy_last"].mean_average_accuracy
+    with pytest.raises(FstoreError, match="no planted truth"):
+        bayes_score(tmp_path, store)
+    other = tmp_path / "other"
+    from featurestore.synth.spotify import synth_spotify
+
+    synth_spotify(other, sessions=100, tracks=50, seed=9, train_files=1)
+    with pytest.raises(FstoreError, match="planted truth of another release"):
+        bayes_score(other, store)
 
 
 def test_store_without_test_split_or_ground_truth(raw, trained, tmp_path):
@@ -198,7 +233,7 @@ def test_store_without_test_split_or_ground_truth(raw, trained, tmp_path):
 
 # --- CLI -------------------------------------------------------------------------------------
 
-def test_cli_train_and_evaluate(store, tmp_path):
+def test_cli_train_and_evaluate(raw, store, tmp_path):
     runner = CliRunner()
     out = tmp_path / "cli"
     r = runner.invoke(main, ["train", "skip", str(store.path), str(out), "--epochs", "1", "--batch-size", "128"])
@@ -210,18 +245,22 @@ def test_cli_train_and_evaluate(store, tmp_path):
     assert r.output.startswith(f"already trained: 1/1 epochs completed; best model {out / 'best.pt'} (epoch 1)")
     sub, metrics = tmp_path / "sub.txt", tmp_path / "metrics.json"
     r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(out / "best.pt"), "--out", str(sub),
-                             "--metrics-json", str(metrics)])
+                             "--metrics-json", str(metrics), "--raw-dir", str(raw)])
     assert r.exit_code == 0, r.output
-    for name in ("model", "random", "all_skip", "copy_last"):
+    for name in ("model", "random", "all_skip", "copy_last", "logreg", "bayes"):
         assert name in r.output
     doc = json.loads(metrics.read_text())
     assert_evaluate_contract(doc, metric="mean_average_accuracy", split="test",
-                             baselines={"random", "all_skip", "copy_last"})
+                             baselines={"random", "all_skip", "copy_last", "logreg"}, ceiling={"bayes"})
+    assert doc["ceiling"]["bayes"] == bayes_score(raw, store).mean_average_accuracy
     assert doc["scores"]["model"] == score_submission(store, sub).mean_average_accuracy
     assert doc["scores"]["copy_last"] == baselines(store)["copy_last"].mean_average_accuracy
     assert len(sub.read_text().splitlines()) == store.tables["test"]["rows"]
     r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(tmp_path / "missing.pt")])
     assert r.exit_code == 1 and "checkpoint not found" in r.output
+    r = runner.invoke(main, ["evaluate", "skip", str(store.path), str(out / "best.pt"), "--out", str(sub),
+                             "--raw-dir", str(tmp_path)])  # not a synthetic release: one line, exit 1
+    assert r.exit_code == 1 and r.output.count("\n") == 1 and "no planted truth" in r.output
 
 
 def test_evaluate_takes_a_training_folder(store, trained, tmp_path):

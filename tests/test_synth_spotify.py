@@ -14,9 +14,9 @@ from featurestore.synth.spotify import (
     INPUT_COLUMNS,
     LOG_COLUMNS,
     TRACK_FEATURE_COLUMNS,
-    planted_skip_probability,
     synth_spotify,
 )
+from featurestore.synth.spotify_bayes import planted_skip_probability
 
 LOG_HEADER = (
     "session_id,session_position,session_length,track_id_clean,skip_1,skip_2,skip_3,not_skipped,"
@@ -77,6 +77,7 @@ def test_layout_and_summary(small: tuple[Path, object]) -> None:
     root, summary = small
     names = sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file())
     assert names == [
+        "_planted/test_skip_2_probability.parquet",
         "test_set/ground_truth_20180718_000000000000.csv",
         "test_set/log_input_20180718_000000000000.csv",
         "test_set/log_prehistory_20180718_000000000000.csv",
@@ -86,7 +87,8 @@ def test_layout_and_summary(small: tuple[Path, object]) -> None:
         "training_set/log_1_20180716_000000000000.csv",
         "training_set/log_2_20180717_000000000000.csv",
     ]
-    assert sorted(str(Path(p).relative_to(root)) for p in summary.files) == names
+    assert sorted(str(Path(p).relative_to(root)) for p in summary.files) == names[1:]  # the release alone
+    assert summary.planted == root / names[0]
     assert summary.n_train_sessions == 2400 and summary.n_test_sessions == 600 and summary.n_sessions == 3000
     assert summary.n_tracks == 700
     train_rows = sum(read_text(p).height for p in (root / "training_set").glob("*.csv"))
@@ -368,4 +370,9 @@ def test_planted_signal_is_learnable(tmp_path: Path) -> None:
     acc_bayes = (bayes == truth).mean()
     aa_bayes = mean_average_accuracy(sid, bayes, truth)
     assert aa_bayes > aa_copy + 0.1, (aa_bayes, aa_copy)
-    assert acc_bayes >= acc_learned - 0.02 and acc_bayes > acc_copy + 0.1
+    assert acc_bayes > acc_copy + 0.1
+    # the sequence terms (taste x track, transitions) are out of a per-row linear model's reach
+    assert aa_bayes > aa_learned + 0.04, (aa_bayes, aa_learned)
+    # and synth wrote the same probabilities to _planted/
+    written = pl.read_parquet(tmp_path / "_planted" / "test_skip_2_probability.parquet")
+    assert written.equals(prob)

@@ -73,7 +73,7 @@ COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "split": split_cmd}
 
 
 @click.command("melon")
-@train_options(epochs=6)
+@train_options(epochs=12)
 @click.option("--batch-size", default=256, type=click.IntRange(min=1), show_default=True, help="Playlists per batch.")
 @click.option("--lr", default=1e-2, type=click.FloatRange(min=0, min_open=True), show_default=True,
               help="Peak learning rate (warmup, then cosine).")

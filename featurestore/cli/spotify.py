@@ -10,6 +10,7 @@ from .common import (
     OVERWRITE_SYNTH,
     SEED,
     SYNTH_OUT,
+    cpu_torch_threads,
     distributed_options,
     echo_lines,
     evaluate_options,
@@ -84,7 +85,7 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, no_source_checksums:
 
 
 @click.command("skip")
-@train_options(epochs=10)
+@train_options(epochs=40)
 @click.option("--batch-size", default=256, type=click.IntRange(min=1), show_default=True, help="Sessions a step.")
 @click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate (warmup, then cosine).")
 @user_errors
@@ -93,21 +94,33 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
     """Skip-prediction model on STORE's train split; checkpoints (resumable), best.pt and history under OUT_DIR."""
     from models.skip.train import train_skip
 
+    # one torch thread on the CPU (as the demo): two spin against the loader thread on a busy host
     result = train_skip(store, out_dir, epochs=epochs, batch_size=batch_size, lr=lr, device=device,
-                        max_minutes=max_minutes, seed=seed, resume=not no_resume, val_sample=val_sample)
+                        max_minutes=max_minutes, seed=seed, resume=not no_resume, val_sample=val_sample,
+                        torch_threads=cpu_torch_threads(device, 0))
     echo_lines(result.lines())
 
 
 @click.command("skip")
 @evaluate_options("submission.txt")
+@click.option("--raw-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Raw folder of a `fstore synth spotify` release: adds the planted Bayes-optimal row.")
 @user_errors
-def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str) -> None:
-    """Write CHECKPOINT's test submission, then score it beside the random / all-skip / copy-last baselines."""
-    from models.skip.evaluate import baselines, predict_test, score_submission
+def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str,
+                 raw_dir: Path | None) -> None:
+    """Write CHECKPOINT's test submission, then score it beside the random / all-skip / copy-last /
+    logistic-regression baselines (and the planted Bayes-optimal ceiling with --raw-dir)."""
+    from models.skip.evaluate import baselines, bayes_score, planted_path, predict_test, score_submission
 
     from ..store import Store
     from ..store.errors import FstoreError
 
+    if raw_dir is not None:
+        planted_path(raw_dir)  # a folder without the planted truth fails before any work
+    if threads := cpu_torch_threads(device, 0):
+        import torch
+
+        torch.set_num_threads(threads)
     predict_test(store, checkpoint, out, device=device)
     click.echo(f"wrote {out}")
     if not Store(store).tables["test"].get("second_half_labels"):
@@ -117,9 +130,12 @@ def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | 
         click.echo(message)
         return
     scores = {"model": score_submission(store, out), **baselines(store)}
+    if raw_dir is not None:
+        scores["bayes"] = bayes_score(raw_dir, store)
     report_scores({name: {"mean_average_accuracy": s.mean_average_accuracy,
                           "first_prediction_accuracy": s.first_prediction_accuracy} for name, s in scores.items()},
-                  metric="mean_average_accuracy", split="test", metrics_json=metrics_json)
+                  metric="mean_average_accuracy", split="test", metrics_json=metrics_json,
+                  baselines=("random", "all_skip", "copy_last", "logreg"), ceiling=("bayes",))
 
 
 COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "train": train_cmd, "evaluate": evaluate_cmd}

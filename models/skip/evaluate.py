@@ -4,8 +4,11 @@
   test session (second-half length), in store order.
 * :func:`score_submission` scores a submission against the test split's ground truth with the
   official metric (:func:`models.metrics.evaluate_skip`).
-* :func:`baselines` scores random (seeded), all-skip and copy-the-last-first-half-skip_2 with the
-  same metric code.
+* :func:`baselines` scores random (seeded), all-skip, copy-the-last-first-half-skip_2 and the
+  logistic regression of :mod:`models.skip.logreg` (the strongest simple baseline) with the same
+  metric code.
+* :func:`bayes_score` scores the planted Bayes-optimal predictor of a synthetic release (the ceiling),
+  from the probabilities ``fstore synth spotify`` writes to ``_planted/``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import polars as pl
 import torch
 
 from featurestore.schemas.mssd import TARGET, first_half_length
@@ -23,9 +27,13 @@ from loaders import SessionBatches
 from models.metrics import SkipScore, evaluate_skip, read_skip_submission, write_skip_submission
 from models.training import autocast, parse_device, read_checkpoint
 
+from .logreg import fit_logreg, predict_logreg
 from .model import SkipModel
 
-__all__ = ["baselines", "ground_truth", "load_model", "predict_loader", "predict_test", "score_submission"]
+PLANTED_TEST_PROBABILITY = "_planted/test_skip_2_probability.parquet"  # written by featurestore.synth.spotify
+
+__all__ = ["baselines", "bayes_score", "ground_truth", "load_model", "planted_path", "predict_loader", "predict_test",
+           "score_submission"]
 
 
 def _open(store: str | os.PathLike[str] | Store) -> Store:
@@ -127,9 +135,10 @@ def score_submission(store: str | os.PathLike[str] | Store, submission_path: str
     return evaluate_skip(truth, preds)
 
 
-def baselines(store: str | os.PathLike[str] | Store, seed: int = 0) -> dict[str, SkipScore]:
-    """Scores of ``random`` (seeded coin flips), ``all_skip`` and ``copy_last`` (the last first-half
-    skip_2, repeated) on the test split."""
+def baselines(store: str | os.PathLike[str] | Store, seed: int = 0, logreg: bool = True) -> dict[str, SkipScore]:
+    """Scores of ``random`` (seeded coin flips), ``all_skip``, ``copy_last`` (the last first-half
+    skip_2, repeated) and, with ``logreg``, ``logreg`` (fitted on a sample of the train split) on the
+    test split."""
     store = _open(store)
     truth = ground_truth(store)
     r = store.ragged("test")
@@ -143,4 +152,33 @@ def baselines(store: str | os.PathLike[str] | Store, seed: int = 0) -> dict[str,
         "random": evaluate_skip(truth, [rng.integers(0, 2, t.size, dtype=np.int8) for t in truth]),
         "all_skip": evaluate_skip(truth, [np.ones(t.size, dtype=np.int8) for t in truth]),
         "copy_last": evaluate_skip(truth, [np.full(t.size, v, dtype=np.int8) for t, v in zip(truth, last, strict=True)]),
+        **({"logreg": evaluate_skip(truth, predict_logreg(fit_logreg(store, seed=seed), store))} if logreg else {}),
     }
+
+
+def planted_path(raw_dir: str | os.PathLike[str]) -> Path:
+    """The planted probabilities of a synthetic release's raw folder; one-line error when there are none."""
+    path = Path(raw_dir) / PLANTED_TEST_PROBABILITY
+    if not path.is_file():
+        raise FstoreError(f"{path}: no planted truth (only `fstore synth spotify` output has one)")
+    return path
+
+
+def bayes_score(raw_dir: str | os.PathLike[str], store: str | os.PathLike[str] | Store) -> SkipScore:
+    """Score of the planted Bayes-optimal predictor (``p > 0.5``) on the test split of a synthetic release
+    whose raw folder is ``raw_dir`` (the probabilities ``fstore synth spotify`` left in its ``_planted/``)."""
+    store = _open(store)
+    path = planted_path(raw_dir)
+    by_session = (pl.read_parquet(path).sort("session_id", "session_position")
+                  .group_by("session_id", maintain_order=True).agg(pl.col("p_skip_2")))
+    pred = {sid: (np.asarray(ps) > 0.5).astype(np.int8) for sid, ps in by_session.iter_rows()}
+    truth = ground_truth(store)
+    ids = store.ids("test")
+    missing = [s for s in ids if s not in pred]
+    if missing or len(pred) != len(ids):
+        raise FstoreError(f"{path}: planted truth of another release ({len(missing)} of the store's "
+                          f"{len(ids)} test sessions missing, {len(pred)} in the file)")
+    try:
+        return evaluate_skip(truth, [pred[s] for s in ids])
+    except ValueError as e:  # a session of another length: the planted file belongs to other data
+        raise FstoreError(f"{path}: planted truth of another release ({e})") from None
