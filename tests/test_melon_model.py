@@ -82,3 +82,37 @@ def test_train_and_evaluate_cli(raw_and_store, tmp_path):
     r = runner.invoke(main, ["train", "melon", str(store), str(tmp_path / "x"), "--question-mix", "0.8", "0.5"])
     assert r.exit_code == 2 and "--question-mix" in r.output and "Traceback" not in r.output
     np.testing.assert_equal(len(recs[0]["songs"]), 100)
+
+
+def test_max_minutes_bounds_the_whole_command(raw_and_store, tmp_path, monkeypatch):
+    """Set-up and the autoencoder share ``1 - title_share`` of ``--max-minutes``; the title model gets what
+    is left, not a fixed share on top (a fake clock: 1 minute of set-up, the autoencoder uses its budget)."""
+    import types
+
+    import models.melon.train as melon_train
+
+    clock = {"now": 1000.0}
+    monkeypatch.setattr(melon_train, "time", types.SimpleNamespace(perf_counter=lambda: clock["now"]))
+    got: dict[str, float] = {}
+
+    def fake_fit(task, loader, out_dir, *, max_minutes, **kwargs):
+        got["autoencoder"] = max_minutes
+        clock["now"] += max_minutes * 60.0 + 30.0  # its budget, then a validation that overruns 30 s
+        return types.SimpleNamespace()
+
+    def fake_title(store, out_dir, *, max_minutes, **kwargs):
+        got["title"] = max_minutes
+        return out_dir / "title_model.pt"
+
+    real_loader = melon_train.PlaylistBatches
+
+    def slow_loader(*args, **kwargs):
+        clock["now"] += 60.0  # one minute of set-up (vocabulary, loaders)
+        return real_loader(*args, **kwargs)
+
+    monkeypatch.setattr(melon_train, "fit", fake_fit)
+    monkeypatch.setattr(melon_train, "train_title_model", fake_title)
+    monkeypatch.setattr(melon_train, "PlaylistBatches", slow_loader)
+    melon_train.train_melon(raw_and_store[1], tmp_path / "run", max_minutes=10, title_share=0.4, progress=False)
+    assert got["autoencoder"] == pytest.approx(6.0 - 1.0)  # its 6 minutes less the set-up
+    assert got["title"] == pytest.approx(10.0 - 6.5)  # what is left of 10 after 6 minutes and the overrun

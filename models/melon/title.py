@@ -21,6 +21,7 @@ to popularity for them.
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
 import numpy as np
@@ -131,6 +132,7 @@ def train_title_model(store: Store | str | Path, out_dir: str | Path, *, max_min
     budget (one epoch on a loaded CPU) then makes 4x the updates of batch 512; title-only val score after
     1 minute, default synth, load 4.7-5.0: 0.214 at 128 against 0.172 at 64 and 0.138 at 512.
     """
+    started = time.perf_counter()
     store = store if isinstance(store, Store) else Store(store)
     dev = parse_device(device)
     out_dir = Path(out_dir)
@@ -172,17 +174,22 @@ def train_title_model(store: Store | str | Path, out_dir: str | Path, *, max_min
     pre = TrainTask(model=model, config={**config, "phase": "mlm", "mask_rate": mask_rate},
                     loss=lambda m, b: mlm_loss(m, b["tokens"], model.mask_id, mask_rate), validate=mlm_validate,
                     item_name="playlists", find_unused_parameters=True)
-    minutes = (None if max_minutes is None else max_minutes * pretrain_share,
-               None if max_minutes is None else max_minutes * (1 - pretrain_share))
+    # ``max_minutes`` bounds the whole function: tokenizer and set-up, then pre-training to its share,
+    # then fine-tuning with what is left (at least a few seconds, so it leaves a model)
+    def left(share: float) -> float | None:
+        if max_minutes is None:
+            return None
+        return max(0.05, max_minutes * share - (time.perf_counter() - started) / 60.0)
+
     fit(pre, train_batches, out_dir / "pretrain", epochs=pretrain_epochs, device=dev, lr=lr,
-        max_minutes=minutes[0], resume=resume, progress=progress)
+        max_minutes=left(pretrain_share), resume=resume, progress=progress)
 
     tune = TrainTask(model=model, config={**config, "phase": "items", "tag_weight": tag_weight},
                      loss=lambda m, b: items_loss(m, b, tag_weight),
                      validate=lambda m: mean_over_held(lambda b: items_loss(m, b, tag_weight)),
                      item_name="playlists")
     result = fit(tune, train_batches, out_dir / "finetune", epochs=epochs, device=dev, lr=lr,
-                 max_minutes=minutes[1], resume=resume, progress=progress)
+                 max_minutes=left(1.0), resume=resume, progress=progress)
     path = out_dir / TITLE_MODEL
     if not distributed.is_main():  # under torchrun both phases were sharded across the ranks; rank 0 writes
         return path
