@@ -15,9 +15,18 @@ import pytest
 import soundfile as sf
 import torch
 
+from featurestore.ingest.fsd import LogMel
 from featurestore.store.errors import FstoreError
 from featurestore.synth.audio_common import SynthSummary, hex_ids
-from featurestore.synth.fsd import FSD_CLASSES, fsd_class_bands, fsd_class_names, synth_fsd
+from featurestore.synth.fsd import (
+    FSD_CLASSES,
+    KINDS,
+    fsd_class_events,
+    fsd_class_names,
+    read_planted,
+    render_event,
+    synth_fsd,
+)
 from featurestore.synth.speakers import synth_speakers
 from featurestore.synth.yandex import oracle_profiles, synth_yandex
 
@@ -211,6 +220,7 @@ def test_fsd_layout_and_headers(fsd_dir: tuple[Path, SynthSummary]) -> None:
         "train_curated",
         "train_noisy",
         "test",
+        "_planted",
     }
     names = fsd_class_names(FSD_KW["classes"], FSD_KW["seed"])
     header = (d / "sample_submission.csv").read_text().splitlines()[0]
@@ -281,28 +291,61 @@ def test_fsd_class_names() -> None:
     many = fsd_class_names(150)
     assert len(set(many)) == 150 and set(FSD_CLASSES) <= set(many)
     assert all(re.fullmatch(r"[A-Za-z0-9_()\-]+", n) for n in many)
-    bands = fsd_class_bands(80)
-    assert bands.shape == (80, 2) and (bands[:, 0] < bands[:, 1]).all()
-    order = np.sort(bands, axis=0)
-    assert (order[1:, 0] >= order[:-1, 1]).all()  # disjoint bands
+    ev = fsd_class_events(80)
+    for g in np.unique(ev.group):  # a group: four classes, one region, kind and duration, four orders
+        mine = ev.group == g
+        assert sorted(ev.member[mine].tolist()) == [0, 1, 2, 3]
+        for field in (ev.kind, ev.centre_hz, ev.seconds):
+            assert np.unique(field[mine]).size == 1
+    assert np.unique(ev.centre_hz).size == 20 and set(ev.kind.tolist()) == set(range(len(KINDS)))
+    low = fsd_class_events(6, sample_rate=16000)
+    assert low.centre_hz.max() <= 0.4 * 16000 and sorted(np.bincount(low.group).tolist()) == [2, 4]
 
 
-def test_fsd_bands_identify_main_label(fsd_dir: tuple[Path, SynthSummary]) -> None:
+def _pooled(logmel: LogMel, x: np.ndarray) -> np.ndarray:
+    m = logmel(x.astype(np.float32))
+    return np.concatenate([m.mean(0), m.std(0)])
+
+
+@pytest.mark.parametrize("kind", range(len(KINDS)))
+def test_fsd_members_differ_in_order_not_in_pooled_statistics(kind: int) -> None:
+    # the four members of a group: same pooled log-mel (mean, std per bin) up to the randomness of one
+    # event, while their frames in time order differ; another region's pooled statistics differ clearly
+    logmel = LogMel()
+    n = int(0.4 * 44100)
+    rng = np.random.default_rng(0)
+
+    def render(member: int, centre: float) -> np.ndarray:
+        return render_event(kind, member, centre, n, 44100, rng, pitch_octaves=0.0)
+
+    events = [render(m, 2000.0) for m in range(4)]
+    pooled = [_pooled(logmel, e) for e in events]
+    within = max(np.abs(a - b).mean() for a in pooled for b in pooled)
+    between = np.abs(pooled[0] - _pooled(logmel, render(0, 2000.0 * 2 ** 1.5))).mean()
+    assert within < 0.25 * between, (within, between)
+    frames = [logmel(e.astype(np.float32)) for e in events]
+    same = np.abs(frames[0] - logmel(render(0, 2000.0).astype(np.float32))).mean()  # another draw, same order
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert np.abs(frames[a] - frames[b]).mean() > 2 * same, (KINDS[kind], a, b)
+
+
+def test_fsd_planted_truth(fsd_dir: tuple[Path, SynthSummary]) -> None:
     d, _ = fsd_dir
+    planted = read_planted(d)
     names = fsd_class_names(FSD_KW["classes"], FSD_KW["seed"])
-    bands = fsd_class_bands(FSD_KW["classes"], 44100, FSD_KW["seed"])
-    hits = 0
-    rows = _read_labels(d / "train_curated.csv")
-    for fname, labels in rows:
-        x, sr = sf.read(str(d / "train_curated" / fname))
-        power = np.abs(np.fft.rfft(x)) ** 2
-        freqs = np.fft.rfftfreq(len(x), 1 / sr)
-        score = []
-        for lo, hi in bands:
-            sel = (freqs >= lo) & (freqs < hi)
-            score.append(np.log(power[sel].mean() + 1e-20) if sel.any() else -np.inf)
-        hits += names[int(np.argmax(score))] == labels[0]
-    assert hits / len(rows) > 0.6  # chance is 1/12
+    assert planted.classes == names and planted.sample_rate == 44100
+    truth = planted.true_labels()
+    assert len(truth) == FSD_KW["curated"] + FSD_KW["noisy"] + FSD_KW["test_clips"]
+    listed = {f: [names.index(x) for x in lab] for f, lab in _read_labels(d / "train_curated.csv")}
+    assert all(truth[f] == lab for f, lab in listed.items())  # curated labels are the truth
+    noisy = _read_labels(d / "train_noisy.csv")
+    wrong = sum(sorted(truth[f]) != sorted(names.index(x) for x in lab) for f, lab in noisy)
+    assert 0 < wrong < len(noisy)  # some noisy clips are mislabelled, most are not
+    sub = pl.read_csv(d / "sample_submission.csv")
+    assert all(truth[f] for f in sub["fname"].to_list())  # test clips have (hidden) labels too
+    with pytest.raises(FstoreError, match="no planted truth"):
+        read_planted(d / "train_curated")
 
 
 def test_fsd_deterministic(fsd_dir: tuple[Path, SynthSummary], tmp_path: Path) -> None:

@@ -105,17 +105,23 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
 @evaluate_options("submission.csv")
 @click.option("--sample-submission", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="Write rows and class columns in this sample_submission.csv's order (checked against the store).")
+@click.option("--raw-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="The `fstore synth fsd` folder of STORE: adds the ceiling row from its planted truth.")
 @user_errors
 def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str,
-                 sample_submission: Path | None) -> None:
-    """lwlrap of CHECKPOINT on its held-out curated clips beside class-prior and random scores; test submission."""
-    from models.fsd.evaluate import evaluate_fsd
+                 sample_submission: Path | None, raw_dir: Path | None) -> None:
+    """lwlrap of CHECKPOINT on its held-out curated clips beside a logistic regression on pooled log-mel,
+    class priors and random scores (and the planted-event ceiling with --raw-dir); test submission."""
+    from models.fsd.evaluate import DETECTOR, evaluate_fsd
 
-    result = evaluate_fsd(store, checkpoint, out, device=device, sample_submission=sample_submission)
+    result = evaluate_fsd(store, checkpoint, out, device=device, sample_submission=sample_submission,
+                          raw_dir=raw_dir)
     click.echo(f"wrote {result.submission}" if result.submission else f"{store}: no test split, no submission")
-    click.echo(f"validation: {result.validation_clips} held-out curated clips")
-    report_scores({name: {"lwlrap": value} for name, value in result.scores.items()}, metric="lwlrap",
-                  split="validation", metrics_json=metrics_json)
+    click.echo(f"validation: {result.validation_clips} held-out curated clips; the logistic regression "
+               f"(C {result.baseline_c:g}) was fitted on the model's training clips and weights")
+    rows = {**result.scores, **result.ceiling}
+    report_scores({name: {"lwlrap": value} for name, value in rows.items()}, metric="lwlrap",
+                  split="validation", metrics_json=metrics_json, ceiling=(DETECTOR,) if result.ceiling else ())
 
 
 COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "train": train_cmd, "evaluate": evaluate_cmd}

@@ -9,6 +9,8 @@ Layout written under ``out_dir`` (DATASETS.md section 4)::
     train_noisy/{fname}
     test/{fname}           a handful of unlabelled test clips
     sample_submission.csv  "fname" plus one column per class (the class list), one zero row per test clip
+    _planted/planted.npz   NOT part of the release: the generator's truth (:data:`PLANTED`, read by
+                           :func:`read_planted`): every clip's true labels, and each class's event
 
 With ``noisy=0`` ``train_noisy.csv`` is header-only, as a release with no noisy clips would be (ingest
 reads it as zero noisy clips). ``out_dir`` must be empty or absent unless ``overwrite`` (which clears it).
@@ -17,36 +19,75 @@ CSV rows are sorted by fname. There is no separate class-list file: as in the re
 list is the header of ``sample_submission.csv`` (alphabetical order). Up to 80 classes use the real
 FSDKaggle2019 names; more are filled with generated, plausible names.
 
-Planted structure: class ``c`` owns one frequency band ``[lo_c, hi_c)`` (see :func:`fsd_class_bands`;
-bands are log-spaced between 200 Hz and min(16 kHz, 0.45 sr), disjoint, mapped to classes by a seeded
-permutation). A class signature is
+Planted structure (:class:`ClassEvents`). Classes come in **groups of four** that share a frequency
+region (a centre between 500 Hz and min(10 kHz, 0.4 sr), one octave wide) and one event kind; the four
+members differ only in the **temporal order** of the same material. An event is two halves, each of
+which goes one of two ways (member ``m``: first half ``m >> 1``, second ``m & 1``), so the members
+are UU, UD, DU, DD:
 
-- band-limited Gaussian noise filling ``[lo_c, hi_c)``,
-- a tone at the band's geometric centre, with 2nd and 3rd harmonics at 0.3 and 0.15 of its amplitude,
-- a class-specific amplitude modulation of the tones (rate 1..8 Hz, depth 0.3..0.7).
+- ``chirp``: a tone (+ 2nd harmonic) sweeping the octave up or down in each half;
+- ``stack``: a harmonic stack (6 harmonics, amplitude 1/h) at a **random pitch** (+-half an octave),
+  gliding a third of an octave up or down in each half;
+- ``envelope``: band noise whose level decays or swells by 30 dB in each half (onsets vs. swells);
+- ``rhythm``: four noise pulses whose inter-onset gaps are one of four orders of (1, 2, 3) units.
 
-A clip is the sum of its labels' signatures (the first label listed is the main one at gain 1, the
-others at gain 0.3..0.7) plus white background noise (about -40 dB in curated, -25 dB in noisy clips),
-faded in/out over 5 ms, peak-normalised to 0.3..0.9 and written as PCM_16. Curated clips: 80 % one label,
-then 2, 3 or 4 labels (13 %, 5 %, 2 %); every class is a main label at least once when
-``curated >= classes``. Noisy clips: same label counts, but 30 % of them have one listed label replaced by
-a wrong class (the audio keeps the true one) and 10 % have an extra spurious label appended. The mean
-log-power inside each class band identifies the main label of a clip far above chance.
+Every frame of a member is a frame of its group's other members in another order, so **any statistic
+of the multiset of frames** (mean and std pooled over time, histograms) is the same in distribution for
+the four members: pooled log-mel tells a clip's group (region and kind) but not which of its four
+classes it holds, while a CNN on log-mel crops sees the slope, the order of the halves, the onset and
+the rhythm. Difficulty knobs (constants below) and what was measured of them (2026-12-04, on this
+2-core host at load 22-33; default sizes; figures beside their baselines in the README section
+"FSDKaggle2019 audio tagging end to end"):
+
+- ``_GROUP`` (4 classes per group) with ``_HALF_GAP_S`` (50 ms of silence between an event's halves,
+  longer than the 40 ms analysis window): measured on single events (0.4 s at 2 kHz, -40 dB white
+  floor, log-mel per-bin mean + std, mean absolute difference in dB), members of a group differ by
+  0.47 / 0.54 / 0.72 / 0.69 dB (chirp / stack / envelope / rhythm) where two draws of the same member
+  differ by 0.33 / 0.28 / 0.46 / 1.06 dB and a region 1.5 octaves away by 9.2 / 11.8 / 10.3 / 8.1 dB.
+  Without the gap (halves joined), members differed by 1.4 / 1.1 / 3.3 / 1.8 dB: the window smooths a
+  junction differently by its shape, which pooled statistics could read;
+- events at random times (``_EVENT_EVERY_S``): each label has 1 + Poisson(seconds / 2) events of its
+  group's duration (0.25-0.5 s, +-15 % per event, ``_EVENT_JITTER``) anywhere in the clip, cut by the
+  clip's end; a random crop can miss them all (the crop's label is then wrong, as with real weak labels);
+- background (``_TEXTURES``, ``_TEXTURE_DB``): 1-3 stationary band-noise textures of other groups'
+  regions at -16..-4 dB relative to the events, so band energy alone does not say which region is labelled;
+- channel (``_TILT_DB``, ``_BUMP_DB``, ``_LOWPASS_P``): per clip a spectral tilt (+-3 dB per octave),
+  one broad resonance or notch (+-6 dB), and for 40 % of clips a low-pass at 3-10 kHz; then a white
+  floor (``_FLOOR_DB``: -35 dB curated, -20 dB noisy) and a peak level in 0.05..0.9 (per-clip gain);
+- multiple labels: 80 % of clips one label, then 2, 3 or 4 (13 %, 5 %, 2 %); the first is the main
+  one at gain 1, the others at 0.3..0.7;
+- label noise in ``train_noisy`` only: 30 % of noisy clips have one listed label replaced by a wrong
+  class (the audio keeps the true one), 10 % an extra spurious label; ``_planted`` keeps the truth.
+
+All knobs together, default sizes (200 curated, 300 noisy, 80 classes), 67 held-out curated clips: the
+logistic regression on pooled log-mel scores lwlrap 0.282 (class priors 0.078, the planted-event
+template detector of ``models/fsd/ceiling.py`` 0.904); the per-knob effects on
+model, baseline and ceiling were not measured one by one (no time on this host: see the README).
+
+Every draw comes from one ``numpy.random.default_rng(seed)``; a fixed seed gives byte-identical files.
+Clips are rendered and written one at a time (memory is one clip's, whatever the count; the real
+size, 4,970 curated + 19,815 noisy clips, writes only clip-sized arrays and the truth file).
 """
 
 from __future__ import annotations
 
 import csv
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import soundfile as sf
 
 from featurestore.schemas import fsd as S
+from featurestore.store.atomic import atomic_write_bytes
+from featurestore.store.errors import FstoreError
 from featurestore.store.folders import prepare_out_dir
 from featurestore.synth.audio_common import SynthSummary, hex_ids, tree_size
 
-__all__ = ["synth_fsd", "fsd_class_bands", "fsd_class_names", "FSD_CLASSES"]
+__all__ = ["FSD_CLASSES", "KINDS", "PLANTED", "ClassEvents", "Planted", "fsd_class_events", "fsd_class_names",
+           "read_planted", "render_event", "synth_fsd"]
+
+PLANTED = "_planted/planted.npz"
 
 # fmt: off
 FSD_CLASSES: tuple[str, ...] = (
@@ -76,9 +117,23 @@ _EXTRA_SUFFIX = ("", "_(indoor)", "_(outdoor)", "_(mechanical)", "_(distant)", "
 
 _LABEL_COUNT_P = np.array([0.80, 0.13, 0.05, 0.02])
 _FADE_S = 0.005
-_LO_HZ = 200.0
-_HI_HZ = 16000.0
-
+_LO_HZ, _HI_HZ = 500.0, 10000.0  # group centres (log-spaced)
+_GROUP = 4  # classes per group: the four temporal orders of one event kind in one region
+KINDS = ("chirp", "stack", "envelope", "rhythm")
+_EVENT_S = (0.25, 0.5)  # a group's event duration is drawn in this range
+_EVENT_JITTER = 0.15  # each event's duration: the group's x U(1 -+ this)
+_EVENT_EVERY_S = 2.0  # events per label: 1 + Poisson(clip seconds / this)
+_SECONDARY_GAIN = (0.3, 0.7)
+_TEXTURES = (1, 3)  # background textures a clip: uniform in this range (inclusive)
+_TEXTURE_DB = (-16.0, -4.0)  # a texture's RMS relative to the events' RMS
+_TILT_DB = 3.0  # channel tilt, dB per octave around 1 kHz: U(-this, this)
+_BUMP_DB = 6.0  # one broad resonance or notch: U(-this, this) dB at a log-uniform 300 Hz..8 kHz
+_LOWPASS_P = 0.4  # share of clips through a low-pass (cut-off 3..10 kHz, 24 dB per octave)
+_FLOOR_DB = {"curated": -35.0, "noisy": -20.0}  # white floor relative to the clip's RMS
+_PEAK = (0.05, 0.9)  # peak level of the written clip (per-clip gain)
+_GAPS = ((1, 2, 3), (3, 2, 1), (2, 1, 3), (3, 1, 2))  # rhythm members: inter-onset gaps, in units
+_PULSE_S = 0.03
+_HALF_GAP_S = 0.05  # silence between an event's halves: longer than the 40 ms analysis window
 
 def fsd_class_names(classes: int, seed: int = 0) -> list[str]:
     """The ``classes`` class names used for ``seed``, in alphabetical (sample_submission) order."""
@@ -111,22 +166,107 @@ def fsd_class_names(classes: int, seed: int = 0) -> list[str]:
     return sorted(names)
 
 
-def fsd_class_bands(classes: int, sample_rate: int = 44100, seed: int = 0) -> np.ndarray:
-    """Frequency band ``[lo, hi)`` in Hz owned by each class, shape ``(classes, 2)``.
+@dataclass(frozen=True)
+class ClassEvents:
+    """Each class's planted event, arrays of length ``classes`` in class-name (alphabetical) order.
 
-    Row ``i`` belongs to the ``i``-th name of :func:`fsd_class_names` (alphabetical order). Slots are
-    log-spaced between 200 Hz and min(16 kHz, 0.45 * sample_rate); a band fills the middle 60 % of its
-    slot (in log frequency), and slots are dealt to classes by a permutation drawn from ``seed``.
+    group: the class's group (classes of a group share ``centre_hz``, ``kind`` and ``seconds``);
+    member: 0..3, the temporal order (first half ``member >> 1``, second ``member & 1``: 1 = up / swell);
+    kind: index into :data:`KINDS`; centre_hz: the region's centre; seconds: the group's event duration.
     """
-    hi = min(_HI_HZ, 0.45 * sample_rate)
+
+    group: np.ndarray
+    member: np.ndarray
+    kind: np.ndarray
+    centre_hz: np.ndarray
+    seconds: np.ndarray
+
+
+def fsd_class_events(classes: int, sample_rate: int = S.SAMPLE_RATE, seed: int = 0) -> ClassEvents:
+    """The planted event of each class for ``seed`` (row ``i``: the ``i``-th name of :func:`fsd_class_names`).
+
+    Classes are dealt to groups of :data:`_GROUP` by a seeded permutation (so alphabetical neighbours are
+    not group mates); group centres are log-spaced between 500 Hz and min(10 kHz, 0.4 sample_rate)."""
+    hi = min(_HI_HZ, 0.4 * sample_rate)
     if hi <= _LO_HZ:
         raise ValueError(f"sample_rate {sample_rate} too low")
-    edges = np.geomspace(_LO_HZ, hi, classes + 1)
-    log_lo, log_hi = np.log(edges[:-1]), np.log(edges[1:])
-    width = log_hi - log_lo
-    bands = np.exp(np.stack([log_lo + 0.2 * width, log_hi - 0.2 * width], axis=1))
-    perm = np.random.default_rng([seed, 0xBA4D]).permutation(classes)
-    return bands[perm]
+    rng = np.random.default_rng([seed, 0xE7E])
+    groups = -(-classes // _GROUP)
+    slot = rng.permutation(classes)
+    group, member = slot // _GROUP, slot % _GROUP
+    centre = np.geomspace(_LO_HZ, hi, groups)[rng.permutation(groups)]
+    kind = (np.arange(groups) + rng.integers(len(KINDS))) % len(KINDS)
+    seconds = rng.uniform(*_EVENT_S, size=groups)
+    return ClassEvents(group, member, kind[group], centre[group], seconds[group])
+
+
+def _band_noise(rng: np.random.Generator, n: int, lo: float, hi: float, sr: int) -> np.ndarray:
+    """Unit-RMS Gaussian noise of ``n`` samples band-limited to ``[lo, hi)`` Hz (one FFT)."""
+    m = _fast_len(n)
+    k = np.fft.rfftfreq(m, 1 / sr)
+    spec = np.where((k >= lo) & (k < hi), rng.standard_normal(k.size) + 1j * rng.standard_normal(k.size), 0)
+    x = np.fft.irfft(spec, n=m)[:n]
+    return x / max(float(np.sqrt(np.mean(x**2))), 1e-12)
+
+
+def _halves(n: int, member: int, a: float, b: float, gap: int, fade: int) -> tuple[np.ndarray, np.ndarray]:
+    """(trajectory, amplitude) over ``n`` samples: two equal halves split by ``gap`` silent samples, each
+    a line from ``a`` to ``b`` (its bit of ``member`` 1) or from ``b`` to ``a``, faded in and out over
+    ``fade`` samples. The silence makes each half a sound of its own, so that the frames of a group's
+    four members are the same multiset in another order (no junction whose shape depends on the order)."""
+    half = max(1, (n - gap) // 2)
+    traj, amp = np.full(n, float(a)), np.zeros(n)
+    f = max(0, min(fade, half // 2))
+    ramp = np.linspace(0.0, 1.0, f) if f else np.zeros(0)
+    for part, s in enumerate((0, min(n, half + gap))):
+        e = min(n, s + half)
+        if e <= s:
+            continue
+        up = (member >> (1 - part)) & 1
+        traj[s:e] = np.linspace(a, b, half)[: e - s] if up else np.linspace(b, a, half)[: e - s]
+        amp[s:e] = 1.0
+        k = min(f, e - s)
+        amp[s : s + k] *= ramp[:k]
+        amp[e - k : e] *= ramp[::-1][f - k :] if k else 1.0
+    return traj, amp
+
+
+def render_event(kind: int, member: int, centre_hz: float, n: int, sample_rate: int,
+                 rng: np.random.Generator, pitch_octaves: float | None = None) -> np.ndarray:
+    """One event of ``n`` samples (unit RMS, 5 ms fades): ``KINDS[kind]`` in temporal order ``member``
+    around ``centre_hz``; the random parts (phases, noise, a stack's pitch) come from ``rng``, except a
+    stack's pitch offset when ``pitch_octaves`` is given (0: the region's own pitch)."""
+    sr, nyq = sample_rate, 0.45 * sample_rate
+    if n < 4:
+        return np.zeros(n)
+    name = KINDS[kind]
+    gap, fade = min(int(_HALF_GAP_S * sr), n // 3), int(_FADE_S * sr)
+    if name in ("chirp", "stack"):
+        if name == "chirp":
+            f0, span, partials = centre_hz, 0.5, ((1, 1.0), (2, 0.35))
+        else:
+            shift = rng.uniform(-0.5, 0.5) if pitch_octaves is None else pitch_octaves
+            f0, span = centre_hz / 2 * 2**shift, 1 / 6
+            partials = tuple((h, 1.0 / h) for h in range(1, 7))
+        traj, amp = _halves(n, member, -span, span, gap, fade)
+        f = f0 * 2**traj
+        phase = 2 * np.pi * np.cumsum(f) / sr + rng.uniform(0, 2 * np.pi)
+        x = amp * sum(a * np.sin(h * phase) * (h * f < nyq) for h, a in partials)
+    elif name == "envelope":
+        level_db, amp = _halves(n, member, -30.0, 0.0, gap, fade)
+        x = _band_noise(rng, n, centre_hz / np.sqrt(2), min(centre_hz * np.sqrt(2), nyq), sr) * amp * 10 ** (level_db / 20)
+    else:  # rhythm: four pulses, inter-onset gaps in the member's order
+        gaps = np.array(_GAPS[member])
+        pulse = max(2, min(n // 4, int(_PULSE_S * sr)))
+        unit = (n - pulse) / gaps.sum()
+        x = np.zeros(n)
+        decay = np.exp(-np.arange(pulse) / (0.3 * pulse)) * np.minimum(1.0, np.arange(pulse) / max(1, fade))
+        lo, hi = centre_hz * 2 ** (-1 / 3), min(centre_hz * 2 ** (1 / 3), nyq)
+        for onset in np.concatenate([[0], np.cumsum(gaps)]) * unit:
+            s = int(round(onset))
+            x[s : s + pulse] += (_band_noise(rng, pulse, lo, hi, sr) * decay)[: n - s]
+    x = np.asarray(x, dtype=np.float64)
+    return x / max(float(np.sqrt(np.mean(x**2))), 1e-12)
 
 
 def _draw_labels(rng: np.random.Generator, n: int, classes: int, cover: bool) -> list[list[int]]:
@@ -183,64 +323,94 @@ def _fast_len(n: int) -> int:
     return best
 
 
-class _Signatures:
-    """Per-class signal parameters and the clip renderer.
+def _channel_db(rng: np.random.Generator, freqs: np.ndarray) -> np.ndarray:
+    """A clip's channel in dB at ``freqs``: tilt around 1 kHz, one broad bump or notch, maybe a low-pass."""
+    octaves = np.log2(np.maximum(freqs, 20.0) / 1000.0)
+    gain = rng.uniform(-_TILT_DB, _TILT_DB) * octaves
+    at = np.log2(np.exp(rng.uniform(np.log(300.0), np.log(8000.0))) / 1000.0)
+    gain += rng.uniform(-_BUMP_DB, _BUMP_DB) * np.exp(-0.5 * ((octaves - at) / 0.5) ** 2)
+    if rng.random() < _LOWPASS_P:
+        cut = rng.uniform(3000.0, 10000.0)
+        gain -= 24.0 * np.maximum(0.0, np.log2(np.maximum(freqs, 1.0) / cut))
+    return gain
 
-    A clip is rendered in the frequency domain with one inverse FFT of a fast length ``m >= n``
-    (then cut to ``n`` samples): band noise fills the class band's bins; the tone and its two
-    harmonics are amplitude-modulated sinusoids, i.e. a carrier bin plus two sidebands at
-    ``+-am_rate`` carrying ``depth / 2`` of its amplitude.
-    """
 
-    def __init__(self, rng: np.random.Generator, bands: np.ndarray, sample_rate: int) -> None:
-        self.sr = sample_rate
-        self.bands = bands
-        self.tone = np.sqrt(bands[:, 0] * bands[:, 1])
-        self.am_rate = rng.uniform(1.0, 8.0, size=len(bands))
-        self.am_depth = rng.uniform(0.3, 0.7, size=len(bands))
+def _render_clip(rng: np.random.Generator, n: int, labels: list[int], ev: ClassEvents, sr: int,
+                 floor_db: float) -> np.ndarray:
+    """A clip of ``n`` samples holding ``labels``' events at random times over other classes' textures,
+    through a random channel, with a white floor and a random peak level (float32)."""
+    x = np.zeros(n)
+    gains = np.concatenate([[1.0], rng.uniform(*_SECONDARY_GAIN, size=len(labels) - 1)])
+    for c, g in zip(labels, gains.tolist(), strict=True):
+        for _ in range(1 + rng.poisson(n / sr / _EVENT_EVERY_S)):
+            length = max(4, int(round(ev.seconds[c] * sr * rng.uniform(1 - _EVENT_JITTER, 1 + _EVENT_JITTER))))
+            start = int(rng.integers(0, max(1, n - length + 1)))
+            e = render_event(int(ev.kind[c]), int(ev.member[c]), float(ev.centre_hz[c]), length, sr, rng)
+            x[start : start + length] += g * e[: n - start]
+    rms = max(float(np.sqrt(np.mean(x**2))), 1e-12)
+    groups = np.unique(ev.group)
+    for g in rng.choice(groups, size=min(groups.size, int(rng.integers(_TEXTURES[0], _TEXTURES[1] + 1))),
+                        replace=False):
+        centre = float(ev.centre_hz[np.flatnonzero(ev.group == g)[0]])
+        level = rms * 10 ** (rng.uniform(*_TEXTURE_DB) / 20)
+        x += level * _band_noise(rng, n, centre / np.sqrt(2), min(centre * np.sqrt(2), 0.45 * sr), sr)
+    m = _fast_len(n)
+    spec = np.fft.rfft(x, n=m) * 10 ** (_channel_db(rng, np.fft.rfftfreq(m, 1 / sr)) / 20)
+    y = np.fft.irfft(spec, n=m)[:n]
+    rms = max(float(np.sqrt(np.mean(y**2))), 1e-12)
+    y += rms * 10 ** (floor_db / 20) * rng.standard_normal(n)
+    fade = min(int(_FADE_S * sr), n // 2)
+    if fade:
+        ramp = np.linspace(0.0, 1.0, fade)
+        y[:fade] *= ramp
+        y[n - fade :] *= ramp[::-1]
+    y *= rng.uniform(*_PEAK) / max(float(np.abs(y).max()), 1e-12)
+    return y.astype(np.float32)
 
-    def render(self, rng: np.random.Generator, n: int, labels: list[int], floor_db: float) -> np.ndarray:
-        sr = self.sr
-        m = _fast_len(n)
-        nbins = m // 2 + 1
-        hz_per_bin = sr / m
-        spec = np.zeros(nbins, dtype=np.complex128)
-        gains = np.concatenate([[1.0], rng.uniform(0.3, 0.7, size=len(labels) - 1)])
-        for c, g in zip(labels, gains.tolist(), strict=True):
-            lo, hi = self.bands[c]
-            k0 = min(nbins, int(np.ceil(lo / hz_per_bin)))
-            k1 = min(nbins, int(np.ceil(hi / hz_per_bin)))
-            nb = k1 - k0
-            if nb > 0:  # unit-RMS band noise (before the cut to n samples), weight 0.7
-                sigma = 0.7 * g * m / (2.0 * np.sqrt(nb))
-                spec[k0:k1] += sigma * (rng.standard_normal(nb) + 1j * rng.standard_normal(nb))
-            phase = rng.uniform(0, 2 * np.pi, size=3)
-            am_phase = rng.uniform(0, 2 * np.pi)
-            side = int(round(self.am_rate[c] / hz_per_bin))
-            for h, a in ((1, 1.0), (2, 0.3), (3, 0.15)):
-                k = int(round(h * self.tone[c] / hz_per_bin))
-                if not 0 < k < nbins - 1:
-                    continue
-                amp = g * a * m / 2.0  # time-domain amplitude g * a
-                carrier = amp * np.exp(1j * (phase[h - 1] - np.pi / 2))
-                spec[k] += carrier
-                if side > 0:
-                    half = 0.5 * self.am_depth[c]
-                    if k + side < nbins - 1:
-                        spec[k + side] += half * carrier * np.exp(1j * am_phase)
-                    if k - side > 0:
-                        spec[k - side] += half * carrier * np.exp(-1j * am_phase)
-        x = np.fft.irfft(spec, n=m)[:n].astype(np.float32)
-        rms = max(float(np.sqrt(np.mean(x.astype(np.float64) ** 2))), 1e-12)
-        x += np.float32(rms * 10 ** (floor_db / 20)) * rng.standard_normal(n, dtype=np.float32)
-        fade = min(int(_FADE_S * sr), n // 2)
-        if fade:
-            ramp = np.linspace(0.0, 1.0, fade, dtype=np.float32)
-            x[:fade] *= ramp
-            x[n - fade :] *= ramp[::-1]
-        peak = max(float(np.abs(x).max()), 1e-12)
-        x *= np.float32(rng.uniform(0.3, 0.9) / peak)
-        return x
+
+@dataclass
+class Planted:
+    """The truth ``synth_fsd`` writes to ``_planted/planted.npz``: per clip (curated, noisy, test in that
+    order) its fname, split and true labels (CSR ``offsets`` + ``labels``, class indices in name order),
+    the class names and each class's :class:`ClassEvents`."""
+
+    fnames: list[str]
+    split: np.ndarray
+    offsets: np.ndarray
+    labels: np.ndarray
+    classes: list[str]
+    events: ClassEvents
+    sample_rate: int
+
+    def true_labels(self) -> dict[str, list[int]]:
+        """fname -> its true class indices."""
+        return {f: self.labels[self.offsets[i] : self.offsets[i + 1]].tolist() for i, f in enumerate(self.fnames)}
+
+
+def _save_planted(path: Path, p: Planted) -> None:
+    import io
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, fnames=np.array(p.fnames), split=p.split, offsets=p.offsets, labels=p.labels,
+                        classes=np.array(p.classes), sample_rate=np.array(p.sample_rate),
+                        **{f"event_{k}": v for k, v in vars(p.events).items()})
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+def read_planted(raw_dir: str | Path) -> Planted:
+    """The truth of a ``synth_fsd`` folder (one error line when it has none, as a real release has not)."""
+    path = Path(raw_dir) / PLANTED
+    if not path.is_file():
+        raise FstoreError(f"{path}: no planted truth (only `fstore synth fsd` output has one)")
+    try:
+        with np.load(path) as z:
+            d = {k: z[k] for k in z.files}
+        events = ClassEvents(**{k: d[f"event_{k}"] for k in ClassEvents.__dataclass_fields__})
+        return Planted(d["fnames"].tolist(), d["split"], d["offsets"], d["labels"], d["classes"].tolist(), events,
+                       int(d["sample_rate"]))
+    except (OSError, ValueError, KeyError) as e:
+        raise FstoreError(f"{path}: unreadable planted truth ({e})") from None
 
 
 def synth_fsd(
@@ -258,7 +428,7 @@ def synth_fsd(
     """Write a synthetic FSDKaggle2019 data set under ``out_dir``; see the module docstring.
 
     Clip durations are log-uniform in ``[min_seconds, max_seconds]``. Returns a :class:`SynthSummary`
-    (clips counts curated + noisy + test clips).
+    (clips counts curated + noisy + test clips; files counts the release's files and the truth file).
     """
     if not 0 < min_seconds <= max_seconds:
         raise ValueError("need 0 < min_seconds <= max_seconds")
@@ -267,13 +437,16 @@ def synth_fsd(
     out = prepare_out_dir(out_dir, overwrite)
     rng = np.random.default_rng(seed)
     names = fsd_class_names(classes, seed)
-    sig = _Signatures(rng, fsd_class_bands(classes, sample_rate, seed), sample_rate)
+    ev = fsd_class_events(classes, sample_rate, seed)
 
     splits = ((S.TRAIN_SPLITS[0][0], curated), (S.TRAIN_SPLITS[1][0], noisy), (S.TEST_DIR, test_clips))
     fnames_all = hex_ids(rng, curated + noisy + test_clips, 8)
     written: list[Path] = []
+    truth_fnames: list[str] = []
+    truth_split: list[int] = []
+    truth_labels: list[list[int]] = []
     pos = 0
-    for split, n in splits:
+    for split_index, (split, n) in enumerate(splits):
         fnames = sorted(f"{h}.wav" for h in fnames_all[pos : pos + n])
         pos += n
         (out / split).mkdir(parents=True, exist_ok=True)
@@ -281,11 +454,15 @@ def synth_fsd(
         listed = _corrupt(rng, true, classes) if split == S.TRAIN_SPLITS[1][0] else true
         lengths = np.exp(rng.uniform(np.log(min_seconds), np.log(max_seconds), size=n))
         lengths = np.maximum(1, np.round(lengths * sample_rate)).astype(np.int64)
-        floor_db = -25.0 if split == S.TRAIN_SPLITS[1][0] else -40.0
+        floor_db = _FLOOR_DB["noisy" if split == S.TRAIN_SPLITS[1][0] else "curated"]
         for fname, lab, length in zip(fnames, true, lengths.tolist(), strict=True):
             p = out / split / fname
-            sf.write(p, sig.render(rng, length, lab, floor_db), sample_rate, subtype="PCM_16", format="WAV")
+            sf.write(p, _render_clip(rng, length, lab, ev, sample_rate, floor_db), sample_rate, subtype="PCM_16",
+                     format="WAV")
             written.append(p)
+        truth_fnames += fnames
+        truth_split += [split_index] * n
+        truth_labels += true
         if split == S.TEST_DIR:
             p = out / S.SUBMISSION
             with open(p, "w", newline="", encoding="utf-8") as fh:
@@ -303,6 +480,12 @@ def synth_fsd(
                     w.writerow([fname, S.LABEL_SEPARATOR.join(names[c] for c in lab)])
         written.append(p)
 
+    counts = np.array([len(lab) for lab in truth_labels], dtype=np.int64)
+    flat = [c for lab in truth_labels for c in lab]
+    planted = Planted(truth_fnames, np.array(truth_split, dtype=np.int8), np.concatenate([[0], np.cumsum(counts)]),
+                      np.array(flat, dtype=np.int16), names, ev, sample_rate)
+    _save_planted(out / PLANTED, planted)
+    written.append(out / PLANTED)
     return SynthSummary(
         files=len(written), clips=curated + noisy + test_clips, classes=classes, bytes=tree_size(written)
     )

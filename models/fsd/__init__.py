@@ -5,7 +5,10 @@
 * :mod:`.train` - :func:`train_fsd`: BCE with logits, mixup and SpecAugment on the device, clip weights
   by noisy-clip policy, validation lwlrap, all through the shared loop :func:`models.training.fit`;
 * :mod:`.inference` - sliding-window clip scores (:func:`predict_clips`);
-* :mod:`.evaluate` - :func:`evaluate_fsd` (lwlrap beside class-prior and random baselines, submission).
+* :mod:`.baseline` - the strongest simple baseline: one-vs-rest logistic regression on pooled log-mel;
+* :mod:`.ceiling` - the ceiling row of a synthetic release: a detector that knows the planted events;
+* :mod:`.evaluate` - :func:`evaluate_fsd` (lwlrap beside the baselines and the ceiling, submission);
+* :mod:`.ablations` - ``python -m models.fsd.ablations``: the ablation table, several seeds a row.
 """
 
 from .evaluate import FsdScores, baselines, evaluate_fsd, load_model, write_submission

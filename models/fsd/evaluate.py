@@ -3,8 +3,9 @@
 * :func:`load_model` rebuilds :class:`FsdCNN` from ``best.pt`` / ``checkpoint.pt`` (config + weights +
   the class list and validation clips recorded at training time);
 * :func:`evaluate_fsd` scores the model by lwlrap on the held-out curated clips (the only labelled clips
-  it never trained on: the FSDKaggle2019 test split has no labels) beside two baselines, and writes the
-  test split's submission;
+  it never trained on: the FSDKaggle2019 test split has no labels) beside the baselines (the logistic
+  regression on pooled log-mel of :mod:`.baseline`, class priors, random) and, for a synthetic release
+  (``raw_dir``), the ceiling of :mod:`.ceiling`; and writes the test split's submission;
 * :func:`baselines`: class priors (every clip gets the training label frequencies) and seeded random scores;
 * :func:`write_submission`: ``sample_submission.csv``'s format, ``fname`` then one probability column per
   class, in the class order of that file (the store's class dictionary is in that order; with
@@ -31,11 +32,15 @@ from loaders.base import store_identity
 from models.metrics import lwlrap
 from models.training import parse_device, read_checkpoint
 
-from .data import class_names, multi_hot, train_frames
+from .baseline import LogisticBaseline, pooled_features
+from .data import class_names, clip_weights, multi_hot, train_frames
 from .inference import predict_clips
 from .model import FsdCNN
 
-__all__ = ["FsdScores", "baselines", "evaluate_fsd", "load_model", "write_submission"]
+__all__ = ["DETECTOR", "LOGISTIC", "FsdScores", "baselines", "evaluate_fsd", "load_model", "write_submission"]
+
+LOGISTIC = "logistic_mean_std"  # the baseline rows' names in the score table and the evaluate contract
+DETECTOR = "template_detector"
 
 SUBMISSION_BLOCK = 4096  # submission rows formatted at a time
 
@@ -107,20 +112,25 @@ def write_submission(path: str | os.PathLike[str], fnames: list[str], classes: l
 
 @dataclass
 class FsdScores:
-    """lwlrap on the validation clips: the model's and the baselines'."""
+    """lwlrap on the validation clips: the model's and the baselines' (``scores``), the ceiling's (empty
+    without the planted truth); ``baseline_c``: the logistic regression's chosen C."""
 
     scores: dict[str, float]
+    ceiling: dict[str, float]
     validation_clips: int
     submission: Path | None
+    baseline_c: float
 
 
 def evaluate_fsd(store: str | os.PathLike[str] | Store, checkpoint: str | os.PathLike[str],
                  out: str | os.PathLike[str] | None, device: str | torch.device = "cpu",
                  sample_submission: str | os.PathLike[str] | None = None, batch_size: int = 32,
-                 progress: bool = True) -> FsdScores:
-    """Score ``checkpoint`` on its validation clips beside the baselines; write the test submission to
-    ``out`` (None, or a store without a test split: no submission). ``progress``: a labelled bar a pass.
-    Memory grows with the splits only by a (clips, classes) float32 score matrix each (320 bytes a clip)."""
+                 raw_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> FsdScores:
+    """Score ``checkpoint`` on its validation clips beside the baselines (and the ceiling, from
+    ``raw_dir``'s planted truth when given); write the test submission to ``out`` (None, or a store
+    without a test split: no submission). ``progress``: a labelled bar a pass. Memory grows with the
+    splits only by a (clips, classes) float32 score matrix each (320 bytes a clip) and the baseline's
+    (clips, 128) pooled features."""
     store = store if isinstance(store, Store) else Store(store)
     device = parse_device(device)
     model, record = load_model(checkpoint, device)
@@ -137,10 +147,25 @@ def evaluate_fsd(store: str | os.PathLike[str] | Store, checkpoint: str | os.Pat
     held = np.zeros(fs.clips, dtype=bool)
     held[val] = True
     prior = multi_hot(fs, np.flatnonzero(~held), len(names)).mean(0)
-    scores = {"model": lwlrap(truth, probs), **baselines(truth, prior, seed=data["seed"])}
+    fit = np.setdiff1d(np.flatnonzero(fs.column("curated")), val)
+    train, weights = clip_weights(fs, fit, data["noisy"], data["noisy_weight"] or 1.0)
+    logistic, _ = LogisticBaseline.tuned(pooled_features(fs, train), multi_hot(fs, train, len(names)),
+                                         weights[train], fs.column("curated")[train].astype(bool), data["seed"])
+    scores = {"model": lwlrap(truth, probs), LOGISTIC: lwlrap(truth, logistic.predict(pooled_features(fs, val))),
+              **baselines(truth, prior, seed=data["seed"])}
+    ceiling = {}
+    if raw_dir is not None:
+        from featurestore.synth.fsd import read_planted
+
+        from .ceiling import template_detector
+
+        planted = read_planted(raw_dir)
+        if planted.classes != names:
+            raise FstoreError(f"{raw_dir}: its planted classes differ from the store's class list")
+        ceiling[DETECTOR] = lwlrap(truth, template_detector(store, fs, val, planted))
     written = None
     if out is not None and "test" in store.tables:
         test = predict_clips(model, store, "test", None, data["crop"], data["hop"], device, batch_size,
                              progress="test split: submission" if progress else None)
         written = write_submission(out, store.ids("test"), names, test, sample_submission)
-    return FsdScores(scores, int(val.size), written)
+    return FsdScores(scores, ceiling, int(val.size), written, logistic.c)
