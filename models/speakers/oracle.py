@@ -6,10 +6,13 @@ pattern, strength and time scale of its session source and its frame-noise level
 the mean spectrum, the band patterns and the AR(1) time scale of each pattern's trajectory. Under that
 truth an utterance is a linear Gaussian state-space model per speaker (states: the speaker's latent
 trajectories, the session source, the frame-energy envelope as white noise); the oracle scores every
-speaker by the exact log-likelihood of the frames under it (a Kalman filter in information form, all
-speakers and a batch of utterances at once) and predicts the best. It does not model the speaking
-rhythm as such, nor the per-utterance jitter of the time scales, so it bounds the Bayes accuracy from
-below; what it shows is how far the model is from what the planted signal allows.
+speaker by the log-likelihood of the frames under it (a Kalman filter in information form, all
+speakers and a batch of utterances at once) and predicts the best. It knows more than the frames show
+(each utterance's nuisance) and models a little less than the generator draws (the speaking rhythm is
+treated as noise, the time scales' drift per utterance is ignored): a ceiling for what the planted
+signal allows, not the exact Bayes accuracy. The filter's covariances do not depend on the data; they
+are iterated for the first ``_SETTLE`` frames and then held (steady state), which keeps a frame's cost
+to a few (utterances, speakers, states) products. Memory: one batch of utterances times every speaker.
 """
 
 from __future__ import annotations
