@@ -27,7 +27,10 @@ from models.speakers import (
     nearest_mean,
     train_speakers,
 )
+from models.speakers import oracle as speaker_oracle
+from models.speakers.baselines import pooled_mels
 from models.speakers.data import validation_split
+from tests.contract import assert_evaluate_contract
 
 TINY = {"d_model": 16, "ffn": 32, "heads": 2, "layers": 2, "kernel": 31, "dropout": 0.0}
 
@@ -194,7 +197,7 @@ def test_evaluate_scores_the_training_holdout_beside_baselines(spk_store, traine
     out, result = trained
     ev = evaluate_speakers(spk_store, out / "best.pt")
     assert set(ev.scores) == {"validation", "test"}
-    assert set(ev.scores["validation"]) == {"model", "nearest_mean", "random"}
+    assert set(ev.scores["validation"]) == {"model", "logistic_regression", "nearest_mean", "random"}
     assert ev.validation_utterances == 4  # one of five per speaker
     # the validation accuracy of best.pt is the one training measured on the same utterances
     assert ev.scores["validation"]["model"] == pytest.approx(result.best_metric)
@@ -210,12 +213,13 @@ def test_cli_train_and_evaluate_write_the_contract_and_the_homework_csv(spk_raw,
     assert "utterances/s" in r.output and "data wait" in r.output
     csv_path, js = tmp_path / "output.csv", tmp_path / "m.json"
     r = runner.invoke(main, ["evaluate", "speakers", str(spk_store.path), str(out / "best.pt"), "--out", str(csv_path),
-                             "--metrics-json", str(js)])
+                             "--metrics-json", str(js), "--raw-dir", str(spk_raw)])
     assert r.exit_code == 0, r.output
     doc = json.loads(js.read_text())
-    assert doc["metric"] == "accuracy" and doc["split"] == "validation"
-    assert set(doc["scores"]) == {"model", "nearest_mean", "random"}
-    assert all(0.0 <= v <= 1.0 for v in doc["scores"].values())
+    assert_evaluate_contract(doc, metric="accuracy", split="validation",
+                             baselines={"logistic_regression", "nearest_mean", "random"}, ceiling={"oracle"})
+    assert all(0.0 <= v <= 1.0 for v in [*doc["scores"].values(), *doc["ceiling"].values()])
+    assert "oracle" in r.output and "ceiling" in r.output and r.output.count("logistic_regression") == 2  # test, val
     rows = list(csv.reader(csv_path.open()))
     root = spk_raw / "Dataset"
     test_order = [u["feature_path"] for u in json.loads((root / "testdata.json").read_text())["utterances"]]
@@ -224,10 +228,69 @@ def test_cli_train_and_evaluate_write_the_contract_and_the_homework_csv(spk_raw,
     assert [r[0] for r in rows[1:]] == test_order and all(r[1] in speakers for r in rows[1:])
 
 
-def test_nearest_mean_beats_random_on_planted_speakers(spk_store, trained):
-    ev = evaluate_speakers(spk_store, trained[0] / "best.pt")
-    # 4 of 6 at this seed: the planted channel moves utterance means (0.8 was the old, mean-only generator)
-    assert ev.scores["test"]["nearest_mean"] >= 0.5  # 4 speakers: chance is 0.25
+def test_the_oracle_knows_the_planted_speakers_and_tops_the_pooled_baselines(spk_raw, spk_store, trained):
+    ev = evaluate_speakers(spk_store, trained[0] / "best.pt", raw_dir=spk_raw)
+    for split in ("validation", "test"):
+        row = ev.scores[split]
+        assert set(row) == {"model", "logistic_regression", "nearest_mean", "random", "oracle"}
+        assert row["oracle"] == 1.0  # 4 speakers, whole utterances, the planted truth
+        assert row["oracle"] >= max(row["logistic_regression"], row["nearest_mean"])
+
+
+def test_pooled_mels_are_each_utterances_mean_and_std(spk_store):
+    fs = spk_store.frames("train")
+    clips = np.array([3, 0, 7])
+    got = pooled_mels(fs, clips)
+    for i, c in enumerate(clips):
+        x = fs.dequantize(fs.clip(int(c))).astype(np.float64)
+        np.testing.assert_allclose(got[i], np.concatenate([x.mean(0), x.std(0)]), rtol=1e-9, atol=1e-9)
+
+
+def test_evaluation_in_small_batches_gives_the_same_predictions(spk_raw, spk_store, trained, monkeypatch):
+    whole = evaluate_speakers(spk_store, trained[0] / "best.pt", raw_dir=spk_raw)
+    import models.speakers.evaluate as evaluate_module
+
+    monkeypatch.setattr(evaluate_module, "QUERY_BATCH", 3)  # 4 held-out and 6 test utterances: several batches
+    monkeypatch.setattr(speaker_oracle, "_BATCH", 2)
+    batched = evaluate_speakers(spk_store, trained[0] / "best.pt", raw_dir=spk_raw)
+    assert batched.scores == whole.scores
+    assert np.array_equal(batched.test_predictions, whole.test_predictions)
+
+
+def test_the_oracle_filter_is_the_exact_gaussian_likelihood():
+    # a few frames (fewer than the filter's settling steps, so it is exact): the state-space likelihood
+    # against the joint Gaussian of all frames, built from the AR(1) covariances directly
+    from scipy.stats import multivariate_normal
+
+    rng = np.random.default_rng(0)
+    speakers, k, bins, t = 3, 2, 6, 7
+    p = {"speaker_mean": rng.normal(size=(speakers, bins)), "patterns": rng.normal(size=(speakers, k, bins)),
+         "smoothness": rng.uniform(0.3, 0.9, size=(speakers, k)), "offset": rng.normal(size=(2, bins)),
+         "source": rng.normal(size=(2, bins)), "source_smoothness": np.array([0.5, 0.8]),
+         "noise": np.array([0.7, 1.1])}
+    frames = [rng.normal(size=(t, bins)), rng.normal(size=(t - 3, bins))]
+    got = speaker_oracle._log_likelihoods(frames, np.array([0, 1]), p)
+    for u, x in enumerate(frames):
+        n = x.shape[0]
+        lag = np.abs(np.arange(n)[:, None] - np.arange(n)[None])
+        for s in range(speakers):
+            cov = np.kron(np.eye(n), p["noise"][u] ** 2 * np.eye(bins))
+            cov += np.kron(speaker_oracle.ENERGY_VAR * (lag == 0), np.ones((bins, bins)))
+            cov += np.kron(p["source_smoothness"][u] ** lag, np.outer(p["source"][u], p["source"][u]))
+            for j in range(k):
+                cov += np.kron(p["smoothness"][s, j] ** lag, np.outer(p["patterns"][s, j], p["patterns"][s, j]))
+            centre = p["speaker_mean"][s] + p["offset"][u] + speaker_oracle.ENERGY_MEAN
+            want = multivariate_normal(np.tile(centre, n), cov).logpdf(x.ravel())
+            assert got[u, s] == pytest.approx(want, rel=1e-9, abs=1e-6)
+
+
+def test_the_oracle_needs_the_planted_truth(spk_raw, spk_store, trained, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(spk_raw, raw, ignore=shutil.ignore_patterns("_planted"))
+    r = CliRunner().invoke(main, ["evaluate", "speakers", str(spk_store.path), str(trained[0] / "best.pt"),
+                                  "--out", str(tmp_path / "o.csv"), "--raw-dir", str(raw)])
+    assert r.exit_code == 1 and r.output.startswith("Error: ") and "no planted truth" in r.output
+    assert r.output.count("\n") == 1 and not (tmp_path / "o.csv").exists()
 
 
 # --- errors: one line, nothing written -----------------------------------------------------------------

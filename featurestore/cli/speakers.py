@@ -77,24 +77,28 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
 
 @click.command("speakers")
 @evaluate_options("output.csv")
+@click.option("--raw-dir", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Raw folder of a `fstore synth speakers` store: adds the planted-truth oracle (ceiling) row.")
 @user_errors
-def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str) -> None:
-    """Accuracy of CHECKPOINT on the held-out validation utterances beside nearest-class-mean and random
-    (also on test when labelled); writes the Id,Category predictions for testdata.json to --out."""
-    from models.speakers import evaluate_speakers, write_predictions
+def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str,
+                 raw_dir: Path | None) -> None:
+    """Accuracy of CHECKPOINT on the held-out validation utterances beside a logistic regression on pooled
+    mels, nearest class mean and random (also on test when labelled; with --raw-dir the oracle too);
+    writes the Id,Category predictions for testdata.json to --out."""
+    from models.speakers import BASELINES, evaluate_speakers, write_predictions
 
     from ..store.errors import FstoreError
 
-    result = evaluate_speakers(store, checkpoint, device=device)
+    result = evaluate_speakers(store, checkpoint, device=device, raw_dir=raw_dir)
     if result.test_predictions is None:
         raise FstoreError(f"{store}: no test split (testdata.json was not ingested): nothing to predict")
     write_predictions(store, result.test_predictions, out)
     click.echo(f"wrote {out} ({len(result.test_predictions)} test utterances)")
-    if "test" in result.scores:
-        report_scores({n: {"accuracy": v} for n, v in result.scores["test"].items()}, metric="accuracy",
-                      split="test", metrics_json=None)
-    report_scores({n: {"accuracy": v} for n, v in result.scores["validation"].items()}, metric="accuracy",
-                  split="validation", metrics_json=metrics_json)
+    for split in ("test", "validation"):
+        if split in result.scores:
+            report_scores({n: {"accuracy": v} for n, v in result.scores[split].items()}, metric="accuracy",
+                          split=split, metrics_json=metrics_json if split == "validation" else None,
+                          baselines=BASELINES, ceiling=("oracle",))
 
 
 COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "train": train_cmd, "evaluate": evaluate_cmd}
