@@ -90,7 +90,7 @@ from featurestore.store.errors import FstoreError
 from featurestore.store.folders import prepare_out_dir
 from featurestore.synth.audio_common import SynthSummary, tree_size
 
-__all__ = ["synth_yandex", "oracle_profiles", "FEATURE_DIM", "MIN_STEPS", "MAX_STEPS", "PLANTED"]
+__all__ = ["synth_yandex", "oracle_profiles", "read_planted", "FEATURE_DIM", "MIN_STEPS", "MAX_STEPS", "PLANTED"]
 
 FEATURE_DIM = S.FEATURES
 MIN_STEPS = S.SYNTH_MIN_STEPS
@@ -282,7 +282,9 @@ def synth_yandex(
     return SynthSummary(files=len(written), clips=n_all, classes=artists, bytes=tree_size(written))
 
 
-def _load_planted(raw_dir: str | Path) -> dict[str, np.ndarray]:
+def read_planted(raw_dir: str | Path) -> dict[str, np.ndarray]:
+    """The generator's truth written beside a synthetic release (``OUT/_planted/``), as arrays; one
+    error line when ``raw_dir`` has none."""
     path = Path(raw_dir) / PLANTED
     if not path.is_file():
         raise FstoreError(f"{path}: no planted truth (only `fstore synth yandex` output has one)")
@@ -298,7 +300,7 @@ def oracle_profiles(raw_dir: str | Path, frames: Iterable[np.ndarray], track_ids
     (energy of the de-meaned frames along the artist's directions), each standardised over the A
     artists and summed. Ranking tracks by the cosine of their profiles is the ceiling row: it reads
     the same frames as the model, with the truth instead of a learned encoder."""
-    p = _load_planted(raw_dir)
+    p = read_planted(raw_dir)
     where = {int(t): i for i, t in enumerate(p["track_ids"])}
     try:
         rows = np.array([where[int(t)] for t in track_ids])
