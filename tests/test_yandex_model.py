@@ -30,7 +30,7 @@ from models.yandex import (
     top_k,
     train_yandex,
 )
-from models.yandex.ablate import ablation_table
+from models.yandex.ablation import ablation_table
 from models.yandex.data import artist_split, track_ids, validation_split
 from models.yandex.embed import embed_windows
 from models.yandex.train import retrieval_ndcg

@@ -8,7 +8,7 @@
 * :mod:`.baseline` - the strongest simple baseline: one-vs-rest logistic regression on pooled log-mel;
 * :mod:`.ceiling` - the ceiling row of a synthetic release: a detector that knows the planted events;
 * :mod:`.evaluate` - :func:`evaluate_fsd` (lwlrap beside the baselines and the ceiling, submission);
-* :mod:`.ablations` - ``python -m models.fsd.ablations``: the ablation table, several seeds a row.
+* :mod:`.ablation` - ``python -m models.fsd.ablation``: the ablation table, several seeds a row.
 """
 
 from .evaluate import FsdScores, baselines, evaluate_fsd, load_model, write_submission

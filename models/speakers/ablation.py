@@ -1,6 +1,6 @@
 """Speaker-model ablations: each row trained over several seeds, one ``fstore train`` process at a time.
 
-    python -m bench.speakers_ablation STORE OUT [--minutes M | --epochs E] [--seeds 0,1,2]
+    python -m models.speakers.ablation STORE OUT [--minutes M | --epochs E] [--seeds 0,1,2]
 
 Rows: the default model (attention pooling, 2 Conformer layers, 128-frame crops) and one change each:
 attention + max pooling, 3 layers, 64-frame crops. Every row gets the same budget (``--minutes`` of wall
@@ -41,7 +41,7 @@ def run_row(store: Path, out: Path, args: list[str], seed: int, budget: list[str
     fstore = str(Path(sys.executable).with_name("fstore"))
     _run([fstore, "train", "speakers", str(store), str(out), "--seed", str(seed), "--no-resume", *budget, *args])
     scores = out / "scores.json"
-    _run([sys.executable, "-m", "bench.speakers_ablation", "--score", str(store), str(out), str(scores)])
+    _run([sys.executable, "-m", "models.speakers.ablation", "--score", str(store), str(out), str(scores)])
     return json.loads(scores.read_text())
 
 

@@ -1,5 +1,5 @@
 """Ablations of the Yandex model, several seeds each, printed as a table:
-``python -m models.yandex.ablate STORE OUT_DIR [--raw-dir RAW --seeds 0,1,2 --epochs 6 --max-minutes M]``.
+``python -m models.yandex.ablation STORE OUT_DIR [--raw-dir RAW --seeds 0,1,2 --epochs 6 --max-minutes M]``.
 
 Per seed (the seed sets the artist holdout, the initialisation and the batches), one training run per
 training row, one after another in this process, each with the same budget: ``--epochs`` (the same

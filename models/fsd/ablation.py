@@ -1,4 +1,4 @@
-"""FSD ablations: ``python -m models.fsd.ablations STORE WORK [--minutes 2 --seeds 0 1 2]``.
+"""FSD ablations: ``python -m models.fsd.ablation STORE WORK [--minutes 2 --seeds 0 1 2]``.
 
 Runs each row of :data:`ROWS` for each seed, one training at a time in this process (``train_fsd``,
 what ``fstore train fsd`` runs, without a new interpreter and torch import per run: minutes each on a
