@@ -9,6 +9,7 @@ import click
 from .common import (
     SYNTH_OUT,
     clip_ingest_options,
+    cpu_torch_threads,
     distributed_options,
     echo_lines,
     evaluate_options,
@@ -97,7 +98,8 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
     result = train_fsd(store, out_dir, epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, noisy=noisy,
                        noisy_weight=noisy_weight, mixup_alpha=mixup_alpha, spec_augment_masks=not no_spec_augment,
                        holdout=holdout, seed=seed, device=device, max_minutes=max_minutes, resume=not no_resume,
-                       patience=patience, model={"width": width, "depth": depth}, val_sample=val_sample)
+                       patience=patience, model={"width": width, "depth": depth}, val_sample=val_sample,
+                       torch_threads=cpu_torch_threads(device, 0))
     echo_lines(result.lines())
 
 
@@ -112,8 +114,12 @@ def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | 
                  sample_submission: Path | None, raw_dir: Path | None) -> None:
     """lwlrap of CHECKPOINT on its held-out curated clips beside a logistic regression on pooled log-mel,
     class priors and random scores (and the planted-event ceiling with --raw-dir); test submission."""
+    import torch
+
     from models.fsd.evaluate import DETECTOR, evaluate_fsd
 
+    if threads := cpu_torch_threads(device, 0):
+        torch.set_num_threads(threads)
     result = evaluate_fsd(store, checkpoint, out, device=device, sample_submission=sample_submission,
                           raw_dir=raw_dir)
     click.echo(f"wrote {result.submission}" if result.submission else f"{store}: no test split, no submission")
