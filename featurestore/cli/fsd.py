@@ -67,7 +67,7 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_
 
 
 @click.command("fsd")
-@train_options(epochs=20)
+@train_options(epochs=60)
 @click.option("--batch-size", default=32, type=click.IntRange(min=1), show_default=True, help="Crops a step.")
 @click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate (warmup, then cosine annealing).")
 @click.option("--crop", default=128, type=click.IntRange(min=8), show_default=True,
@@ -85,7 +85,7 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_
               help="Channels of the first ResNet stage (doubling each stage).")
 @click.option("--depth", default=1, type=click.IntRange(min=1), show_default=True,
               help="Residual blocks per stage (4 stages).")
-@click.option("--patience", default=10, type=click.IntRange(min=1), show_default=True,
+@click.option("--patience", default=30, type=click.IntRange(min=1), show_default=True,
               help="Stop after this many epochs without a better validation lwlrap.")
 @user_errors
 def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,

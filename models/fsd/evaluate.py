@@ -139,6 +139,13 @@ def evaluate_fsd(store: str | os.PathLike[str] | Store, checkpoint: str | os.Pat
     if store_identity(store, ["train"]) != record["store_train"] or names != list(record["classes"]):
         raise FstoreError(f"{checkpoint}: trained on another store than {store.path} (its train frames or class "
                           "list differ), so its validation clips mean nothing here")
+    planted = None
+    if raw_dir is not None:  # a wrong folder fails before any pass runs (one error line, no progress bars)
+        from featurestore.synth.fsd import read_planted
+
+        planted = read_planted(raw_dir)
+        if planted.classes != names:
+            raise FstoreError(f"{raw_dir}: its planted classes differ from the store's class list")
     data = record["config"]["data"]
     val = np.asarray(record["validation_clips"], dtype=np.int64)
     truth = multi_hot(fs, val, len(names))
@@ -154,14 +161,9 @@ def evaluate_fsd(store: str | os.PathLike[str] | Store, checkpoint: str | os.Pat
     scores = {"model": lwlrap(truth, probs), LOGISTIC: lwlrap(truth, logistic.predict(pooled_features(fs, val))),
               **baselines(truth, prior, seed=data["seed"])}
     ceiling = {}
-    if raw_dir is not None:
-        from featurestore.synth.fsd import read_planted
-
+    if planted is not None:
         from .ceiling import template_detector
 
-        planted = read_planted(raw_dir)
-        if planted.classes != names:
-            raise FstoreError(f"{raw_dir}: its planted classes differ from the store's class list")
         ceiling[DETECTOR] = lwlrap(truth, template_detector(store, fs, val, planted))
     written = None
     if out is not None and "test" in store.tables:
