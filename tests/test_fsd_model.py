@@ -321,8 +321,16 @@ def test_cli_train_and_evaluate(fsd, tmp_path):
     out = tmp_path / "cli"
     args = ["train", "fsd", str(store.path), str(out), "--epochs", "1", "--batch-size", "16", "--crop", "64",
             "--width", "4", "--holdout", "0.3", "--noisy", "curated", "--mixup", "0"]
-    r = runner.invoke(main, args)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        r = runner.invoke(main, args)
+        # on the CPU one torch thread, as every family: two would spin against the loader's fill thread
+        threads = torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
     assert r.exit_code == 0, r.output
+    assert threads == 1
     assert "clips/s" in r.output and "policy curated" in r.output
     sub, metrics = tmp_path / "sub.csv", tmp_path / "m.json"
     r = runner.invoke(main, ["evaluate", "fsd", str(store.path), str(out / "best.pt"), "--out", str(sub),

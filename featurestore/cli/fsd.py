@@ -9,6 +9,7 @@ import click
 from .common import (
     SYNTH_OUT,
     clip_ingest_options,
+    cpu_torch_threads,
     distributed_options,
     echo_lines,
     evaluate_options,
@@ -66,7 +67,7 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_
 
 
 @click.command("fsd")
-@train_options(epochs=20)
+@train_options(epochs=60)
 @click.option("--batch-size", default=32, type=click.IntRange(min=1), show_default=True, help="Crops a step.")
 @click.option("--lr", default=3e-3, show_default=True, help="Peak learning rate (warmup, then cosine annealing).")
 @click.option("--crop", default=128, type=click.IntRange(min=8), show_default=True,
@@ -84,7 +85,7 @@ def ingest_cmd(raw_dir: Path, store: Path, overwrite: bool, sample_rate: int, n_
               help="Channels of the first ResNet stage (doubling each stage).")
 @click.option("--depth", default=1, type=click.IntRange(min=1), show_default=True,
               help="Residual blocks per stage (4 stages).")
-@click.option("--patience", default=10, type=click.IntRange(min=1), show_default=True,
+@click.option("--patience", default=30, type=click.IntRange(min=1), show_default=True,
               help="Stop after this many epochs without a better validation lwlrap.")
 @user_errors
 def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,
@@ -97,7 +98,8 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
     result = train_fsd(store, out_dir, epochs=epochs, batch_size=batch_size, lr=lr, crop=crop, noisy=noisy,
                        noisy_weight=noisy_weight, mixup_alpha=mixup_alpha, spec_augment_masks=not no_spec_augment,
                        holdout=holdout, seed=seed, device=device, max_minutes=max_minutes, resume=not no_resume,
-                       patience=patience, model={"width": width, "depth": depth}, val_sample=val_sample)
+                       patience=patience, model={"width": width, "depth": depth}, val_sample=val_sample,
+                       torch_threads=cpu_torch_threads(device, 0))
     echo_lines(result.lines())
 
 
@@ -112,8 +114,12 @@ def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | 
                  sample_submission: Path | None, raw_dir: Path | None) -> None:
     """lwlrap of CHECKPOINT on its held-out curated clips beside a logistic regression on pooled log-mel,
     class priors and random scores (and the planted-event ceiling with --raw-dir); test submission."""
+    import torch
+
     from models.fsd.evaluate import DETECTOR, evaluate_fsd
 
+    if threads := cpu_torch_threads(device, 0):
+        torch.set_num_threads(threads)
     result = evaluate_fsd(store, checkpoint, out, device=device, sample_submission=sample_submission,
                           raw_dir=raw_dir)
     click.echo(f"wrote {result.submission}" if result.submission else f"{store}: no test split, no submission")

@@ -81,7 +81,8 @@ def train_fsd(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[
               holdout: float = 0.2, seed: int = 0, device: str | torch.device = "cpu",
               max_minutes: float | None = None, resume: bool = True, progress: bool = True, patience: int = 10,
               weight_decay: float = 0.01, warmup: float = 0.05, model: dict | None = None,
-              loader_threads: int | None = None, val_sample: int = VAL_SAMPLE) -> FsdTrainResult:
+              loader_threads: int | None = None, val_sample: int = VAL_SAMPLE,
+              torch_threads: int | None = None) -> FsdTrainResult:
     """Train an FSD tagger on ``store``'s ``train`` frame set; see the module docstring.
 
     ``noisy`` is the noisy-clip policy (``curated``: curated clips only; ``mixed``: noisy clips like
@@ -89,7 +90,8 @@ def train_fsd(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[
     crop in frames (inference windows have the same length, hop ``crop // 2``). ``mixup_alpha`` 0 turns
     mixup off. ``model`` overrides entries of :data:`DEFAULT_MODEL`. Each validation scores the same
     ``val_sample`` held-out clips (0: all of them; ``fstore evaluate`` scores all). The other arguments
-    are :func:`models.training.fit`'s.
+    are :func:`models.training.fit`'s. ``torch_threads`` calls ``torch.set_num_threads`` (process-wide;
+    default: leave it; ``fstore train fsd`` passes 1 on the CPU, see ``featurestore.cli.common``).
     """
     unknown = set(model or {}) - set(DEFAULT_MODEL)
     if unknown:
@@ -100,6 +102,8 @@ def train_fsd(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[
         raise FstoreError(f"mixup alpha must be >= 0, got {mixup_alpha}")
     store = store if isinstance(store, Store) else Store(store)
     device = parse_device(device)
+    if torch_threads:
+        torch.set_num_threads(torch_threads)
     seed_everything(seed)
 
     fs = train_frames(store)
