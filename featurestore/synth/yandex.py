@@ -90,7 +90,7 @@ from featurestore.store.errors import FstoreError
 from featurestore.store.folders import prepare_out_dir
 from featurestore.synth.audio_common import SynthSummary, tree_size
 
-__all__ = ["synth_yandex", "oracle_profiles", "read_planted", "FEATURE_DIM", "MIN_STEPS", "MAX_STEPS", "PLANTED"]
+__all__ = ["synth_yandex", "oracle_profiles", "planted_path", "read_planted", "FEATURE_DIM", "MIN_STEPS", "MAX_STEPS", "PLANTED"]
 
 FEATURE_DIM = S.FEATURES
 MIN_STEPS = S.SYNTH_MIN_STEPS
@@ -282,13 +282,18 @@ def synth_yandex(
     return SynthSummary(files=len(written), clips=n_all, classes=artists, bytes=tree_size(written))
 
 
-def read_planted(raw_dir: str | Path) -> dict[str, np.ndarray]:
-    """The generator's truth written beside a synthetic release (``OUT/_planted/``), as arrays; one
-    error line when ``raw_dir`` has none."""
+def planted_path(raw_dir: str | Path) -> Path:
+    """The generator's truth file beside a synthetic release (``OUT/_planted/``); one error line when
+    ``raw_dir`` has none (a cheap check made before any scoring)."""
     path = Path(raw_dir) / PLANTED
     if not path.is_file():
         raise FstoreError(f"{path}: no planted truth (only `fstore synth yandex` output has one)")
-    with np.load(path) as npz:
+    return path
+
+
+def read_planted(raw_dir: str | Path) -> dict[str, np.ndarray]:
+    """The generator's truth written beside a synthetic release, as arrays (:func:`planted_path`)."""
+    with np.load(planted_path(raw_dir)) as npz:
         return {k: npz[k] for k in npz.files}  # an NpzFile decompresses on every access: read each once
 
 

@@ -193,9 +193,9 @@ def evaluate_yandex(store: str | os.PathLike[str] | Store, checkpoints: list[str
     if fraction == 0:
         raise FstoreError(f"{checkpoints[0]}: trained without an artist holdout (holdout 0): nothing to score on")
     if raw_dir is not None:  # a folder without planted truth fails here, in one line, before any scoring
-        from featurestore.synth.yandex import read_planted
+        from featurestore.synth.yandex import planted_path
 
-        read_planted(raw_dir)
+        planted_path(raw_dir)
     fit_clips, held = artist_split(store, fraction, seed)
     artists = store.frames("train").column(ARTIST)[held]
     _k(held.size, "holdout")
