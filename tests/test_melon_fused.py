@@ -139,3 +139,21 @@ def test_a_part_that_does_not_help_gets_weight_zero(stores, tmp_path):
     # test: the weights chosen on val, applied there
     scores, _ = ev.evaluate_melon(store, ckpt, tmp_path / "test.json", split="test", progress=False)
     assert scores[ev.AE_COOC] == scores[ev.COOC]
+
+
+def test_recommending_leaves_torch_threads_alone(stores):
+    """numba's parallel kernels share torch's libgomp: a launch used to set the caller's OpenMP threads
+    to numba's count, so a one-thread training ran its torch ops on every core after its first
+    validation (the title model 13x slower on a busy 2-core host)."""
+    store = stores["large"]
+    dae, title = _models(store)
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        rows = np.arange(20)
+        recommend(store, "val", dae, progress=False, rows=rows)  # the dense kernel
+        FusedPass(store, ItemCooccurrence(store, device="cpu"), dae, title).run(
+            "val", {ev.COOC: ev.COOC}, {ev.COOC: ev.COOC}, progress=False)  # the fused kernel
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

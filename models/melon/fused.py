@@ -34,6 +34,7 @@ from tqdm import tqdm
 from featurestore.schemas import melon as schema
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
+from models.training.runtime import keep_torch_threads
 
 from . import kernels
 from .baselines import ItemCooccurrence
@@ -151,11 +152,13 @@ class FusedPass:
         picks = np.empty((len(names), rows.size, k), dtype=np.int64)
         # torch.topk sorts a row of fewer than 64 k items another way (nth_element): there, the scores
         dense = np.empty((len(names), rows.size, n) if 64 * k > n else (0, 0, 0), dtype=np.float32)
-        bad = kernels.fused_topk(
-            rows, k, n, *q[side], *q["songs"], *q["tags"], self.norm["songs"], self.tag_q_weight,
-            *self.song_play, *self.tag_play, *self.train[side], self.norm[side], self.n_play, need_cooc,
-            models[0], self.maps["autoencoder"][side], models[1], self.maps["title"][side], raw, parts, weights,
-            inner_parts, inner_weights, self.prior[side], picks, dense, max(1, min(rows.size, numba.get_num_threads())))
+        with keep_torch_threads():
+            bad = kernels.fused_topk(
+                rows, k, n, *q[side], *q["songs"], *q["tags"], self.norm["songs"], self.tag_q_weight,
+                *self.song_play, *self.tag_play, *self.train[side], self.norm[side], self.n_play, need_cooc,
+                models[0], self.maps["autoencoder"][side], models[1], self.maps["title"][side], raw, parts, weights,
+                inner_parts, inner_weights, self.prior[side], picks, dense,
+                max(1, min(rows.size, numba.get_num_threads())))
         if dense.size:  # ... go through recommend's own selection
             prior = popularity_rank_scores(self.pop[side])[None]
             for p in range(len(names)):

@@ -28,6 +28,7 @@ from featurestore.store import Store
 from featurestore.store.atomic import atomic_write_bytes
 from featurestore.store.errors import FstoreError, StoreError
 from models.metrics.melon import melon_score
+from models.training.runtime import keep_torch_threads
 
 __all__ = ["BlendScorer", "MelonSplit", "Scorer", "Vocab", "Weight", "blend", "load_split", "load_vocab",
            "question_kinds", "read_results", "recommend", "score_split", "title_ensemble", "title_weights",
@@ -179,9 +180,10 @@ def _pick_cpu(scores: torch.Tensor, prior: torch.Tensor, offsets: np.ndarray, va
 
     order = torch.argsort(prior[0].cpu(), descending=True, stable=True).numpy()  # the prior's unique values
     out = np.empty((rows.size, k), dtype=np.int64)
-    bad = kernels.topk_dense(np.ascontiguousarray(scores.detach().numpy()), np.asarray(offsets, dtype=np.int64),
-                             np.asarray(values, dtype=np.int64), np.asarray(rows, dtype=np.int64), k, order, out,
-                             max(1, min(rows.size, numba.get_num_threads())))
+    with keep_torch_threads():
+        bad = kernels.topk_dense(np.ascontiguousarray(scores.detach().numpy()), np.asarray(offsets, dtype=np.int64),
+                                 np.asarray(values, dtype=np.int64), np.asarray(rows, dtype=np.int64), k, order, out,
+                                 max(1, min(rows.size, numba.get_num_threads())))
     if bad >= 0:
         raise FstoreError(f"not enough {what} outside a question to recommend {k} per playlist")
     return torch.from_numpy(out)

@@ -5,14 +5,15 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import random
+from collections.abc import Iterator
 
 import numpy as np
 import torch
 
 from featurestore.store.errors import FstoreError
 
-__all__ = ["amp_dtype", "autocast", "parse_device", "release_large_blocks", "rng_state", "seed_everything",
-           "set_rng_state"]
+__all__ = ["amp_dtype", "autocast", "keep_torch_threads", "parse_device", "release_large_blocks", "rng_state",
+           "seed_everything", "set_rng_state"]
 
 
 def parse_device(device: str | torch.device) -> torch.device:
@@ -43,6 +44,23 @@ def autocast(device: torch.device) -> contextlib.AbstractContextManager:
     """``torch.autocast`` with :func:`amp_dtype`; a no-op on the CPU."""
     dtype = amp_dtype(device)
     return contextlib.nullcontext() if dtype is None else torch.autocast(device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def keep_torch_threads() -> Iterator[None]:
+    """Run a numba ``parallel=True`` kernel without changing torch's CPU thread count.
+
+    numba's ``omp`` threading layer (the one it picks here) and torch share one libgomp, and a parallel
+    launch sets the calling thread's OpenMP thread count to numba's (every core): torch then runs its
+    ops on that many threads too. After the first Melon validation, ``fstore train melon`` (one torch
+    thread on the CPU) trained on two, whose idle OpenMP worker spun in a barrier between ops: on a
+    2-core host with one core busy the title model fell from 1,360 to 107 playlists/s."""
+    threads = torch.get_num_threads()
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
 
 
 def seed_everything(seed: int) -> None:
