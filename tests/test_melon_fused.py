@@ -61,10 +61,11 @@ def _models(store: Store, seed: int = 0) -> tuple[DAEScorer, TitleScorer]:
 
 def _dense_scorers(store: Store, cooc: ItemCooccurrence, dae: DAEScorer, title: TitleScorer) -> dict:
     """The dense scorer of every key of ``evaluate._candidates``."""
-    both = BlendScorer([dae, cooc], [ev.BLEND_AUTOENCODER, tuple(1 - w for w in ev.BLEND_AUTOENCODER)])
-    out = {"most_popular": MostPopular(store), ev.COOC: cooc, ev.AE: dae, ev.TITLE: title,
-           f"{ev.AE_COOC}:blend": both, f"{ev.ENSEMBLE}:blend": title_ensemble(store, dae, title)}
-    for main, scorer in ((f"{ev.AE_COOC}:blend", both), (ev.AE, dae), (ev.COOC, cooc)):
+    blends = {key: BlendScorer([dae, cooc], [(ws, wt), (1 - ws, 1 - wt)])
+              for key, ws, wt in zip(ev._grid_keys(), *ev.BLEND_GRID, strict=True)}
+    out = {"most_popular": MostPopular(store), ev.COOC: cooc, ev.AE: dae, ev.TITLE: title, **blends,
+           f"{ev.ENSEMBLE}:blend": title_ensemble(store, dae, title)}
+    for main, scorer in (*blends.items(), (ev.AE, dae), (ev.COOC, cooc)):
         out[f"{ev.ENSEMBLE_COOC}:blend@{main}"] = title_ensemble(store, scorer, title, base=ev.TITLE_BASE)
     return out
 
@@ -157,3 +158,20 @@ def test_recommending_leaves_torch_threads_alone(stores):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_val_chooses_the_best_blend_weight_of_the_grid(stores):
+    """The autoencoder + co-occurrence weight is chosen per side among BLEND_GRID and the parts alone:
+    the choice scores at least every other option on val."""
+    store = stores["large"]
+    dae, title = _models(store, seed=3)
+    specs = ev._candidates(store, has_title=False)
+    picks = FusedPass(store, ItemCooccurrence(store), dae, None).run("val", specs["songs"], specs["tags"],
+                                                                    progress=False)
+    chosen = ev._choose(store, picks, has_title=False)
+    options = [*ev._grid_keys(), ev.AE, ev.COOC]
+    assert len(ev._grid_keys()) == len(ev.BLEND_GRID[0]) == len(ev.BLEND_GRID[1]) >= 3
+    for side, metric in (("songs", "song_ndcg"), ("tags", "tag_ndcg")):
+        ndcg = {k: score_split(store, "val", to_results(store, "val", picks["songs"][k], picks["tags"][k]))[metric]
+                for k in options}
+        assert ndcg[chosen[side][ev.AE_COOC]] == max(ndcg.values())

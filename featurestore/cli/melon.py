@@ -84,7 +84,7 @@ COMMANDS = {"synth": synth_cmd, "ingest": ingest_cmd, "split": split_cmd}
 @click.option("--question-mix", nargs=2, default=(0.3, 0.15), type=click.FloatRange(0, 1), show_default=True,
               help="Shares of training inputs that lose all their tags / all their songs, as the official "
                    "songs-only and tags-only questions do.")
-@click.option("--title-share", default=0.4, type=click.FloatRange(0, 1, max_open=True), show_default=True,
+@click.option("--title-share", default=0.3, type=click.FloatRange(0, 1, max_open=True), show_default=True,
               help="Share of --max-minutes for the title model (0: do not train it).")
 @user_errors
 def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None, device: str, seed: int,

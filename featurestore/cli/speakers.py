@@ -10,6 +10,7 @@ import click
 from .common import (
     SYNTH_OUT,
     clip_ingest_command,
+    cpu_torch_threads,
     echo_lines,
     evaluate_options,
     report_scores,
@@ -65,8 +66,12 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
               d_model: int | None, ffn: int | None, pooling: str | None, val_sample: int) -> None:
     """Speaker classifier (Conformer + attention pooling + AM-softmax) on STORE's train split; checkpoints
     (resumable), best.pt and history under OUT_DIR."""
+    import torch
+
     from models.speakers import train_speakers
 
+    if threads := cpu_torch_threads(device, 0):
+        torch.set_num_threads(threads)
     model = {k: v for k, v in {"layers": layers, "d_model": d_model, "ffn": ffn, "pooling": pooling}.items()
              if v is not None}
     result = train_speakers(store, out_dir, epochs=epochs, batch_size=batch_size, crop=crop, lr=lr, holdout=holdout,
@@ -85,9 +90,14 @@ def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | 
     """Accuracy of CHECKPOINT on the held-out validation utterances beside a logistic regression on pooled
     mels, nearest class mean and random (also on test when labelled; with --raw-dir the oracle too);
     writes the Id,Category predictions for testdata.json to --out."""
+    import torch
+
     from models.speakers import BASELINES, evaluate_speakers, write_predictions
 
     from ..store.errors import FstoreError
+
+    if threads := cpu_torch_threads(device, 0):
+        torch.set_num_threads(threads)
 
     result = evaluate_speakers(store, checkpoint, device=device, raw_dir=raw_dir)
     if result.test_predictions is None:

@@ -28,7 +28,7 @@ from featurestore.store.atomic import atomic_write_bytes
 __all__ = ["ROWS", "main", "summarise"]
 
 # row name -> ``train_melon`` settings besides the ``fstore train melon`` defaults (the default row: none)
-DEFAULTS = {"denoise": 0.7, "question_mix": (0.3, 0.15), "title_share": 0.4}
+DEFAULTS = {"denoise": 0.7, "question_mix": (0.3, 0.15), "title_share": 0.3}
 ROWS: dict[str, dict] = {
     "default": {},
     "no denoising": {"denoise": 0.0},

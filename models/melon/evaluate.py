@@ -44,6 +44,10 @@ __all__ = ["evaluate_melon"]
 # seed's few-items rule leaves to the main scorer. Val 0.5026 -> 0.5047; test 0.4979 -> 0.4987.
 BLEND_AUTOENCODER = (0.6, 0.3)
 TITLE_BASE = 0.1
+# The autoencoder weights val chooses among, per side (songs, tags), the tuned one first (ties go to it).
+# How much the autoencoder adds depends on how long it trained, so one fixed weight is right for one
+# budget only; a 3-point grid costs 4 more predictors a side in the val pass.
+BLEND_GRID = ((BLEND_AUTOENCODER[0], 0.45, 0.75), (BLEND_AUTOENCODER[1], 0.15, 0.45))
 
 SIDES = ("songs", "tags")
 AE, COOC, TITLE = "autoencoder", "cooccurrence", "title"
@@ -135,27 +139,34 @@ def _table(scores: dict[str, dict], split: str) -> list[str]:
 
 def _candidates(store: Store, has_title: bool) -> dict[str, dict[str, Source]]:
     """Per side, every predictor a choice may need, by key: the components by name, each blend with its
-    tuned weights as ``"<blend>:blend"``, and the title rule over each possible main part as
+    tuned weights as ``"<blend>:blend"`` (the autoencoder + co-occurrence blend at every weight of
+    :data:`BLEND_GRID`, :func:`_grid_keys`), and the title rule over each possible main part as
     ``"ensemble+cooccurrence:blend@<main key>"``."""
     out: dict[str, dict[str, Source]] = {}
     rule = title_weights(store) if has_title else None
     rule_base = title_weights(store, base=TITLE_BASE) if has_title else None
     for s, side in enumerate(SIDES):
-        w = BLEND_AUTOENCODER[s]
-        c: dict[str, Source] = {"most_popular": "most_popular", COOC: COOC, AE: AE,
-                                f"{AE_COOC}:blend": Blend(((AE, w), (COOC, 1 - w)))}
+        c: dict[str, Source] = {"most_popular": "most_popular", COOC: COOC, AE: AE}
+        for key, w in zip(_grid_keys(), BLEND_GRID[s], strict=True):
+            c[key] = Blend(((AE, w), (COOC, 1 - w)))
         if has_title:
             c[TITLE] = TITLE
             c[f"{ENSEMBLE}:blend"] = Blend(((AE, rule[0][s]), (TITLE, rule[1][s])))
-            for main in (f"{AE_COOC}:blend", AE, COOC):
+            for main in (*_grid_keys(), AE, COOC):
                 c[f"{ENSEMBLE_COOC}:blend@{main}"] = Blend(((c[main], rule_base[0][s]), (TITLE, rule_base[1][s])))
         out[side] = c
     return out
 
 
+def _grid_keys() -> list[str]:
+    """Keys of the autoencoder + co-occurrence blends of :data:`BLEND_GRID` (the same keys on both sides:
+    ``"<blend>:blend"`` for the tuned weight, ``"<blend>:blend<i>"`` for the i-th of the grid)."""
+    return [f"{AE_COOC}:blend" + (str(i) if i else "") for i in range(len(BLEND_GRID[0]))]
+
+
 def _choose(store: Store, picks: dict[str, dict], has_title: bool) -> dict[str, dict[str, str]]:
-    """Per side and blend, the key of the best of {the tuned blend, each part alone} on val (ties: the
-    blend, then the parts in order)."""
+    """Per side and blend, the key of the best of {the blend at each weight of the grid, each part alone}
+    on val (ties: the tuned blend, the rest of the grid, then the parts in order)."""
     keys = list(picks["songs"])
     ndcg = {}
     for key in keys:
@@ -166,7 +177,7 @@ def _choose(store: Store, picks: dict[str, dict], has_title: bool) -> dict[str, 
         def best(options: list[str], side: str = side) -> str:
             return max(options, key=lambda k: (ndcg[k][side], -options.index(k)))
 
-        c = {AE_COOC: best([f"{AE_COOC}:blend", AE, COOC])}
+        c = {AE_COOC: best([*_grid_keys(), AE, COOC])}
         if has_title:
             c[ENSEMBLE] = best([f"{ENSEMBLE}:blend", AE, TITLE])
             c[ENSEMBLE_COOC] = best([f"{ENSEMBLE_COOC}:blend@{c[AE_COOC]}", c[AE_COOC], TITLE])
@@ -182,8 +193,8 @@ def _describe(name: str, key: str, side: int) -> str:
 
 
 def _part(key: str, side: int) -> str:
-    if key == f"{AE_COOC}:blend":
-        w = BLEND_AUTOENCODER[side]
+    if key in _grid_keys():
+        w = BLEND_GRID[side][_grid_keys().index(key)]
         return f"autoencoder {w:g} + cooccurrence {1 - w:g}"
     if key == f"{ENSEMBLE}:blend":
         return "the title rule over the autoencoder"

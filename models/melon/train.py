@@ -53,7 +53,7 @@ class MelonTrainResult:
 
 
 def train_melon(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLike[str], *, epochs: int = 6,
-                max_minutes: float | None = None, title_share: float = 0.4, device: str | torch.device = "cpu",
+                max_minutes: float | None = None, title_share: float = 0.3, device: str | torch.device = "cpu",
                 batch_size: int = 256, lr: float = 1e-2, denoise: float = 0.7, question_mix: tuple[float, float] = (0.0, 0.0), min_count: int = 2,
                 max_songs: int = 50, max_tags: int = 16, max_artists: int = 32, seed: int = 0, patience: int = 3,
                 resume: bool = True, progress: bool = True, model: dict | None = None,
