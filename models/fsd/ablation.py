@@ -1,8 +1,8 @@
 """FSD ablations: ``python -m models.fsd.ablation STORE WORK [--minutes 2 --seeds 0 1 2]``.
 
 Runs each row of :data:`ROWS` for each seed, one training at a time in this process (``train_fsd``,
-what ``fstore train fsd`` runs, without a new interpreter and torch import per run: minutes each on a
-loaded host), with the same time budget and epoch cap per row and no resume, takes each run's best
+what ``fstore train fsd`` runs, on one torch thread as it does, without a new interpreter and torch
+import per run: minutes each on a loaded host), with the same time budget and epoch cap per row and no resume, takes each run's best
 validation lwlrap (the checkpoint ``evaluate`` scores: same clips, same windows), fits the logistic
 regression baseline of :mod:`.baseline` once per seed (each seed draws its own validation split, the
 same for every row of that seed), and prints a Markdown table: mean +- std over seeds, and each row's
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> None:
     for i, (name, extra) in enumerate(rows.items()):
         for seed in args.seeds:
             r = train_fsd(args.store, args.work / f"row{i}-seed{seed}", epochs=args.epochs, seed=seed,
-                          max_minutes=args.minutes, resume=False, progress=False, **extra)
+                          max_minutes=args.minutes, resume=False, progress=False, torch_threads=1, **extra)
             score, n = float(r.best_metric), float(r.history[-1]["epoch"]) if r.history else 0.0
             results.setdefault(name, []).append(score)
             epochs.setdefault(name, []).append(n)

@@ -47,8 +47,11 @@ def run_row(store: Path, out: Path, args: list[str], seed: int, budget: list[str
 
 def score(store: str, run_dir: str, out: str) -> None:
     """Model accuracy of a run's best.pt on validation and test, as JSON (the ``--score`` step)."""
+    import torch
+
     from models.speakers import evaluate_speakers
 
+    torch.set_num_threads(1)  # as `fstore evaluate speakers` on the CPU
     ev = evaluate_speakers(store, Path(run_dir) / "best.pt")
     Path(out).write_text(json.dumps({split: row["model"] for split, row in ev.scores.items()}))
 
