@@ -24,9 +24,9 @@ from .common import (
 
 @click.command("fsd")
 @SYNTH_OUT
-@click.option("--curated", default=200, type=click.IntRange(min=1), show_default=True,
+@click.option("--curated", default=400, type=click.IntRange(min=1), show_default=True,
               help="Clips in train_curated (clean labels).")
-@click.option("--noisy", default=300, type=click.IntRange(min=0), show_default=True,
+@click.option("--noisy", default=600, type=click.IntRange(min=0), show_default=True,
               help="Clips in train_noisy (noisy labels).")
 @click.option("--classes", default=80, type=click.IntRange(min=1), show_default=True, help="Label vocabulary size.")
 @click.option("--test-clips", default=20, type=click.IntRange(min=0), show_default=True, help="Unlabelled test clips.")
