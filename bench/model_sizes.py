@@ -46,7 +46,8 @@ def family_models(sizes: dict | None = None) -> dict[str, torch.nn.Module]:
     with torch.device("meta"):
         return {
             "skip": SkipModel(n_features=len(mssd.TRACK_FEATURES), half=mssd.MAX_HALF, **SKIP),
-            "melon": PlaylistDAE(s["melon_songs"], s["melon_tags"], s["melon_artists"], **MELON),
+            "melon": PlaylistDAE(s["melon_songs"], s["melon_tags"], s["melon_artists"],
+                                 **{k: v for k, v in MELON.items() if k != "share_artists"}),
             "melon_title": TitleEncoder(s["title_pieces"], s["title_songs"], s["melon_tags"], 64, 2, 4, 24),
             "yandex": ArtistEncoder(arch="transformer", n_features=s["yandex_features"], **YANDEX),
             "fsd": FsdCNN(fsd_schema.N_MELS, s["fsd_classes"], **FSD),

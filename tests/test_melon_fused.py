@@ -66,7 +66,8 @@ def _dense_scorers(store: Store, cooc: ItemCooccurrence, dae: DAEScorer, title: 
     out = {"most_popular": MostPopular(store), ev.COOC: cooc, ev.AE: dae, ev.TITLE: title, **blends,
            f"{ev.ENSEMBLE}:blend": title_ensemble(store, dae, title)}
     for main, scorer in (*blends.items(), (ev.AE, dae), (ev.COOC, cooc)):
-        out[f"{ev.ENSEMBLE_COOC}:blend@{main}"] = title_ensemble(store, scorer, title, base=ev.TITLE_BASE)
+        out[f"{ev.ENSEMBLE_COOC}:blend@{main}"] = title_ensemble(store, scorer, title, *ev.TITLE_FEW,
+                                                               base=ev.TITLE_BASE)
     return out
 
 

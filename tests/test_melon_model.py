@@ -53,6 +53,46 @@ def test_dae_shapes_padding_and_learning(raw_and_store):
     assert float(loss.detach()) < 0.5 * first
 
 
+def test_songs_share_their_artists_embeddings(raw_and_store, tmp_path):
+    """A song's embedding is its own plus its artists' mean, in the input and the tied output: a song's
+    target teaches its artist, so a song seen rarely is scored where its artist's songs are. The table
+    travels in the checkpoint; a checkpoint from before (no ``share_artists``) loads without it."""
+    from models.melon.data import DAEScorer, vocab_to_save
+    from models.training import save
+
+    torch.manual_seed(1)
+    loader = PlaylistBatches(raw_and_store[1], "train", 32, order="sequential")
+    v = loader.vocab
+    table = np.asarray(v["song_artists"])
+    model = PlaylistDAE(v.n_songs, v.n_tags, v.n_artists, d_model=16, layers=1, heads=2, ff=32, dropout=0.0,
+                        song_artists=table)
+    songs, _, artists = model.tables()
+    for i in range(0, v.n_songs, 37):
+        real = table[i][table[i] >= 0]
+        expected = model.emb[0].weight[i] + (artists[real].mean(0) if real.size else 0.0)
+        assert torch.allclose(songs[i], expected, atol=1e-6)
+    # only a song's output (no artist head, no input) still moves its artist's embedding
+    song = int(np.flatnonzero((table >= 0).any(1))[0])
+    artist = int(table[song][table[song] >= 0][0])
+    batch = next(iter(loader))
+    logits = model(batch["songs"], batch["tags"], batch["artists"], heads=1)[0]
+    logits[:, song].sum().backward()
+    assert model.emb[2].weight.grad[artist].abs().sum() > 0
+    with pytest.raises(ValueError, match="song_artists"):
+        PlaylistDAE(v.n_songs + 1, v.n_tags, v.n_artists, song_artists=table)
+    # checkpoints: with the table, and an older one without ``share_artists``
+    store = Store(raw_and_store[1])
+    config = {"d_model": 16, "layers": 1, "heads": 2, "ff": 32, "dropout": 0.0}
+    for shared in (True, False):
+        net = model if shared else PlaylistDAE(v.n_songs, v.n_tags, v.n_artists, **config)
+        path = tmp_path / f"shared{shared}.pt"
+        save({"model": net.state_dict(), "config": {**config, **({"share_artists": True} if shared else {})},
+              "vocab": vocab_to_save(v)}, path)
+        loaded = DAEScorer.load(path, store).model
+        assert (loaded.song_artists is not None) == shared
+        assert torch.equal(loaded.tables()[0], net.tables()[0])
+
+
 def test_train_and_evaluate_cli(raw_and_store, tmp_path):
     raw, store = raw_and_store
     out = tmp_path / "run"

@@ -55,8 +55,9 @@ class DAEScorer:
             raise FstoreError(f"{path}: not a melon autoencoder checkpoint (no vocabulary)")
         c = ckpt["config"]
         vocab = vocab_from_saved(ckpt["vocab"])
+        # checkpoints from before artist sharing have no ``share_artists``: their songs stand alone
         model = PlaylistDAE(vocab.n_songs, vocab.n_tags, vocab.n_artists, c["d_model"], c["layers"], c["heads"],
-                            c["ff"], c["dropout"])
+                            c["ff"], c["dropout"], song_artists=vocab["song_artists"] if c.get("share_artists") else None)
         model.load_state_dict(ckpt["model"])
         return cls(model.to(dev), vocab, store, dev, c.get("widths"))
 

@@ -33,7 +33,7 @@ from .title import train_title_model
 
 __all__ = ["DEFAULT_MODEL", "MelonTrainResult", "TITLE_DIR", "train_melon"]
 
-DEFAULT_MODEL = {"d_model": 64, "layers": 2, "heads": 4, "ff": 256, "dropout": 0.0}
+DEFAULT_MODEL = {"d_model": 64, "layers": 2, "heads": 4, "ff": 256, "dropout": 0.0, "share_artists": True}
 TITLE_DIR = "title"
 
 
@@ -76,7 +76,10 @@ def train_melon(store: str | os.PathLike[str] | Store, out_dir: str | os.PathLik
                             order="random",
                             seed=seed, device=dev, **widths)
     vocab = train.vocab
-    net = PlaylistDAE(vocab.n_songs, vocab.n_tags, vocab.n_artists, **{**DEFAULT_MODEL, **(model or {})})
+    settings = {**DEFAULT_MODEL, **(model or {})}
+    net = PlaylistDAE(vocab.n_songs, vocab.n_tags, vocab.n_artists,
+                      **{k: v for k, v in settings.items() if k != "share_artists"},
+                      song_artists=vocab["song_artists"] if settings["share_artists"] else None)
     n = float(train.items.size)
     net.init_bias(tuple(_rates(t, size, n) for t, size in ((train.targets[0], vocab.n_songs),
                                                               (train.targets[1], vocab.n_tags))) + (
