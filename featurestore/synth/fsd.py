@@ -98,6 +98,7 @@ from featurestore.store.atomic import atomic_write_bytes
 from featurestore.store.errors import FstoreError
 from featurestore.store.folders import prepare_out_dir
 from featurestore.synth.audio_common import SynthSummary, hex_ids, tree_size
+from featurestore.synth.planted import planted_file, read_npz
 
 __all__ = ["FSD_CLASSES", "KINDS", "PLANTED", "ClassEvents", "Planted", "fsd_class_events", "fsd_class_names",
            "read_planted", "render_event", "synth_fsd"]
@@ -415,12 +416,9 @@ def _save_planted(path: Path, p: Planted) -> None:
 
 def read_planted(raw_dir: str | Path) -> Planted:
     """The truth of a ``synth_fsd`` folder (one error line when it has none, as a real release has not)."""
-    path = Path(raw_dir) / PLANTED
-    if not path.is_file():
-        raise FstoreError(f"{path}: no planted truth (only `fstore synth fsd` output has one)")
+    path = planted_file(raw_dir, PLANTED, "fsd")
     try:
-        with np.load(path) as z:
-            d = {k: z[k] for k in z.files}
+        d = read_npz(path)
         events = ClassEvents(**{k: d[f"event_{k}"] for k in ClassEvents.__dataclass_fields__})
         return Planted(d["fnames"].tolist(), d["split"], d["offsets"], d["labels"], d["classes"].tolist(), events,
                        int(d["sample_rate"]))

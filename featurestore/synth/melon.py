@@ -45,6 +45,7 @@ from ..schemas import melon as S
 from ..store.errors import FstoreError
 from ..store.folders import prepare_out_dir
 from .audio_common import tree_size
+from .planted import planted_file, read_npz
 
 __all__ = ["MelonSynthSummary", "oracle_results", "synth_melon"]
 
@@ -322,11 +323,7 @@ def oracle_results(raw_dir: str | Path, split: str = "val") -> list[dict]:
     and weights and the generator's probabilities: songs and tags ranked by their probability under the
     playlist's mixture (never an item of the question), 100 songs and 10 tags, raw ids and texts."""
     raw = Path(raw_dir)
-    path = raw / PLANTED
-    if not path.is_file():
-        raise FstoreError(f"{path}: no planted truth (only `fstore synth melon` output has one)")
-    with np.load(path) as npz:
-        z = {k: npz[k] for k in npz.files}  # an NpzFile decompresses on every access: read each array once
+    z = read_npz(planted_file(raw, PLANTED, "melon"))
     pos = {int(p): i for i, p in enumerate(z["playlist_ids"])}
     song_theme, song_p = z["song_theme"], z["song_p"]
     bg_p = np.empty(song_p.size)

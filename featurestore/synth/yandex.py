@@ -89,6 +89,7 @@ from featurestore.schemas import yandex as S
 from featurestore.store.errors import FstoreError
 from featurestore.store.folders import prepare_out_dir
 from featurestore.synth.audio_common import SynthSummary, tree_size
+from featurestore.synth.planted import planted_file, read_npz
 
 __all__ = ["synth_yandex", "oracle_profiles", "planted_path", "read_planted", "FEATURE_DIM", "MIN_STEPS", "MAX_STEPS", "PLANTED"]
 
@@ -285,16 +286,12 @@ def synth_yandex(
 def planted_path(raw_dir: str | Path) -> Path:
     """The generator's truth file beside a synthetic release (``OUT/_planted/``); one error line when
     ``raw_dir`` has none (a cheap check made before any scoring)."""
-    path = Path(raw_dir) / PLANTED
-    if not path.is_file():
-        raise FstoreError(f"{path}: no planted truth (only `fstore synth yandex` output has one)")
-    return path
+    return planted_file(raw_dir, PLANTED, "yandex")
 
 
 def read_planted(raw_dir: str | Path) -> dict[str, np.ndarray]:
     """The generator's truth written beside a synthetic release, as arrays (:func:`planted_path`)."""
-    with np.load(planted_path(raw_dir)) as npz:
-        return {k: npz[k] for k in npz.files}  # an NpzFile decompresses on every access: read each once
+    return read_npz(planted_path(raw_dir))
 
 
 def oracle_profiles(raw_dir: str | Path, frames: Iterable[np.ndarray], track_ids: np.ndarray) -> np.ndarray:

@@ -23,6 +23,7 @@ import torch
 from featurestore.schemas.mssd import TARGET, first_half_length
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
+from featurestore.synth.planted import planted_file
 from loaders import SessionBatches
 from models.metrics import SkipScore, evaluate_skip, read_skip_submission, write_skip_submission
 from models.training import autocast, parse_device, read_checkpoint
@@ -158,10 +159,7 @@ def baselines(store: str | os.PathLike[str] | Store, seed: int = 0, logreg: bool
 
 def planted_path(raw_dir: str | os.PathLike[str]) -> Path:
     """The planted probabilities of a synthetic release's raw folder; one-line error when there are none."""
-    path = Path(raw_dir) / PLANTED_TEST_PROBABILITY
-    if not path.is_file():
-        raise FstoreError(f"{path}: no planted truth (only `fstore synth spotify` output has one)")
-    return path
+    return planted_file(raw_dir, PLANTED_TEST_PROBABILITY, "spotify")
 
 
 def bayes_score(raw_dir: str | os.PathLike[str], store: str | os.PathLike[str] | Store) -> SkipScore:

@@ -18,12 +18,12 @@ to a few (utterances, speakers, states) products. Memory: one batch of utterance
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import numpy as np
 
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
+from featurestore.synth.planted import planted_file, read_npz
 from featurestore.synth.speakers import ENERGY_MEAN, ENERGY_VAR, PLANTED
 
 __all__ = ["Planted", "oracle_predict"]
@@ -36,11 +36,7 @@ class Planted:
     """The generator's truth of one synthetic release, with a row per utterance feature path."""
 
     def __init__(self, raw_dir: str | os.PathLike[str]):
-        path = Path(raw_dir) / PLANTED
-        if not path.is_file():
-            raise FstoreError(f"{path}: no planted truth (only `fstore synth speakers` output has one)")
-        with np.load(path) as npz:
-            self.arrays = {k: npz[k] for k in npz.files}  # an NpzFile decompresses on every access
+        self.arrays = read_npz(planted_file(raw_dir, PLANTED, "speakers"))
         self.row = {str(u): i for i, u in enumerate(self.arrays["utterances"])}
 
     def rows(self, feature_paths: list[str]) -> np.ndarray:
