@@ -56,6 +56,7 @@ def run_epoch(store_path: str | Path, split: str = "train", batch_size: int | No
     items = np.asarray(loader.items, np.int64)
     counts = np.zeros(int(items.max(initial=-1)) + 1, np.int64)
     batches = 0
+    before = resource.getrusage(resource.RUSAGE_SELF)
     t1 = time.perf_counter()
     for b in loader:
         ids = b[key].numpy().astype(np.int64)
@@ -64,10 +65,27 @@ def run_epoch(store_path: str | Path, split: str = "train", batch_size: int | No
         np.add.at(counts, ids, 1)
         batches += 1
     seconds = time.perf_counter() - t1
+    after = resource.getrusage(resource.RUSAGE_SELF)
     return {"kind": kind, "unit": unit, "items": int(items.size), "seen": int(np.count_nonzero(counts[items])),
             "repeated": int((counts[items] > 1).sum()), "stray": int(counts.sum() - counts[items].sum()),
             "batches": batches, "open_s": opened, "epoch_s": seconds, "mapped_bytes": mapped,
-            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+            "peak_rss_mb": after.ru_maxrss / 1024, "minor_faults": after.ru_minflt - before.ru_minflt,
+            "major_faults": after.ru_majflt - before.ru_majflt, **rss_parts()}
+
+
+def rss_parts() -> dict[str, float]:
+    """Resident memory now, MB, by kind (Linux ``/proc/self/status``): anonymous (the heap: what the
+    process owns) and file-backed (mapped files: the loader's cache pages and the libraries, page cache
+    the kernel can take back)."""
+    parts = {"rss_anon_mb": float("nan"), "rss_file_mb": float("nan")}
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            key = {"RssAnon:": "rss_anon_mb", "RssFile:": "rss_file_mb"}.get(line.split()[0] if line else "")
+            if key:
+                parts[key] = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return parts
 
 
 def lines(r: dict) -> list[str]:
@@ -76,4 +94,7 @@ def lines(r: dict) -> list[str]:
     return [f"epoch: {r['seen']} of {r['items']} {r['unit']} seen, {r['repeated']} repeated, {r['stray']} stray; "
             f"{r['batches']} batches in {r['epoch_s']:.2f} s ({r['items'] / max(r['epoch_s'], 1e-9):,.0f} "
             f"{r['unit']}/s; opened in {r['open_s']:.2f} s){mapped}; peak RSS {r['peak_rss_mb']:,.0f} MB",
-            f"epoch whole: {'yes' if whole else 'no'}"]
+            f"epoch whole: {'yes' if whole else 'no'}",
+            f"page faults during the epoch: {r['minor_faults']:,} minor, {r['major_faults']:,} major; RSS at its end: "
+            f"{r['rss_anon_mb']:,.0f} MB anonymous + {r['rss_file_mb']:,.0f} MB file-backed (mapped cache pages and "
+            "libraries)"]

@@ -57,7 +57,8 @@ def _track_block(df: pl.DataFrame, path: Path) -> np.ndarray:
         r = int(bad.arg_max())
         raise InputError(path, f"mode {mode[r]!r} is not one of {S.MODE_LABELS}", line=r + 2, column="mode")
     df = df.with_columns((pl.col("mode") == "minor").cast(pl.Float64))
-    return df.select(S.TRACK_FEATURES).to_numpy().astype(np.float64)
+    # polars already gives float64 (the columns' supertype): no second copy of the block
+    return df.select(S.TRACK_FEATURES).to_numpy().astype(np.float64, copy=False)
 
 
 def _ingest_tracks(paths: list[Path], group: LocalGroup | zarr.Group, bar: tqdm, read=None) -> pl.DataFrame:
@@ -77,11 +78,13 @@ def _ingest_tracks(paths: list[Path], group: LocalGroup | zarr.Group, bar: tqdm,
         df = read(p)
         block = _track_block(df, p)
         ids.append(df[S.TRACK_ID])
+        del df  # the parsed file (~300 bytes a track) goes before the next file's arrives
         take = rng.choice(len(block), size=min(len(block), FIT_SAMPLE_ROWS // len(paths) + 1), replace=False)
         samples.append(block[take])
         extremes.update(block)
         kept_bytes += block.nbytes
         kept.append(block if kept_bytes <= KEEP_TRACK_BYTES else None)
+        del block  # (if not kept) freed before the next file's block is made
         bar.update(p.stat().st_size // 2)
     quantizers = QuantizerBank.fit(samples, "auto", extremes).quantizers
     quantizers[S.TRACK_FEATURES.index("mode")] = ExactQuantizer(0, labels=S.MODE_LABELS)  # text, stored as 0/1
