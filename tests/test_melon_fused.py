@@ -5,12 +5,15 @@ on val gets weight 0."""
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
 
 from featurestore.ingest.melon import ingest_melon
 from featurestore.store import Store
+from featurestore.store.errors import FstoreError
 from featurestore.synth.melon import synth_melon
 from loaders.playlists import build_vocab
 from models.melon import evaluate as ev
@@ -176,3 +179,39 @@ def test_val_chooses_the_best_blend_weight_of_the_grid(stores):
         ndcg = {k: score_split(store, "val", to_results(store, "val", picks["songs"][k], picks["tags"][k]))[metric]
                 for k in options}
         assert ndcg[chosen[side][ev.AE_COOC]] == max(ndcg.values())
+
+
+def test_a_pass_over_some_rows_is_recommend_over_those_rows(stores):
+    store = stores["large"]
+    cooc = ItemCooccurrence(store)
+    dae, title = _models(store, seed=2)
+    n = len(load_split(store, "val"))
+    rows = np.array([3, 17, 18, n // 2, n // 2 + 1, n // 2 + 2, n - 1])
+    specs = {ev.COOC: ev.COOC, ev.AE: ev.AE, f"{ev.AE_COOC}:blend": ev._candidates(store, False)["songs"][f"{ev.AE_COOC}:blend"]}
+    tag_specs = {k: ev._candidates(store, False)["tags"][k] for k in specs}
+    picks = FusedPass(store, cooc, dae, None).run("val", specs, tag_specs, batch=4, progress=False, rows=rows[::-1])
+    dense = _dense_scorers(store, cooc, dae, title)
+    for key in specs:
+        got = to_results(store, "val", picks["songs"][key], picks["tags"][key], rows)
+        assert got == recommend(store, "val", dense[key], batch=4, progress=False, rows=rows), key
+    with pytest.raises(FstoreError, match="rows outside"):
+        FusedPass(store, cooc, dae, None).run("val", specs, tag_specs, progress=False, rows=np.array([10**6]))
+
+
+def test_blend_weights_chosen_on_a_val_sample(stores, tmp_path):
+    """Past ``choice_sample`` val playlists the weights are chosen on a fixed sample of them; the chosen
+    predictors then score the whole split asked for, so ``--split val`` still scores every playlist."""
+    store = stores["small"]
+    ckpt = tmp_path / "useless.pt"
+    _useless_autoencoder(store, ckpt)
+    n_val = len(load_split(store, "val"))
+    said: list[str] = []
+    scores, _ = ev.evaluate_melon(store, ckpt, tmp_path / "val.json", progress=False, echo=said.append,
+                                  choice_sample=20)
+    assert said[0].startswith(f"blend {ev.AE_COOC} (chosen on a val sample of 20 of {n_val} playlists):")
+    whole = score_split(store, "val", json.loads((tmp_path / "val.json").read_text()))
+    assert scores[ev.AE_COOC] == {k: whole[k] for k in ("score", "song_ndcg", "tag_ndcg")}
+    said.clear()
+    ev.evaluate_melon(store, ckpt, tmp_path / "test.json", split="test", progress=False, echo=said.append,
+                      choice_sample=20)
+    assert f"a val sample of 20 of {n_val} playlists, where the blend weights were chosen:" in said

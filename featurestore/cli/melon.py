@@ -120,9 +120,11 @@ def train_cmd(store: Path, out_dir: Path, epochs: int, max_minutes: float | None
                                  "cooccurrence", "title", "most_popular"]),
               help="Predictor written to --out (default: ensemble+cooccurrence, or autoencoder+cooccurrence "
                    "without a title model; ensembles need the title model).")
+@click.option("--choice-sample", default=2000, type=click.IntRange(min=0), show_default=True,
+              help="Val playlists the blend weights are chosen on (a fixed sample; 0: all of them).")
 @user_errors
 def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | None, device: str, split: str,
-                 title_model: Path | None, raw_dir: Path | None, submit: str | None) -> None:
+                 title_model: Path | None, raw_dir: Path | None, submit: str | None, choice_sample: int) -> None:
     """Recommend 100 songs and 10 tags per playlist of a split with the autoencoder CHECKPOINT, its blends and
     the title model, scored beside most popular, item co-occurrence (and the oracle); writes --submit's file.
     Blend weights are chosen on the val split (the tuned ones, or a part alone where it scores higher)."""
@@ -134,7 +136,8 @@ def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | 
     if threads := cpu_torch_threads(device, 0):
         torch.set_num_threads(threads)
     scores, submitted = evaluate_melon(Store(store), checkpoint, out, split=split, title_model=title_model,
-                                       raw_dir=raw_dir, submit=submit, device=device, echo=click.echo)
+                                       raw_dir=raw_dir, submit=submit, device=device, echo=click.echo,
+                                       choice_sample=choice_sample)
     click.echo(f"wrote {out} ({split} split, {submitted})")
     if scores:
         report_scores(scores, metric="score", split=split, metrics_json=metrics_json, model=submitted,

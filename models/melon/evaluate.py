@@ -9,10 +9,11 @@ synthetic store; that blend without a title model); it is re-read from disk and 
 the two scores must agree.
 
 **A blend never scores below its best part on validation.** Each blend's weights are chosen on the val
-split (when it has answers), songs by song nDCG and tags by tag nDCG (each side's picks depend on that
-side's scores alone): the tuned weights below, or one part alone (the other part's weight 0) when that
-part alone scores higher. So an autoencoder that has barely trained cannot drag the ensemble below
-co-occurrence. For ``split="test"`` the val split is scored first to choose.
+split (when it has answers; on a fixed sample of ``choice_sample`` of its playlists when it has more),
+songs by song nDCG and tags by tag nDCG (each side's picks depend on that side's scores alone): the
+best of the weights of :data:`BLEND_GRID` and each part alone (the other part's weight 0). So an
+autoencoder that has barely trained cannot drag the ensemble below co-occurrence. For
+``split="test"`` the val playlists are scored first to choose, and their table is printed.
 
 All predictors of a split come from one :class:`~models.melon.fused.FusedPass` (each model run once per
 batch, co-occurrence and every blend per playlist in a numba kernel); their recommendations are those of
@@ -25,15 +26,17 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from featurestore.store import Store
 from featurestore.store.errors import FstoreError
+from loaders.splits import VAL_SAMPLE, bounded_sample
 
 from .baselines import ItemCooccurrence
 from .data import DAEScorer
 from .fused import Blend, FusedPass, Source, to_results
-from .recommend import read_results, score_split, title_weights, write_results
+from .recommend import load_split, read_results, score_split, title_weights, write_results
 from .title import TITLE_MODEL, TitleScorer
 from .train import TITLE_DIR
 
@@ -55,6 +58,12 @@ TITLE_FEW = (0.5, 0.5)
 # budget only; a 3-point grid costs 4 more predictors a side in the val pass.
 BLEND_GRID = ((BLEND_AUTOENCODER[0], 0.45, 0.75), (BLEND_AUTOENCODER[1], 0.15, 0.45))
 
+# The weights are chosen on at most this many val playlists (a fixed sample; all of them when val is smaller,
+# as on the default store: 1,906). At the full size (19,463 val playlists, 707,989 songs) the choice's 13
+# predictors a side over the whole of val made most of an evaluation's time; the chosen ones then score
+# the whole split.
+CHOICE_SAMPLE = VAL_SAMPLE
+
 SIDES = ("songs", "tags")
 AE, COOC, TITLE = "autoencoder", "cooccurrence", "title"
 AE_COOC, ENSEMBLE, ENSEMBLE_COOC = "autoencoder+cooccurrence", "ensemble", "ensemble+cooccurrence"
@@ -63,7 +72,8 @@ AE_COOC, ENSEMBLE, ENSEMBLE_COOC = "autoencoder+cooccurrence", "ensemble", "ense
 def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str | Path, *, split: str = "val",
                    title_model: str | Path | None = None, raw_dir: str | Path | None = None,
                    submit: str | None = None, device: str | torch.device = "cpu",
-                   progress: bool = True, echo: Callable[[str], None] | None = None) -> tuple[dict[str, dict], str]:
+                   progress: bool = True, echo: Callable[[str], None] | None = None,
+                   choice_sample: int = CHOICE_SAMPLE) -> tuple[dict[str, dict], str]:
     """Scores per predictor (``{"score", "song_ndcg", "tag_ndcg"}``) and the name of the one written to
     ``out``. Without answers for ``split`` the file is written and no score is given. ``echo`` receives
     one line per blend saying which weights val chose and, for another split, val's score table (the
@@ -88,24 +98,32 @@ def evaluate_melon(store: str | Path | Store, checkpoint: str | Path, out: str |
              ENSEMBLE_COOC: f"{ENSEMBLE_COOC}:blend@{AE_COOC}:blend"}
     chosen = {side: {name: tuned[name] for name in rows} for side in SIDES}
     say = echo or (lambda _: None)
-    picks_val = None
+    picks_val = None  # every val playlist's picks, when the choice scored them all
     if "val_answer_songs" in store.tables:
-        picks_val = fused.run("val", candidates["songs"], candidates["tags"], progress=progress,
-                              desc=f"val: {len(candidates['songs'])} predictors a side, choosing blend weights")
-        chosen = _choose(store, picks_val, title is not None)
+        n_val = len(load_split(store, "val"))
+        sample = bounded_sample(np.arange(n_val), choice_sample)
+        part = None if sample.size == n_val else sample
+        where = "val" if part is None else f"a val sample of {sample.size} of {n_val} playlists"
+        picks_choice = fused.run("val", candidates["songs"], candidates["tags"], progress=progress, rows=part,
+                                 desc=f"val: {len(candidates['songs'])} predictors a side, choosing blend weights")
+        chosen = _choose(store, picks_choice, title is not None, rows=part)
         for name in rows:
-            say(f"blend {name} (chosen on val): "
+            say(f"blend {name} (chosen on {where}): "
                 + "; ".join(f"{side} {_describe(name, chosen[side][name], s)}" for s, side in enumerate(SIDES)))
+        if part is None:
+            picks_val = picks_choice
     else:
         say("blend weights: the tuned ones (the val split has no answers to choose them on)")
     final = {side: {name: (chosen[side][name] if name in rows else name) for name in predictors} for side in SIDES}
-    if split == "val" and picks_val is not None:
-        picks = picks_val
+    need = {side: {key: candidates[side][key] for key in dict.fromkeys(final[side].values())} for side in SIDES}
+    if split == "val":
+        picks = picks_val if picks_val is not None else fused.run(
+            split, need["songs"], need["tags"], progress=progress, desc=f"{split}: {len(predictors)} predictors")
     else:
-        if picks_val is not None:  # val's table comes free with the choice
-            for line in _table({name: _score(store, "val", picks_val, final, name) for name in predictors}, "val"):
+        if "val_answer_songs" in store.tables:  # the table of what the choice scored comes free
+            for line in _table({name: _score(store, "val", picks_choice, final, name, part) for name in predictors},
+                               where):
                 say(line)
-        need = {side: {key: candidates[side][key] for key in dict.fromkeys(final[side].values())} for side in SIDES}
         picks = fused.run(split, need["songs"], need["tags"], progress=progress,
                           desc=f"{split}: {len(predictors)} predictors")
     write_results(out, _records(store, split, picks, final, submit))
@@ -131,15 +149,18 @@ def _records(store: Store, split: str, picks: dict[str, dict], final: dict[str, 
     return to_results(store, split, picks["songs"][final["songs"][name]], picks["tags"][final["tags"][name]])
 
 
-def _score(store: Store, split: str, picks: dict[str, dict], final: dict[str, dict[str, str]], name: str) -> dict:
-    return _row(score_split(store, split, _records(store, split, picks, final, name)))
+def _score(store: Store, split: str, picks: dict[str, dict], final: dict[str, dict[str, str]], name: str,
+           rows: np.ndarray | None = None) -> dict:
+    """Row ``name``'s scores on ``split`` (``rows``: the playlists ``picks`` hold, when not all)."""
+    records = to_results(store, split, picks["songs"][final["songs"][name]], picks["tags"][final["tags"][name]], rows)
+    return _row(score_split(store, split, records, rows=rows))
 
 
-def _table(scores: dict[str, dict], split: str) -> list[str]:
-    """The score table of the split the blend weights were chosen on (``report_scores``' layout)."""
+def _table(scores: dict[str, dict], where: str) -> list[str]:
+    """The score table of the playlists the blend weights were chosen on (``report_scores``' layout)."""
     width = max(10, *(len(n) for n in scores))
-    head = f"{split:<{width}} " + " ".join(f"{c:>9}" for c in next(iter(scores.values())))
-    return ([f"{split} split, where the blend weights were chosen:", head]
+    head = f"{'val':<{width}} " + " ".join(f"{c:>9}" for c in next(iter(scores.values())))
+    return ([f"{where}{' split' if where == 'val' else ''}, where the blend weights were chosen:", head]
             + [f"{name:<{width}} " + " ".join(f"{v:>9.4f}" for v in row.values()) for name, row in scores.items()])
 
 
@@ -170,13 +191,15 @@ def _grid_keys() -> list[str]:
     return [f"{AE_COOC}:blend" + (str(i) if i else "") for i in range(len(BLEND_GRID[0]))]
 
 
-def _choose(store: Store, picks: dict[str, dict], has_title: bool) -> dict[str, dict[str, str]]:
+def _choose(store: Store, picks: dict[str, dict], has_title: bool, rows: np.ndarray | None = None
+            ) -> dict[str, dict[str, str]]:
     """Per side and blend, the key of the best of {the blend at each weight of the grid, each part alone}
     on val (ties: the tuned blend, the rest of the grid, then the parts in order)."""
     keys = list(picks["songs"])
     ndcg = {}
     for key in keys:
-        score = score_split(store, "val", to_results(store, "val", picks["songs"][key], picks["tags"][key]))
+        score = score_split(store, "val", to_results(store, "val", picks["songs"][key], picks["tags"][key], rows),
+                            rows=rows)
         ndcg[key] = {"songs": score["song_ndcg"], "tags": score["tag_ndcg"]}
     chosen: dict[str, dict[str, str]] = {}
     for side in SIDES:

@@ -96,11 +96,12 @@ class FusedPass:
                                   "tags": np.arange(self.n["tags"], dtype=np.int32)}
 
     def run(self, split: str, songs: Mapping[str, Source], tags: Mapping[str, Source], batch: int = 256,
-            progress: bool = True, desc: str | None = None) -> dict[str, dict[str, np.ndarray]]:
+            progress: bool = True, desc: str | None = None, rows: np.ndarray | None = None
+            ) -> dict[str, dict[str, np.ndarray]]:
         """``{"songs": {name: (playlists, 100) codes}, "tags": {name: (playlists, 10) codes}}`` for every
-        playlist of ``split`` in file order, each predictor's picks as :func:`recommend` makes them.
-        ``batch``: playlists per model call (256, as ``recommend``: the models' outputs are then the same
-        to the last bit)."""
+        playlist of ``split`` in file order (``rows``: only these, sorted), each predictor's picks as
+        :func:`recommend` makes them. ``batch``: playlists per model call (256, as ``recommend``: the
+        models' outputs are then the same to the last bit)."""
         if batch < 1:
             raise FstoreError(f"batch must be >= 1, got {batch}")
         specs = {"songs": dict(songs), "tags": dict(tags)}
@@ -118,29 +119,32 @@ class FusedPass:
                 raise FstoreError(f"only {self.n[side]} {side} in the store: cannot recommend {k[side]} per playlist")
         q = {"songs": (data.song_offsets.astype(np.int64), data.songs.astype(np.int64)),
              "tags": (data.tag_offsets.astype(np.int64), data.tags.astype(np.int64))}
-        out = {side: {name: np.empty((len(data), k[side]), dtype=np.int64) for name in specs[side]} for side in specs}
+        selected = np.arange(len(data), dtype=np.int64) if rows is None else np.unique(np.asarray(rows, dtype=np.int64))
+        if selected.size and (selected[0] < 0 or selected[-1] >= len(data)):
+            raise FstoreError(f"rows outside {split}'s {len(data)} playlists")
+        out = {side: {name: np.empty((selected.size, k[side]), dtype=np.int64) for name in specs[side]}
+               for side in specs}
         compiled = {side: _compile(specs[side]) for side in specs}
         need_cooc = {side: "cooccurrence" in set().union(*(_sources(s) for s in specs[side].values()), set())
                      for side in specs}
         need_dae, need_title = "autoencoder" in used, "title" in used
         label = desc or f"{split}: {len(specs['songs'])} song and {len(specs['tags'])} tag predictors"
-        batches = [np.arange(start, min(len(data), start + batch), dtype=np.int64)
-                   for start in range(0, len(data), batch)]
+        batches = [selected[start:start + batch] for start in range(0, selected.size, batch)]
         # the models' next batch (torch, one thread) runs while the kernel (numba threads) takes this one
-        with tqdm(total=len(data), unit="playlist", desc=label, disable=not progress) as bar, \
+        with tqdm(total=selected.size, unit="playlist", desc=label, disable=not progress) as bar, \
                 ThreadPoolExecutor(1, thread_name_prefix="melon-models") as pool:
             ahead = pool.submit(self._model_scores, split, batches[0], need_dae, need_title) if batches else None
-            for i, rows in enumerate(batches):
+            for i, batch_rows in enumerate(batches):
                 models = ahead.result()
                 if i + 1 < len(batches):
                     ahead = pool.submit(self._model_scores, split, batches[i + 1], need_dae, need_title)
                 for side in ("songs", "tags"):
                     names = list(specs[side])
                     if names:
-                        picks = self._side(split, side, rows, names, compiled[side], models[side], q, need_cooc[side])
+                        picks = self._side(split, side, batch_rows, names, compiled[side], models[side], q, need_cooc[side])
                         for p, name in enumerate(names):
-                            out[side][name][rows] = picks[p]
-                bar.update(rows.size)
+                            out[side][name][i * batch:i * batch + batch_rows.size] = picks[p]
+                bar.update(batch_rows.size)
         return out
 
     def _side(self, split: str, side: str, rows: np.ndarray, names: list[str], compiled: _Compiled,
@@ -188,13 +192,16 @@ class FusedPass:
         return {"songs": (dae[0], title[0]), "tags": (dae[1], title[1])}
 
 
-def to_results(store: Store, split: str, songs: np.ndarray, tags: np.ndarray) -> list[dict]:
-    """``results.json`` records (raw song ids, tag texts) from (playlists, 100) and (playlists, 10) codes."""
+def to_results(store: Store, split: str, songs: np.ndarray, tags: np.ndarray, rows: np.ndarray | None = None
+               ) -> list[dict]:
+    """``results.json`` records (raw song ids, tag texts) from (playlists, 100) and (playlists, 10) codes
+    of every playlist of ``split`` (``rows``: of these sorted rows, as :meth:`FusedPass.run` gave them)."""
     data, vocab = load_split(store, split), load_vocab(store)
+    ids = data.ids if rows is None else data.ids[np.unique(np.asarray(rows, dtype=np.int64))]
     song_ids = vocab.song_ids[songs]
     texts = vocab.tag_texts
-    return [{"id": int(data.ids[r]), "songs": song_ids[r].tolist(), "tags": [texts[c] for c in tags[r]]}
-            for r in range(len(data))]
+    return [{"id": int(ids[r]), "songs": song_ids[r].tolist(), "tags": [texts[c] for c in tags[r]]}
+            for r in range(len(ids))]
 
 
 def _host(t: torch.Tensor) -> np.ndarray:
