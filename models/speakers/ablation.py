@@ -52,7 +52,7 @@ def score(store: str, run_dir: str, out: str) -> None:
     from models.speakers import evaluate_speakers
 
     torch.set_num_threads(1)  # as `fstore evaluate speakers` on the CPU
-    ev = evaluate_speakers(store, Path(run_dir) / "best.pt")
+    ev = evaluate_speakers(store, Path(run_dir) / "best.pt", progress=False)
     Path(out).write_text(json.dumps({split: row["model"] for split, row in ev.scores.items()}))
 
 

@@ -29,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from featurestore.store import Store
 from featurestore.store.atomic import atomic_write_bytes
@@ -97,10 +98,11 @@ class _Predictors:
         self.fit_means, self.fit_labels = fit[:, : self.bins], labels[fit_ids]
         self.rng = np.random.default_rng([seed, 14])
 
-    def predict(self, split: str, clips: np.ndarray) -> dict[str, np.ndarray]:
+    def predict(self, split: str, clips: np.ndarray, desc: str, progress: bool = True) -> dict[str, np.ndarray]:
         out: dict[str, list[np.ndarray]] = {"model": [], "logistic_regression": [], "nearest_mean": []}
         if self.planted is not None:
             out["oracle"] = []
+        bar = tqdm(total=clips.size, unit="utterance", desc=desc, disable=not progress)
         for start, pooled in zip(range(0, clips.size, QUERY_BATCH), pooled_batches(self.store, split, clips, QUERY_BATCH),
                                  strict=True):
             part = clips[start : start + QUERY_BATCH]
@@ -116,6 +118,8 @@ class _Predictors:
                                                     self.classes))
             if self.planted is not None:
                 out["oracle"].append(oracle_predict(self.store, split, part, self.planted))
+            bar.update(part.size)
+        bar.close()
         preds = {k: np.concatenate(v) if v else np.zeros(0, dtype=np.int64) for k, v in out.items()}
         preds["random"] = self.rng.integers(0, self.classes, clips.size)
         return preds
@@ -123,7 +127,7 @@ class _Predictors:
 
 def evaluate_speakers(store: str | os.PathLike[str] | Store, checkpoint: str | os.PathLike[str],
                       device: str | torch.device = "cpu", batch_size: int = 64,
-                      raw_dir: str | os.PathLike[str] | None = None) -> SpeakerEvaluation:
+                      raw_dir: str | os.PathLike[str] | None = None, progress: bool = True) -> SpeakerEvaluation:
     """Score ``checkpoint``, the baselines and (with ``raw_dir``) the oracle; see the module docstring."""
     release_large_blocks()
     store = open_speakers(store)
@@ -140,11 +144,13 @@ def evaluate_speakers(store: str | os.PathLike[str] | Store, checkpoint: str | o
     def row(truth: np.ndarray, preds: dict[str, np.ndarray]) -> dict[str, float]:
         return {name: accuracy(truth, pred) for name, pred in preds.items()}
 
-    scores = {"validation": row(labels[held_ids], predictors.predict(TRAIN, held_ids))}
+    scores = {"validation": row(labels[held_ids], predictors.predict(
+        TRAIN, held_ids, f"validation: {held_ids.size} utterances, model and baselines", progress))}
     test_pred = None
     if TEST in store.tables:
         tfs = store.frames(TEST)
-        preds = predictors.predict(TEST, np.arange(tfs.clips))
+        preds = predictors.predict(TEST, np.arange(tfs.clips), f"test: {tfs.clips} utterances, model and baselines",
+                                   progress)
         test_pred = preds["model"]
         if LABEL in tfs.clip_columns:  # synthetic data ships test_labels.json
             scores["test"] = row(speaker_labels(store, TEST), preds)
