@@ -99,9 +99,12 @@ def evaluate_cmd(store: Path, checkpoint: Path, out: Path, metrics_json: Path | 
     if threads := cpu_torch_threads(device, 0):
         torch.set_num_threads(threads)
 
-    result = evaluate_speakers(store, checkpoint, device=device, raw_dir=raw_dir)
-    if result.test_predictions is None:
+    from models.speakers.data import TEST, open_speakers
+
+    # before any pass: a store without test utterances gets its one line, not a progress bar first
+    if TEST not in open_speakers(store).tables:
         raise FstoreError(f"{store}: no test split (testdata.json was not ingested): nothing to predict")
+    result = evaluate_speakers(store, checkpoint, device=device, raw_dir=raw_dir)
     write_predictions(store, result.test_predictions, out)
     click.echo(f"wrote {out} ({len(result.test_predictions)} test utterances)")
     for split in ("test", "validation"):
