@@ -10,8 +10,8 @@ rank by popularity). Loss: BCE per vocabulary, tags and artists weighted 0.15 ea
 in the tied output, is its own plus the mean of its artists'. Most songs are in a handful of train
 playlists (Zipf popularity), too few to place an embedding of their own; their artist is in many more,
 so a rarely seen song is scored where its artist's songs are. Measured on the default synthetic store
-(``fstore train melon --max-minutes 5``, one torch thread, the other core busy): the autoencoder alone
-0.4752 -> see the README's Melon section for the figures with it.
+(``fstore train melon --max-minutes 5``, one torch thread, the other core busy; val score of the
+autoencoder alone): 0.4090 -> 0.4392 after one epoch, 0.4752 -> 0.4778 at the end of the budget.
 """
 
 from __future__ import annotations

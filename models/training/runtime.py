@@ -93,11 +93,7 @@ def release_large_blocks() -> None:
     length, so the model's activations change size every batch; glibc by default raises its mmap threshold after the first large free and serves later ones from the heap,
     which fragments and keeps growing with the number of batches (one process predicting the 320 longest
     test utterances of a 0.11-size store: 1.87 GB peak, 1.19 GB with this; one batch of 64: 1.28 GB)."""
-    try:
-        libc = ctypes.CDLL("libc.so.6")
-    except OSError:  # not glibc (macOS): its allocator returns large blocks anyway
-        return
-    libc.mallopt(-3, 1 << 16)  # M_MMAP_THRESHOLD; setting it also turns the dynamic threshold off
+    _mmap_threshold(1 << 16)
 
 
 @contextlib.contextmanager
@@ -110,7 +106,14 @@ def large_blocks_released() -> Iterator[None]:
     try:
         yield
     finally:
-        try:
-            ctypes.CDLL("libc.so.6").mallopt(-3, 32 << 20)
-        except OSError:
-            pass
+        _mmap_threshold(32 << 20)
+
+
+def _mmap_threshold(nbytes: int) -> None:
+    """glibc's M_MMAP_THRESHOLD (setting it also turns the dynamic threshold off); elsewhere nothing: a
+    non-glibc allocator (macOS) returns large blocks anyway."""
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:
+        return
+    libc.mallopt(-3, nbytes)
